@@ -1,0 +1,121 @@
+"""Command line: `python -m osp_engine presets | run | list | show | export`.
+
+Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .config import ConfigError, apply_overrides
+from .presets import DESCRIPTIONS, PRESETS, get_preset
+from .store import RunReader, list_runs, runs_root
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, like every other bad input
+        raise ConfigError(f"{message} (see `python -m osp_engine --help`)")
+
+
+def _cmd_presets(args) -> int:
+    for name in PRESETS:
+        print(f"{name:<22} {DESCRIPTIONS.get(name, '')}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .run import Run
+
+    cfg = apply_overrides(get_preset(args.preset), args.set or [])
+    run = Run(cfg, args.runs_dir)
+    run.prepare()
+    print(f"run {run.run_id} -> {run.dir}", flush=True)
+    status = run.execute(log=lambda line: print(line, flush=True))
+    summary = RunReader(run.dir).summary()
+    if status == "failed":
+        print(f"run failed: {run.error}", file=sys.stderr)
+        return 1
+    fr = summary["flops_reduction"]
+    print(f"{status}: t* = {summary['t_star']} ({summary['prune_reason']}), FLOPs -{100 * (fr or 0):.2f} % "
+          f"(target {100 * cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
+          f"{summary['wall_seconds']:.1f} s")
+    return 0 if status == "finished" else 3
+
+
+def _reader(path: str) -> RunReader:
+    try:
+        return RunReader(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path!r} is not a run folder: pass a folder listed by `python -m osp_engine list`") from None
+
+
+def _cmd_list(args) -> int:
+    root = runs_root(args.runs_dir)
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs under {root}")
+    for r in runs:
+        s = r.summary()
+        fr = s["flops_reduction"]
+        print(f"{r.run_id:<40} {s['status']:<10} {s['phase'] or '':<9} epoch {s['epochs']}/{s['total_epochs']} "
+              f"acc {s['final_acc'] or 0:6.2f}%  FLOPs -{100 * (fr or 0):.1f}%")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    s = _reader(args.run_dir).summary()
+    if args.json:
+        print(json.dumps(s, indent=1))
+    else:
+        for k, v in s.items():
+            if k != "psi":
+                print(f"{k:<24} {v}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    reader = _reader(args.run_dir)
+    src = reader.dir / "model.pt"
+    if not src.is_file():
+        raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
+    shutil.copyfile(src, args.out)
+    print(f"exported {src} -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m osp_engine", description="One-cycle structured pruning (OCSPruner) engine")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("presets", help="list the named configurations").set_defaults(fn=_cmd_presets)
+    r = sub.add_parser("run", help="train, search, prune and fine-tune in one cycle")
+    r.add_argument("--preset", default="demo")
+    r.add_argument("--runs-dir", default=None, help="where run folders go (default runs/ or $OSP_RUNS_DIR)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
+    r.set_defaults(fn=_cmd_run)
+    ls = sub.add_parser("list", help="list runs")
+    ls.add_argument("--runs-dir", default=None)
+    ls.set_defaults(fn=_cmd_list)
+    sh = sub.add_parser("show", help="a run's figures")
+    sh.add_argument("run_dir")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(fn=_cmd_show)
+    ex = sub.add_parser("export", help="copy a run's pruned model")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(fn=_cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,95 @@
+"""The thread-safe command channel of a live run: cancel, pause/resume, prune now, threshold, auto-prune.
+
+Any thread may call the setters; the run polls at batch boundaries (cancel, pause) and epoch
+boundaries (prune now, threshold, auto-prune). Each accepted command is returned once by `drain()`
+so the run can log it as an event.
+"""
+from __future__ import annotations
+
+import threading
+
+
+class Cancelled(Exception):
+    """Raised inside the run when a cancel command is seen."""
+
+
+class Commands:
+    def __init__(self, threshold: float) -> None:
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._prune_now = False
+        self._threshold = threshold
+        self._auto_prune = True
+        self._log: list[tuple[str, str]] = []
+
+    def _note(self, kind: str, message: str) -> None:
+        with self._lock:
+            self._log.append((kind, message))
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()
+        self._note("cancel", "cancel requested")
+
+    def pause(self) -> None:
+        self._running.clear()
+        self._note("pause", "paused")
+
+    def resume(self) -> None:
+        self._running.set()
+        self._note("resume", "resumed")
+
+    def prune_now(self) -> None:
+        with self._lock:
+            self._prune_now = True
+        self._note("prune_now", "prune requested at the next epoch boundary")
+
+    def set_threshold(self, value: float) -> None:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"threshold {value} is outside (0, 1]")
+        with self._lock:
+            self._threshold = float(value)
+        self._note("threshold", f"threshold set to {value}")
+
+    def set_auto_prune(self, on: bool) -> None:
+        with self._lock:
+            self._auto_prune = bool(on)
+        self._note("auto_prune", f"auto-prune {'on' if on else 'off'}")
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def threshold(self) -> float:
+        with self._lock:
+            return self._threshold
+
+    @property
+    def auto_prune(self) -> bool:
+        with self._lock:
+            return self._auto_prune
+
+    @property
+    def prune_requested(self) -> bool:
+        with self._lock:
+            return self._prune_now
+
+    def checkpoint(self, on_wait=None) -> None:
+        """At a batch boundary: raise Cancelled, or block while paused (calling on_wait ~every second)."""
+        while not self._running.wait(timeout=1.0):
+            if on_wait is not None:
+                on_wait()
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    def drain(self) -> list[tuple[str, str]]:
+        with self._lock:
+            out, self._log = self._log, []
+        return out

@@ -1,0 +1,153 @@
+"""The one configuration object of a run: a frozen, validated dataclass, plus `--set` overrides.
+
+Every field keeps the official scripts' meaning (METHOD.md). `validate()` raises `ConfigError`
+with a one-line message that names the problem and the fix; nothing touches the file system here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message names the problem and the fix (the CLI exits 2 on it)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # what to train
+    model: str = "digits-resnet14"
+    dataset: str = "digits"
+    data_root: str = ""                   # CIFAR / ImageFolder root; unused for digits and synthetic
+    download: bool = False                # CIFAR only: fetch into data_root when missing (opt-in)
+    # the one learning-rate cycle
+    epochs: int = 40                      # T
+    batch_size: int = 64
+    lr: float = 0.1
+    lr_schedule: str = "multistep"        # "multistep" (x gamma at milestones) or "cosine" (to 0)
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8, 0.9)   # fractions of T, stepped per iteration
+    gamma: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    # the sub-network search
+    target: float = 0.5                   # fraction of dense FLOPs to remove
+    l_max: float = 0.75                   # per-layer floor: at most L_max*(1-exp(-k*C)) of C may go
+    l_k: float = 1.0
+    monitor_start: int = 1                # first epoch whose start runs the search
+    # the group-sparsity regulariser
+    reg: float = 1e-4                     # initial strength
+    reg_delta: float = 1e-4               # added every reg_interval epochs
+    reg_interval: int = 1
+    sl_start: int = 30                    # official CIFAR meaning: the shrink acts while epoch > sl_start + 1
+    sl_auto: bool = False                 # start when the smoothed PSI plateaus instead (ImageNet script)
+    sl_end: int = 110                     # forced prune after epoch t > sl_end
+    # stability
+    threshold: float = 0.999              # smoothed PSI at which the sub-network counts as stable
+    eb_threshold: float = 0.1             # Early-Bird: all 4 Hamming distances <= this draws a ticket
+    # execution
+    baseline: bool = False                # train the same schedule dense: no search, no shrink, no prune
+    seed: int = 0
+    device: str = "auto"                  # "auto", "cpu" or "cuda"
+    amp: bool = True                      # bf16 autocast on CUDA (decisions stay fp32); ignored on CPU
+    channels_last: bool = True            # on CUDA only
+    synthetic_size: int = 10000           # images in the synthetic throughput set
+    num_workers: int = 4                  # ImageFolder loaders only
+    preset: str = ""                      # the preset this config came from (informational)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def validate(self) -> "Config":
+        """Return self if every field is usable, else raise ConfigError naming the fix."""
+        from .data import DATASETS
+        from .models import MODELS
+
+        def fail(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if self.model not in MODELS:
+            fail(f"unknown model {self.model!r}: choose one of {', '.join(sorted(MODELS))}")
+        if self.dataset not in DATASETS:
+            fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASETS))}")
+        if self.epochs <= 0:
+            fail(f"epochs must be a positive number, got {self.epochs}: set epochs=N with N >= 1")
+        if self.batch_size <= 0:
+            fail(f"batch_size must be positive, got {self.batch_size}: set batch_size=N with N >= 1")
+        if not 0.0 < self.target <= 0.95:
+            fail(f"target {self.target} is outside (0, 0.95]: it is the fraction of FLOPs to remove, e.g. target=0.5")
+        for name in ("threshold", "eb_threshold", "l_max"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                fail(f"{name} {v} is outside (0, 1]: set {name}= a value in (0, 1]")
+        if self.lr <= 0:
+            fail(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("multistep", "cosine"):
+            fail(f"lr_schedule {self.lr_schedule!r} is unknown: use multistep or cosine")
+        if self.reg < 0 or self.reg_delta < 0 or self.reg_interval <= 0:
+            fail("reg and reg_delta must be >= 0 and reg_interval >= 1")
+        if self.monitor_start < 0 or self.sl_start < 0:
+            fail("monitor_start and sl_start must be >= 0")
+        if self.sl_end < self.sl_start:
+            fail(f"sl_end ({self.sl_end}) is before sl_start ({self.sl_start}): set sl_end >= sl_start")
+        if self.sl_end + 1 >= self.epochs:
+            fail(f"sl_end ({self.sl_end}) leaves no epoch to fine-tune in {self.epochs}: "
+                 f"set sl_end <= {self.epochs - 2} or raise epochs")
+        if self.monitor_start > self.sl_end:
+            fail(f"monitor_start ({self.monitor_start}) is after sl_end ({self.sl_end}): lower it")
+        if self.device not in ("auto", "cpu", "cuda"):
+            fail(f"device {self.device!r} is unknown: use auto, cpu or cuda")
+        if self.synthetic_size <= 0:
+            fail("synthetic_size must be positive")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "Config":
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(Config)}
+        raw = {k: v for k, v in raw.items() if k in known}
+        if "milestones" in raw:
+            raw["milestones"] = tuple(raw["milestones"])
+        return Config(**raw)
+
+
+def _parse_value(field_type: Any, text: str, key: str) -> Any:
+    """Parse one `--set` value by the field's declared type."""
+    t = str(field_type)
+    try:
+        if t in ("bool", "<class 'bool'>"):
+            low = text.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if t in ("int", "<class 'int'>"):
+            return int(text)
+        if t in ("float", "<class 'float'>"):
+            return float(text)
+        if t.startswith("tuple"):
+            return tuple(float(x) for x in text.split(",") if x.strip())
+        if t.startswith("dict"):
+            raise ValueError(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"--set {key}={text!r}: {text!r} is not a valid {t} for {key}") from None
+
+
+def apply_overrides(cfg: Config, pairs: list[str]) -> Config:
+    """Apply `key=value` strings to a config; ConfigError for a malformed pair or unknown key."""
+    fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is malformed: write --set key=value, e.g. --set epochs=20")
+        if key not in fields:
+            raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(sorted(fields))}")
+        changes[key] = _parse_value(fields[key].type, value, key)
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,54 @@
+"""Export of the pruned model and its loader.
+
+The file holds the state dict, Torch-Pruning's pruning history (which channels of which layer went)
+and what is needed to rebuild the dense architecture; `structure.json` beside it lists every layer's
+weight shape for people and other tools. `load_pruned` rebuilds the dense model, replays the history
+on it, then loads the weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+
+from .models import build_model
+
+MODEL_FILE = "model.pt"
+STRUCTURE_FILE = "structure.json"
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a reader never sees half a file."""
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def structure(model: torch.nn.Module) -> dict:
+    return {name: list(p.shape) for name, p in model.state_dict().items() if p.dim() > 0}
+
+
+def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Path) -> Path:
+    """Write model.pt and structure.json into run_dir; arch: model, num_classes, image_size, in_channels."""
+    path = run_dir / MODEL_FILE
+    atomic_save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "pruning_history": history, "arch": arch}, path)
+    tmp = run_dir / (STRUCTURE_FILE + ".tmp")
+    tmp.write_text(json.dumps({"arch": arch, "layers": structure(model)}, indent=1))
+    os.replace(tmp, run_dir / STRUCTURE_FILE)
+    return path
+
+
+def load_pruned(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """The exported network, ready for inference (eval mode)."""
+    blob = torch.load(path, map_location=map_location, weights_only=False)
+    arch = blob["arch"]
+    model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
+    example = torch.zeros(1, arch["in_channels"], arch["image_size"], arch["image_size"])
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph.load_pruning_history(blob["pruning_history"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()

@@ -1,0 +1,88 @@
+"""The run manager: starts runs in background threads, lists them, and forwards commands.
+
+It holds no UI state and never imports Streamlit; the app keeps one instance per server process.
+Commands for a run started elsewhere (the command line, another machine) are refused with a clear
+message: only the process that owns a run can steer it.
+"""
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from .config import Config
+from .run import Run, prepare_root
+from .store import TERMINAL, RunReader, list_runs, resolve_run_dir, runs_root
+
+
+class RunManager:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = runs_root(None if root is None else str(root))
+        self._lock = threading.Lock()
+        self._runs: dict[str, tuple[Run, threading.Thread]] = {}
+
+    def start(self, cfg: Config) -> str:
+        """Validate, load the data, then train in a daemon thread; returns the run id (ConfigError on bad input)."""
+        run = Run(cfg, self.root)
+        run.prepare()
+        thread = threading.Thread(target=run.execute, name=f"osp-run-{run.run_id}", daemon=True)
+        with self._lock:
+            self._runs[run.run_id] = (run, thread)
+        thread.start()
+        return run.run_id
+
+    def owned(self, run_id: str) -> Run | None:
+        with self._lock:
+            entry = self._runs.get(run_id)
+        return entry[0] if entry and entry[1].is_alive() else None
+
+    def command(self, run_id: str, name: str, *args) -> None:
+        """cancel | pause | resume | prune_now | set_threshold | set_auto_prune; RuntimeError if not live here."""
+        run = self.owned(run_id)
+        if run is None:
+            raise RuntimeError(f"run {run_id} is not running in this app (finished, or started elsewhere)")
+        getattr(run.commands, name)(*args)
+
+    def is_paused(self, run_id: str) -> bool:
+        run = self.owned(run_id)
+        return bool(run and run.commands.paused)
+
+    def controls(self, run_id: str) -> dict | None:
+        run = self.owned(run_id)
+        if run is None:
+            return None
+        c = run.commands
+        return dict(paused=c.paused, threshold=c.threshold, auto_prune=c.auto_prune, prune_requested=c.prune_requested)
+
+    def list(self) -> list[RunReader]:
+        return list_runs(self.root)
+
+    def reader(self, run_id: str) -> RunReader:
+        return RunReader(resolve_run_dir(self.root, run_id))
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run's folder; a live run is cancelled and awaited first."""
+        path = resolve_run_dir(self.root, run_id)
+        with self._lock:
+            entry = self._runs.pop(run_id, None)
+        if entry is not None and entry[1].is_alive():
+            entry[0].commands.cancel()
+            entry[1].join(timeout=30)
+        if path.exists():
+            shutil.rmtree(path)
+
+    def shutdown(self) -> None:
+        """Cancel every live run and wait for its thread (the app's on_release)."""
+        with self._lock:
+            entries = list(self._runs.values())
+        for run, thread in entries:
+            if thread.is_alive():
+                run.commands.cancel()
+        for _, thread in entries:
+            thread.join(timeout=30)
+
+    def ensure_root(self) -> Path:
+        return prepare_root(self.root)
+
+
+__all__ = ["RunManager", "TERMINAL"]

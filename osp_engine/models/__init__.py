@@ -1,0 +1,57 @@
+"""Model registry: a name -> builder table, and the input shape each family expects.
+
+`build_model(name, num_classes, image_size, in_channels)` returns a freshly initialised network.
+CIFAR-family models are the official code's definitions; `digits-resnet14` is the demo's residual
+network for 8x8 one-channel digits; `tv-*` are torchvision's ImageNet models built by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from .cifar_resnet import CifarResNet
+from .mobilenetv2 import MobileNetV2
+from .vgg import VGG
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[int, int, int], nn.Module]  # (num_classes, image_size, in_channels) -> model
+    family: str                                   # "cifar", "digits" or "imagenet"
+
+
+def _torchvision(arch: str) -> Callable[[int, int, int], nn.Module]:
+    def build(num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+        import torchvision
+
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+    return build
+
+
+def _cifar_resnet(depth: int) -> Callable[[int, int, int], nn.Module]:
+    return lambda nc, size, ch: CifarResNet(depth, nc, pool=max(size // 4, 1), in_channels=ch)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet20": ModelSpec(_cifar_resnet(20), "cifar"),
+    "resnet32": ModelSpec(_cifar_resnet(32), "cifar"),
+    "resnet56": ModelSpec(_cifar_resnet(56), "cifar"),
+    "resnet110": ModelSpec(_cifar_resnet(110), "cifar"),
+    "vgg16": ModelSpec(lambda nc, size, ch: VGG("vgg16", nc), "cifar"),
+    "vgg19": ModelSpec(lambda nc, size, ch: VGG("vgg19", nc), "cifar"),
+    "mobilenetv2": ModelSpec(lambda nc, size, ch: MobileNetV2(nc), "cifar"),
+    "digits-resnet14": ModelSpec(lambda nc, size, ch: CifarResNet(14, nc, (32, 64, 128), pool=2, in_channels=ch),
+                                 "digits"),
+    "tv-resnet18": ModelSpec(_torchvision("resnet18"), "imagenet"),
+    "tv-resnet50": ModelSpec(_torchvision("resnet50"), "imagenet"),
+}
+
+
+def build_model(name: str, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
+    """A fresh, randomly initialised model; KeyError names the known models."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[name].build(num_classes, image_size, in_channels)

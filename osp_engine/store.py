@@ -1,0 +1,237 @@
+"""The run store: one folder per run with an SQLite database in WAL mode that other processes read live.
+
+Writer: `RunStore.create(...)` then `write_*` from the run's own thread. Readers: `RunReader(run_dir)`
+opens a fresh short-lived connection per query, so any number of threads and processes can read
+while the run writes (WAL: readers never block the writer). Masks are stored as packed bits over
+original channel ids, saliency as float32 bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DB_NAME = "run.db"
+STALE_AFTER_S = 60.0
+TERMINAL = ("finished", "failed", "cancelled")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "reg", "reg_penalty",
+                 "psi_raw", "psi_smoothed", "eb_distance", "cand_flops", "cand_params", "cand_reduction",
+                 "model_flops", "model_params", "dense_flops", "dense_params", "epoch_seconds"]
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT, config TEXT,
+    versions TEXT, device TEXT, status TEXT, phase TEXT, heartbeat REAL, created REAL, ended REAL,
+    error TEXT, t_star INTEGER, prune_reason TEXT, t_sl_start INTEGER, threshold REAL, dataset TEXT);
+CREATE TABLE IF NOT EXISTS epochs ({", ".join(c + (" INTEGER PRIMARY KEY" if c == "epoch" else "")
+                                              for c in EPOCH_COLUMNS)});
+CREATE TABLE IF NOT EXISTS groups (gid INTEGER PRIMARY KEY, name TEXT, size INTEGER, layers TEXT);
+CREATE TABLE IF NOT EXISTS masks (epoch INTEGER, gid INTEGER, bits BLOB, PRIMARY KEY (epoch, gid));
+CREATE TABLE IF NOT EXISTS saliency (epoch INTEGER, gid INTEGER, vals BLOB, PRIMARY KEY (epoch, gid));
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, epoch INTEGER,
+    kind TEXT, message TEXT, data TEXT);
+"""
+
+
+def runs_root(explicit: str | None = None) -> Path:
+    """The runs folder: explicit, else $OSP_RUNS_DIR, else ./runs."""
+    return Path(explicit or os.environ.get("OSP_RUNS_DIR") or "runs")
+
+
+def resolve_run_dir(root: str | Path, run_id: str) -> Path:
+    """The folder of `run_id` under `root`; ValueError for an id that could escape the root."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or ".." in run_id:
+        raise ValueError(f"invalid run id {run_id!r}")
+    path = (Path(root) / run_id).resolve()
+    if path.parent != Path(root).resolve():
+        raise ValueError(f"invalid run id {run_id!r}")
+    return path
+
+
+def _connect(db: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(db), timeout=30.0, isolation_level=None)
+    con.execute("PRAGMA busy_timeout = 30000")
+    return con
+
+
+class RunStore:
+    """The writer side of one run's folder. Use from one thread."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+        self.con = _connect(self.dir / DB_NAME)
+        self.last_beat = 0.0
+
+    @classmethod
+    def create(cls, run_dir: Path, run_id: str, config_json: str, versions: dict, device: str,
+               threshold: float, dataset: str) -> "RunStore":
+        """Make the folder and a complete database; readers never see a half-made schema.
+
+        The database is built under a temporary name and renamed into place once it holds the run row.
+        """
+        run_dir.mkdir(parents=True, exist_ok=False)
+        tmp = run_dir / (DB_NAME + ".init")
+        con = _connect(tmp)
+        con.executescript(_SCHEMA)
+        now = time.time()
+        con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat, created,"
+                    " threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
+                    (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
+        con.close()
+        os.replace(tmp, run_dir / DB_NAME)
+        store = cls(run_dir)
+        store.con.execute("PRAGMA journal_mode = WAL")
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def update_run(self, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.con.execute(f"UPDATE run SET {cols} WHERE id = 1", tuple(fields.values()))
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self.last_beat > 2.0:
+            self.last_beat = now
+            self.update_run(heartbeat=now)
+
+    def write_groups(self, groups: list[tuple[str, int, list[str]]]) -> None:
+        with self.con:
+            self.con.execute("BEGIN")
+            self.con.executemany("INSERT INTO groups VALUES (?, ?, ?, ?)",
+                                 [(i, n, s, json.dumps(l)) for i, (n, s, l) in enumerate(groups)])
+
+    def write_epoch(self, row: dict, masks: list[np.ndarray] | None, saliency: list[np.ndarray] | None) -> None:
+        """One transaction per epoch: metrics, then masks and saliency when the search ran."""
+        cols = [c for c in EPOCH_COLUMNS if c in row]
+        with self.con:
+            self.con.execute("BEGIN")
+            self.con.execute(f"INSERT OR REPLACE INTO epochs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             tuple(row[c] for c in cols))
+            e = row["epoch"]
+            if masks is not None:
+                self.con.executemany("INSERT OR REPLACE INTO masks VALUES (?, ?, ?)",
+                                     [(e, g, np.packbits(m.astype(np.uint8)).tobytes()) for g, m in enumerate(masks)])
+            if saliency is not None:
+                self.con.executemany("INSERT OR REPLACE INTO saliency VALUES (?, ?, ?)",
+                                     [(e, g, s.astype(np.float32).tobytes()) for g, s in enumerate(saliency)])
+            self.con.execute("UPDATE run SET heartbeat = ? WHERE id = 1", (time.time(),))
+
+    def event(self, kind: str, message: str, epoch: int | None = None, **data: Any) -> None:
+        self.con.execute("INSERT INTO events (t, epoch, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                         (time.time(), epoch, kind, message, json.dumps(data)))
+
+
+class RunReader:
+    """Read-only view of one run folder; safe from any thread or process while the run writes."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
+        self.db = self.dir / DB_NAME
+        if not self.db.is_file():
+            raise FileNotFoundError(f"{self.dir} is not a run folder (no {DB_NAME})")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        con = _connect(self.db)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    def info(self) -> dict:
+        cols = ["run_id", "config", "versions", "device", "status", "phase", "heartbeat", "created", "ended",
+                "error", "t_star", "prune_reason", "t_sl_start", "threshold", "dataset"]
+        row = self._query(f"SELECT {', '.join(cols)} FROM run WHERE id = 1")[0]
+        out = dict(zip(cols, row))
+        out["config"] = json.loads(out["config"])
+        out["versions"] = json.loads(out["versions"] or "{}")
+        out["stale"] = out["status"] == "running" and time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
+        out["display_status"] = "stale" if out["stale"] else out["status"]
+        return out
+
+    def last_epoch(self) -> int:
+        row = self._query("SELECT MAX(epoch) FROM epochs")[0][0]
+        return -1 if row is None else int(row)
+
+    def epochs(self, since: int = -1) -> list[dict]:
+        rows = self._query(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE epoch > ? ORDER BY epoch", (since,))
+        return [dict(zip(EPOCH_COLUMNS, r)) for r in rows]
+
+    def groups(self) -> list[dict]:
+        rows = self._query("SELECT gid, name, size, layers FROM groups ORDER BY gid")
+        return [dict(gid=g, name=n, size=s, layers=json.loads(l)) for g, n, s, l in rows]
+
+    def mask_epochs(self) -> list[int]:
+        return [r[0] for r in self._query("SELECT DISTINCT epoch FROM masks ORDER BY epoch")]
+
+    def masks(self, epoch: int) -> list[np.ndarray]:
+        sizes = {g["gid"]: g["size"] for g in self.groups()}
+        rows = self._query("SELECT gid, bits FROM masks WHERE epoch = ? ORDER BY gid", (epoch,))
+        return [np.unpackbits(np.frombuffer(b, np.uint8))[:sizes[g]].astype(bool) for g, b in rows]
+
+    def mask_matrix(self) -> tuple[list[int], np.ndarray]:
+        """(epochs, kept) with kept (E, total channels) bool, groups concatenated in gid order."""
+        sizes = [g["size"] for g in self.groups()]
+        rows = self._query("SELECT epoch, gid, bits FROM masks ORDER BY epoch, gid")
+        by_epoch: dict[int, list[np.ndarray]] = {}
+        for e, g, b in rows:
+            by_epoch.setdefault(e, []).append(np.unpackbits(np.frombuffer(b, np.uint8))[:sizes[g]].astype(bool))
+        epochs = sorted(by_epoch)
+        if not epochs:
+            return [], np.zeros((0, sum(sizes)), dtype=bool)
+        return epochs, np.stack([np.concatenate(by_epoch[e]) for e in epochs])
+
+    def saliency(self, epoch: int) -> list[np.ndarray]:
+        rows = self._query("SELECT gid, vals FROM saliency WHERE epoch = ? ORDER BY gid", (epoch,))
+        return [np.frombuffer(v, np.float32).copy() for _, v in rows]
+
+    def events(self, since_id: int = 0) -> list[dict]:
+        rows = self._query("SELECT id, t, epoch, kind, message, data FROM events WHERE id > ? ORDER BY id", (since_id,))
+        return [dict(id=i, t=t, epoch=e, kind=k, message=m, data=json.loads(d or "{}")) for i, t, e, k, m, d in rows]
+
+    def summary(self) -> dict:
+        """The figures `show --json` prints: status, prune epoch and reason, reductions, accuracies, PSI."""
+        info, rows = self.info(), self.epochs()
+        cfg = info["config"]
+        last = rows[-1] if rows else {}
+        t_star = info["t_star"]
+        at_prune = next((r for r in rows if r["epoch"] == t_star), None)
+        accs = [r["val_acc"] for r in rows if r["val_acc"] is not None]
+        dense_flops, dense_params = last.get("dense_flops"), last.get("dense_params")
+        def red(now, dense):
+            return None if not now or not dense else 1.0 - now / dense
+        return dict(
+            run_id=info["run_id"], status=info["display_status"], error=info["error"], preset=cfg.get("preset"),
+            model=cfg.get("model"), dataset=cfg.get("dataset"), phase=info["phase"], t_star=t_star,
+            prune_reason=info["prune_reason"], t_sl_start=info["t_sl_start"],
+            target_flops_reduction=cfg.get("target"),
+            flops_reduction=red(last.get("model_flops"), dense_flops),
+            params_reduction=red(last.get("model_params"), dense_params),
+            dense_flops=dense_flops, dense_params=dense_params,
+            final_flops=last.get("model_flops"), final_params=last.get("model_params"),
+            dense_acc_at_prune=at_prune["val_acc"] if at_prune else None,
+            best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
+            psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
+            wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
+        )
+
+
+def list_runs(root: str | Path) -> list[RunReader]:
+    """Every run folder under root, newest first; an absent root is an empty list."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    found = [RunReader(p) for p in root.iterdir() if p.is_dir() and (p / DB_NAME).is_file()]
+    return sorted(found, key=lambda r: r.run_id, reverse=True)          # ids start with their start time

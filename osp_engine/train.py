@@ -1,0 +1,78 @@
+"""One epoch of training and one pass of evaluation, read top to bottom.
+
+Batches arrive on the device (resident tensors or a DataLoader moved there). On CUDA the forward
+runs under bf16 autocast with channels_last inputs; losses and accuracy accumulate on the device and
+are read back once per epoch (one sync), where a non-finite loss stops the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float          # percent
+
+
+def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
+                lr_at: Callable[[int], float], after_step: Callable[[float], None],
+                before_batch: Callable[[], None], device: torch.device, amp: bool,
+                channels_last: bool, epoch: int) -> EpochStats:
+    """lr_at(it) gives the LR of iteration `it`; after_step(lr) runs after every optimiser step."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for it, (x, y) in enumerate(batches):
+        before_batch()
+        x, y = _prepare(x, y, device, channels_last)
+        lr = lr_at(it)
+        for pg in optimizer.param_groups:
+            pg["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)                                       # (N, classes)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        after_step(lr)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    total = float(loss_sum) / max(seen, 1)
+    if not torch.isfinite(torch.tensor(total)):
+        raise NonFiniteLoss(f"training loss became {total} in epoch {epoch}: lower lr or the regulariser")
+    return EpochStats(total, 100.0 * float(correct) / max(seen, 1))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable, device: torch.device, amp: bool,
+             channels_last: bool) -> EpochStats:
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in batches:
+        x, y = _prepare(x, y, device, channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return EpochStats(float(loss_sum) / max(seen, 1), 100.0 * float(correct) / max(seen, 1))

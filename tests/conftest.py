@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One real tiny demo run, shared by the read-only tests."""
+    from osp_engine import get_preset
+    from osp_engine.config import apply_overrides
+    from osp_engine.run import Run
+
+    cfg = apply_overrides(get_preset("demo"), ["epochs=16", "sl_start=2", "sl_end=10", "reg=0.02", "reg_delta=0.02"])
+    run = Run(cfg, tmp_path_factory.mktemp("runs"))
+    assert run.execute() == "finished", run.error
+    return run

@@ -1,0 +1,92 @@
+"""The command line: presets, a run, show --json, export, and one-line errors with exit 2."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=ROOT, env=None):
+    return subprocess.run([sys.executable, "-m", "osp_engine", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, **(env or {})})
+
+
+def test_presets_lists_every_recipe():
+    out = cli("presets").stdout
+    for name in ["demo", "cifar10-resnet56", "cifar10-resnet32", "cifar10-resnet110", "cifar10-vgg16",
+                 "cifar100-vgg19", "cifar10-mobilenetv2", "imagenet-resnet18", "imagenet-resnet50"]:
+        assert name in out
+
+
+def test_run_show_list_export(tmp_path):
+    runs = tmp_path / "runs"
+    res = cli("run", "--preset", "demo", "--runs-dir", str(runs), "--set", "epochs=12", "--set", "sl_start=2",
+              "--set", "sl_end=8", "--set", "reg=0.02", "--set", "reg_delta=0.02")
+    assert res.returncode == 0, res.stderr
+    assert "epoch  12/12" in res.stdout and "PSI" in res.stdout and "finished: t* =" in res.stdout
+    (run_dir,) = runs.iterdir()
+    shown = json.loads(cli("show", str(run_dir), "--json").stdout)
+    for key in ["status", "t_star", "prune_reason", "target_flops_reduction", "flops_reduction", "params_reduction",
+                "dense_acc_at_prune", "best_acc", "final_acc", "psi", "epochs", "wall_seconds"]:
+        assert key in shown
+    assert shown["status"] == "finished" and shown["epochs"] == 12 and len(shown["psi"]) == 12
+    assert shown["prune_reason"] in ("stable", "sl_end") and abs(shown["flops_reduction"] - 0.5) < 0.005
+    assert run_dir.name in cli("list", "--runs-dir", str(runs)).stdout
+    out = tmp_path / "pruned.pt"
+    assert cli("export", str(run_dir), "--out", str(out)).returncode == 0 and out.stat().st_size > 0
+
+
+BAD = [
+    (["run", "--preset", "nope"], "unknown preset"),
+    (["run", "--set", "model=resnet9000"], "unknown model"),
+    (["run", "--set", "dataset=mnist"], "unknown dataset"),
+    (["run", "--set", "target=0"], "target"),
+    (["run", "--set", "target=0.96"], "target"),
+    (["run", "--set", "threshold=1.5"], "threshold"),
+    (["run", "--set", "eb_threshold=0"], "eb_threshold"),
+    (["run", "--set", "epochs=0"], "epochs"),
+    (["run", "--set", "epochs=-3"], "epochs"),
+    (["run", "--set", "sl_start=10", "--set", "sl_end=5"], "before sl_start"),
+    (["run", "--set", "batch_size=0"], "batch_size"),
+    (["run", "--set", "epochs"], "malformed"),
+    (["run", "--set", "epochs=ten"], "not a valid"),
+    (["run", "--set", "colour=red"], "unknown setting"),
+    (["run", "--preset", "cifar10-resnet56"], "data_root"),
+    (["run", "--preset", "cifar10-resnet56", "--set", "data_root=MISSING"], "missing cifar-10-batches-py"),
+    (["run", "--preset", "imagenet-resnet18", "--set", "data_root=MISSING"], "train/ and val/"),
+    (["show", "MISSING"], "not a run folder"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD)
+def test_bad_input_one_line_exit_2_no_folder(tmp_path, args, needle):
+    runs = tmp_path / "runs"
+    args = [a.replace("MISSING", str(tmp_path / "missing")) for a in args]
+    if args[0] == "run":
+        args = args + ["--runs-dir", str(runs)]
+    res = cli(*args)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_malformed_dataset_and_unusable_runs_folder(tmp_path):
+    root = tmp_path / "cifar"
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for f in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+              "batches.meta"]:
+        (folder / f).write_bytes(b"not a pickle")
+    runs = tmp_path / "runs"
+    res = cli("run", "--preset", "cifar10-resnet56", "--set", f"data_root={root}", "--runs-dir", str(runs))
+    assert res.returncode == 2 and "could not be read" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not any(runs.iterdir())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = cli("run", "--runs-dir", str(blocker / "runs"))
+    assert res.returncode == 2 and "runs folder" in res.stderr
