@@ -29,6 +29,7 @@ class RunManager:
         with self._lock:
             self._runs[run.run_id] = (run, thread)
         thread.start()
+        run.store_ready.wait(timeout=60)              # the run is listed from the moment start returns
         return run.run_id
 
     def owned(self, run_id: str) -> Run | None:

@@ -12,6 +12,7 @@ Exactly one terminal status is written: finished, failed (with the error) or can
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -76,6 +77,7 @@ class Run:
         self.status = "created"
         self.error: str | None = None
         self.data = None
+        self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
 
     def prepare(self) -> None:
         """Load the dataset before any folder exists: a malformed dataset is a ConfigError, not a run."""
@@ -95,7 +97,11 @@ class Run:
         cfg, dev = self.cfg, self.device
         self.prepare()
         versions = {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")}
-        store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(dev), cfg.threshold, cfg.dataset)
+        try:
+            store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(dev), cfg.threshold,
+                                    cfg.dataset)
+        finally:
+            self.store_ready.set()
         self.store, self.status = store, "running"
         t0 = time.time()
         try:
