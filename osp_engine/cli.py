@@ -39,7 +39,8 @@ def _cmd_run(args) -> int:
         print(f"run failed: {run.error}", file=sys.stderr)
         return 1
     fr = summary["flops_reduction"]
-    print(f"{status}: t* = {summary['t_star']} ({summary['prune_reason']}), FLOPs -{100 * (fr or 0):.2f} % "
+    pruned = f"t* = {summary['t_star']} ({summary['prune_reason']})" if summary["t_star"] is not None else "not pruned"
+    print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
           f"(target {100 * cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
           f"{summary['wall_seconds']:.1f} s")
     return 0 if status == "finished" else 3
