@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from .config import Config
-from .run import Run, prepare_root
+from .run import Run
 from .store import TERMINAL, RunReader, list_runs, resolve_run_dir, runs_root
 
 
@@ -43,10 +43,6 @@ class RunManager:
         if run is None:
             raise RuntimeError(f"run {run_id} is not running in this app (finished, or started elsewhere)")
         getattr(run.commands, name)(*args)
-
-    def is_paused(self, run_id: str) -> bool:
-        run = self.owned(run_id)
-        return bool(run and run.commands.paused)
 
     def controls(self, run_id: str) -> dict | None:
         run = self.owned(run_id)
@@ -81,9 +77,6 @@ class RunManager:
                 run.commands.cancel()
         for _, thread in entries:
             thread.join(timeout=30)
-
-    def ensure_root(self) -> Path:
-        return prepare_root(self.root)
 
 
 __all__ = ["RunManager", "TERMINAL"]

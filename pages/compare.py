@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import empty_state, epochs_frame, explain, manager, run_key, selected_run
+from pages.common import empty_state, epochs_frame, explain, manager, run_key
 
 st.title("Compare")
 explain("Overlay runs to see how the target, the threshold or the regulariser change when the sub-network "
@@ -16,7 +16,7 @@ runs = [r.run_id for r in mgr.list()]
 if not runs:
     empty_state("No runs yet. Start the demo on the Runs page.")
     st.stop()
-default = runs[:3] if selected_run() not in runs[:3] else runs[:3]
+default = runs[:3]
 chosen = st.multiselect("Runs", runs, default=default, key="compare_runs")
 if not chosen:
     empty_state("Pick one or more runs above.")
