@@ -1,15 +1,16 @@
-"""osp studio: Streamlit entry. Page config, navigation over pages/, the run picker in the sidebar."""
+"""osp studio: Streamlit entry. Page config, navigation over the pages' render functions, the run picker."""
 import streamlit as st
 
+from pages import channels, compare, runs, stability, tradeoff
 from pages.common import sidebar_run_picker
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
 nav = st.navigation([
-    st.Page("pages/runs.py", title="Runs", icon=":material/play_circle:", default=True),
-    st.Page("pages/stability.py", title="Stability", icon=":material/show_chart:"),
-    st.Page("pages/channels.py", title="Channels", icon=":material/grid_on:"),
-    st.Page("pages/tradeoff.py", title="Trade-off", icon=":material/balance:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page(runs.render, title="Runs", icon=":material/play_circle:", url_path="runs", default=True),
+    st.Page(stability.render, title="Stability", icon=":material/show_chart:", url_path="stability"),
+    st.Page(channels.render, title="Channels", icon=":material/grid_on:", url_path="channels"),
+    st.Page(tradeoff.render, title="Trade-off", icon=":material/balance:", url_path="tradeoff"),
+    st.Page(compare.render, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ])
 sidebar_run_picker()
 nav.run()

@@ -38,7 +38,10 @@ def settle_order(block: np.ndarray) -> np.ndarray:
     if e == 0:
         return np.arange(c)
     changed = block[1:] != block[:-1]                                          # (E-1, C)
-    last_change = np.where(changed.any(0), e - 1 - np.argmax(changed[::-1], axis=0), 0)
+    if e == 1:                                                                 # one epoch: nothing has changed yet
+        last_change = np.zeros(c, dtype=np.intp)
+    else:
+        last_change = np.where(changed.any(0), e - 1 - np.argmax(changed[::-1], axis=0), 0)
     final = block[-1]
     return np.lexsort((last_change, ~final))
 

@@ -8,7 +8,6 @@ import argparse
 import json
 import shutil
 import sys
-from pathlib import Path
 
 from .config import ConfigError, apply_overrides
 from .presets import DESCRIPTIONS, PRESETS, get_preset

@@ -74,11 +74,13 @@ class RunStore:
                threshold: float, dataset: str) -> "RunStore":
         """Make the folder and a complete database; readers never see a half-made schema.
 
-        The database is built under a temporary name and renamed into place once it holds the run row.
+        The database is built under a temporary name, already in WAL mode (a setting kept in the file),
+        and renamed into place once it holds the run row; closing it first folds its WAL back in.
         """
         run_dir.mkdir(parents=True, exist_ok=False)
         tmp = run_dir / (DB_NAME + ".init")
         con = _connect(tmp)
+        con.execute("PRAGMA journal_mode = WAL")
         con.executescript(_SCHEMA)
         now = time.time()
         con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat, created,"
@@ -86,9 +88,7 @@ class RunStore:
                     (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
         con.close()
         os.replace(tmp, run_dir / DB_NAME)
-        store = cls(run_dir)
-        store.con.execute("PRAGMA journal_mode = WAL")
-        return store
+        return cls(run_dir)
 
     def close(self) -> None:
         self.con.close()
@@ -182,16 +182,23 @@ class RunReader:
         return [np.unpackbits(np.frombuffer(b, np.uint8))[:sizes[g]].astype(bool) for g, b in rows]
 
     def mask_matrix(self) -> tuple[list[int], np.ndarray]:
-        """(epochs, kept) with kept (E, total channels) bool, groups concatenated in gid order."""
+        """(epochs, kept) with kept (E, total channels) bool, groups concatenated in gid order.
+
+        An epoch's masks are written in one transaction, so every searched epoch holds every group and
+        the rows, ordered by (gid, epoch), form G runs of E; each run is unpacked in one numpy call.
+        """
         sizes = [g["size"] for g in self.groups()]
-        rows = self._query("SELECT epoch, gid, bits FROM masks ORDER BY epoch, gid")
-        by_epoch: dict[int, list[np.ndarray]] = {}
-        for e, g, b in rows:
-            by_epoch.setdefault(e, []).append(np.unpackbits(np.frombuffer(b, np.uint8))[:sizes[g]].astype(bool))
-        epochs = sorted(by_epoch)
+        rows = self._query("SELECT epoch, gid, bits FROM masks ORDER BY gid, epoch")
+        epochs = sorted({e for e, _, _ in rows})
         if not epochs:
             return [], np.zeros((0, sum(sizes)), dtype=bool)
-        return epochs, np.stack([np.concatenate(by_epoch[e]) for e in epochs])
+        per_group = len(epochs)
+        blocks = []
+        for g, size in enumerate(sizes):
+            packed = b"".join(b for _, _, b in rows[g * per_group:(g + 1) * per_group])
+            bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(per_group, -1), axis=1)
+            blocks.append(bits[:, :size].astype(bool))                  # (E, C_g)
+        return epochs, np.concatenate(blocks, axis=1)
 
     def saliency(self, epoch: int) -> list[np.ndarray]:
         rows = self._query("SELECT gid, vals FROM saliency WHERE epoch = ? ORDER BY gid", (epoch,))

@@ -1,64 +1,88 @@
 """Channels: which layers lose channels, when each channel settles, and how the regulariser splits them."""
 import numpy as np
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.analysis import kept_fraction, settle_order
-from pages.common import empty_state, explain, mask_data, reader, run_key, selected_run
+from osp_engine.store import RunReader
+from pages.common import empty_state, enter_frame, header, mask_data, require_run, run_key
+from pages.figures import IMAGE_ROWS, matrix_figure
 
-st.title("Channels")
-explain("Each row is a group of coupled channels (a layer and everything tied to it); colour is the share of "
-        "its channels the candidate sub-network keeps at each epoch. Look for rows that stop changing: the "
-        "regulariser drives the saliency of the marked channels toward zero, splitting the histogram in two.")
+KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for pruning, kept
 
-run = reader(selected_run())
-if run is None:
-    empty_state("No run selected. Start the demo on the Runs page, then come back here.")
-    st.stop()
 
-epochs, kept, groups = mask_data(*run_key(run))
-if not epochs:
-    empty_state("No sub-network searched yet: the search starts at epoch monitor_start. Wait a few seconds.")
-    st.stop()
+def layer_view(x: np.ndarray, kept: np.ndarray, sizes: list[int], names: list[str]) -> None:
+    """(G, E) share of each group's channels kept, group 0 on top."""
+    fig = matrix_figure(kept_fraction(kept, sizes), x, names, "Blues", 0.0, 1.0, "kept")
+    fig.update_layout(title="Fraction of channels kept by the candidate sub-network", height=200 + 22 * len(sizes),
+                      xaxis_title="epoch", yaxis_autorange="reversed")
+    st.plotly_chart(fig, key="layer_heatmap")
 
-sizes = [g["size"] for g in groups]
-names = [f"{g['gid']:>2} {g['name']} ({g['size']})" for g in groups]
-frac = kept_fraction(kept, sizes)                                     # (G, E)
-fig = px.imshow(frac, x=np.array(epochs), y=names, zmin=0, zmax=1, color_continuous_scale="Blues",
-                aspect="auto", labels=dict(x="epoch", y="group", color="kept"))
-fig.update_layout(title="Fraction of channels kept by the candidate sub-network", height=200 + 22 * len(groups))
-st.plotly_chart(fig, key="layer_heatmap")
 
-st.subheader("One group, channel by channel")
-gid = st.selectbox("Group", range(len(groups)), format_func=lambda i: names[i], key="drill_group")
-start = int(np.sum(sizes[:gid]))
-block = kept[:, start:start + sizes[gid]]                            # (E, C)
-order = settle_order(block)
-drill = px.imshow(block[:, order].T.astype(np.uint8), x=np.array(epochs), aspect="auto",
-                  color_continuous_scale=[[0, "#e2e8f0"], [1, "#2b6cb0"]], binary_string=block.shape[1] > 1000,
-                  labels=dict(x="epoch", y="channel (ordered by when it settled)", color="kept"))
-drill.update_layout(height=260 + 3 * sizes[gid], coloraxis_showscale=False)
-st.plotly_chart(drill, key="channel_drill")
+def channel_views(x: np.ndarray, kept: np.ndarray, sizes: list[int], names: list[str]) -> None:
+    """Every channel (an image past IMAGE_ROWS rows), then one group channel by channel with hover values."""
+    st.subheader("Every channel")
+    bounds = np.cumsum([0] + sizes)
+    order = np.concatenate([a + settle_order(kept[:, a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+    every = matrix_figure(kept[:, order].T.astype(np.uint8), x, None, KEPT_COLOURS, 0, 1, None)   # (N, E)
+    every.update_layout(height=420, xaxis_title="epoch", yaxis_title="channel (by group, then settling epoch)",
+                        yaxis_autorange="reversed", margin=dict(t=10))
+    st.plotly_chart(every, key="channel_overview")
+    st.caption(f"{kept.shape[1]} channels: blue kept, grey marked for pruning"
+               + (f"; over {IMAGE_ROWS} rows the matrix is drawn as an image, so pick a group below to hover "
+                  "channel by channel." if kept.shape[1] > IMAGE_ROWS else "."))
 
-st.subheader("Saliency of marked against kept channels")
-epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key="hist_epoch")
-sal = run.saliency(epoch)
-masks = run.masks(epoch)
-values = np.concatenate(sal)
-kept_flat = np.concatenate(masks)
-logv = np.log10(np.maximum(values, 1e-12))
-hist = go.Figure()
-hist.add_trace(go.Histogram(x=logv[kept_flat], name="kept", marker_color="#2b6cb0", opacity=0.7, nbinsx=60))
-hist.add_trace(go.Histogram(x=logv[~kept_flat], name="marked for pruning", marker_color="#dd6b20", opacity=0.7,
-                            nbinsx=60))
-hist.update_layout(barmode="overlay", title=f"Group saliency at epoch {epoch} (log10)", xaxis_title="log10 saliency",
-                   yaxis_title="channels", height=360)
-st.plotly_chart(hist, key="saliency_hist")
+    st.subheader("One group, channel by channel")
+    gid = st.selectbox("Group", range(len(sizes)), format_func=lambda i: names[i], key="drill_group")
+    block = kept[:, bounds[gid]:bounds[gid + 1]]                      # (E, C)
+    settled = settle_order(block)
+    drill = matrix_figure(block[:, settled].T.astype(np.uint8), x, [f"channel {c}" for c in settled],
+                          KEPT_COLOURS, 0, 1, None)
+    drill.update_layout(title=f"{names[gid]}: channels ordered by when they settled", xaxis_title="epoch",
+                        height=260 + min(3 * sizes[gid], 900), yaxis_autorange="reversed")
+    st.plotly_chart(drill, key="channel_drill")
 
-counts = np.array([m.sum() for m in masks])
-bars = go.Figure()
-bars.add_trace(go.Bar(x=names, y=np.array(sizes), name="total", marker_color="#cbd5e0"))
-bars.add_trace(go.Bar(x=names, y=counts, name="kept", marker_color="#2b6cb0"))
-bars.update_layout(barmode="overlay", title=f"Kept against total channels at epoch {epoch}", height=380)
-st.plotly_chart(bars, key="kept_bars")
+
+def saliency_views(run: RunReader, epochs: list[int], sizes: list[int], names: list[str]) -> None:
+    """At a chosen epoch: saliency of marked against kept channels, and kept against total per group."""
+    st.subheader("Saliency of marked against kept channels")
+    epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key="hist_epoch")
+    masks = run.masks(epoch)
+    kept = np.concatenate(masks)                                      # (N,) bool
+    logv = np.log10(np.maximum(np.concatenate(run.saliency(epoch)), 1e-12))
+    hist = go.Figure()
+    hist.add_trace(go.Histogram(x=logv[kept], name="kept", marker_color="#2b6cb0", opacity=0.7, nbinsx=60))
+    hist.add_trace(go.Histogram(x=logv[~kept], name="marked for pruning", marker_color="#dd6b20", opacity=0.7,
+                                nbinsx=60))
+    hist.update_layout(barmode="overlay", title=f"Group saliency at epoch {epoch} (log10)",
+                       xaxis_title="log10 saliency", yaxis_title="channels", height=360)
+    st.plotly_chart(hist, key="saliency_hist")
+
+    bars = go.Figure()
+    bars.add_trace(go.Bar(x=names, y=np.array(sizes), name="total", marker_color="#cbd5e0"))
+    bars.add_trace(go.Bar(x=names, y=np.array([m.sum() for m in masks]), name="kept", marker_color="#2b6cb0"))
+    bars.update_layout(barmode="overlay", title=f"Kept against total channels at epoch {epoch}", height=380)
+    st.plotly_chart(bars, key="kept_bars")
+
+
+def render() -> None:
+    header("Channels", "Each row is a group of coupled channels (a layer and everything tied to it); colour is the "
+           "share of its channels the candidate sub-network keeps at each epoch. Look for rows that stop changing: "
+           "the regulariser drives the saliency of the marked channels toward zero, splitting the histogram in two.")
+    run = require_run()
+    epochs, kept, groups = mask_data(*run_key(run))                   # kept (E, N) bool, groups in gid order
+    if not epochs:
+        empty_state("No sub-network searched yet: the search starts at epoch monitor_start. Wait a few seconds.")
+        return
+    sizes = [g["size"] for g in groups]
+    names = [f"{g['gid']:>2} {g['name']} ({g['size']})" for g in groups]
+    st.markdown(f"**{run.run_id}** · {len(epochs)} searched epochs ({epochs[0]}–{epochs[-1]}) · "
+                f"{kept.shape[1]} channels in {len(groups)} groups")
+    x = np.array(epochs)
+    layer_view(x, kept, sizes, names)
+    channel_views(x, kept, sizes, names)
+    saliency_views(run, epochs, sizes, names)
+
+
+if __name__ == "__main__":
+    enter_frame()

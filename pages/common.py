@@ -1,21 +1,34 @@
-"""Shared pieces of the studio pages: the run manager, the run picker, cached reads, figure helpers.
+"""Shared pieces of the studio pages: the run manager, the run picker, page headers, cached reads.
 
 Pages read the run store only (through RunReader) and steer live runs through the manager; nothing
 here imports torch.
 """
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from osp_engine.analysis import phase_spans
+from osp_engine.analysis import pairwise_jaccard
 from osp_engine.manager import RunManager
 from osp_engine.store import RunReader, runs_root
 
-PHASE_COLOURS = {"dense": "rgba(120,120,120,0.10)", "sparsity": "rgba(221,107,32,0.12)",
-                 "pruned": "rgba(43,108,176,0.12)"}
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def enter_frame() -> None:
+    """Run app.py, the studio's frame, for a page file that Streamlit executed on its own.
+
+    Until some session has called st.navigation, Streamlit routes a deep link such as /stability
+    through its legacy pages/ folder and runs pages/stability.py as a script: no navigation, no run
+    picker. Each page file hands over to app.py in that case; its st.navigation then renders the
+    page asked for (the URL path and query are kept) and switches the server to st.navigation.
+    """
+    runpy.run_path(str(APP), run_name="osp_frame")
 
 
 @st.cache_resource(on_release=lambda m: m.shutdown())
@@ -38,19 +51,25 @@ def select_run(run_id: str) -> None:
 
 
 def sidebar_run_picker() -> None:
-    """The sidebar selectbox; the pick lives in session state and the URL, so it survives page changes."""
+    """The sidebar selectbox; the pick lives in session state and the URL, so it survives page changes.
+
+    The pick moves three ways: this selectbox, a page (Open, Start), or a ?run= URL. The widget's own
+    state is set to the pick before the widget is drawn, so it follows a pick made elsewhere.
+    """
     runs = [r.run_id for r in manager().list()]
     wanted = st.session_state.get("run_id") or st.query_params.get("run")
-    if wanted not in runs:
+    if wanted not in runs:                   # unknown, deleted or malformed: never passed to the file system
         wanted = runs[0] if runs else None
     with st.sidebar:
         if not runs:
             st.caption("No runs yet: start one on the Runs page.")
             st.session_state.pop("run_id", None)
             return
-        pick = st.selectbox("Run", runs, index=runs.index(wanted), key="run_picker")
-        if pick != st.session_state.get("run_id"):
-            select_run(pick)
+        if st.session_state.get("run_picker") != wanted:
+            st.session_state["run_picker"] = wanted
+        st.selectbox("Run", runs, key="run_picker", on_change=lambda: select_run(st.session_state["run_picker"]))
+    if wanted != st.session_state.get("run_id") or wanted != st.query_params.get("run"):
+        select_run(wanted)                   # a page change clears the URL's query; put the pick back
 
 
 def reader(run_id: str | None) -> RunReader | None:
@@ -62,12 +81,48 @@ def reader(run_id: str | None) -> RunReader | None:
         return None
 
 
+def send(run_id: str, name: str, *args) -> bool:
+    """A command for a live run; a run that ended meanwhile is reported on the page, not raised."""
+    try:
+        manager().command(run_id, name, *args)
+        return True
+    except RuntimeError as e:
+        st.warning(str(e))
+        return False
+
+
 def explain(text: str) -> None:
     st.caption(text)
 
 
 def empty_state(text: str) -> None:
     st.info(text, icon="ℹ️")
+
+
+def header(title: str, text: str) -> None:
+    """Every page opens with its title and the two sentences on what it shows and what to look for."""
+    st.title(title)
+    explain(text)
+
+
+def require_run() -> RunReader:
+    """The run picked in the sidebar; without one the page shows what to do and stops here."""
+    run = reader(selected_run())
+    if run is None:
+        empty_state("No run selected. Start the demo on the Runs page, then come back here.")
+        st.stop()
+    return run
+
+
+def pick_runs(key: str, default: list[str] | None = None) -> list[str]:
+    """A multiselect over every run (default: the sidebar's run); without runs the page says so and stops."""
+    runs = [r.run_id for r in manager().list()]
+    if not runs:
+        empty_state("No runs yet. Start the demo on the Runs page.")
+        st.stop()
+    if default is None:
+        default = [selected_run()] if selected_run() in runs else runs[:1]
+    return st.multiselect("Runs", runs, default=default, key=key)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -83,17 +138,15 @@ def mask_data(run_dir: str, last_epoch: int, status: str):
     return epochs, kept, r.groups()
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def similarity(run_dir: str, last_epoch: int, status: str) -> tuple[list[int], np.ndarray]:
+    """(searched epochs, (E, E) pairwise Jaccard of their candidates), once per new epoch."""
+    epochs, kept, groups = mask_data(run_dir, last_epoch, status)
+    return epochs, pairwise_jaccard(kept, [g["size"] for g in groups])
+
+
 def run_key(r: RunReader) -> tuple[str, int, str]:
     return str(r.dir), r.last_epoch(), r.info()["status"]
-
-
-def add_phase_bands(fig: go.Figure, df: pd.DataFrame, row: int | None = None) -> None:
-    if df.empty:
-        return
-    for phase, a, b in phase_spans(df["epoch"].tolist(), df["phase"].tolist()):
-        kw = dict(row=row, col=1) if row else {}
-        fig.add_vrect(x0=a - 0.5, x1=b + 0.5, fillcolor=PHASE_COLOURS.get(phase, "rgba(0,0,0,0)"),
-                      line_width=0, layer="below", **kw)
 
 
 def fmt_pct(x) -> str:

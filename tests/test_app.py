@@ -1,12 +1,17 @@
 """The studio in AppTest: every page against a store filled by a real tiny run, and the empty state."""
+import base64
+import json
 import shutil
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
+from osp_engine.analysis import kept_fraction
+from osp_engine.store import RunReader
 
-PAGES = ["pages/runs.py", "pages/stability.py", "pages/channels.py", "pages/tradeoff.py", "pages/compare.py"]
+PAGES = ["runs", "stability", "channels", "tradeoff", "compare"]
 
 
 @pytest.fixture()
@@ -19,8 +24,9 @@ def filled_root(finished_run, tmp_path, monkeypatch):
     return root, finished_run.run_id
 
 
-def _page(path, run_id=None):
-    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+def _page(name, run_id=None):
+    """One page's render() with `run_id` picked, as app.py's navigation runs it."""
+    at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
     if run_id:
         at.session_state["run_id"] = run_id
     return at.run()
@@ -33,11 +39,11 @@ def _figures(at):
 def test_empty_state_on_every_page(tmp_path, monkeypatch):
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "none"))
     monkeypatch.chdir(ROOT)
-    for path in PAGES:
-        at = _page(path)
-        assert not at.exception, path
-        assert at.info, f"{path} shows no empty-state message"
-    assert any("Start the demo" in b.label for b in _page("pages/runs.py").button)
+    for name in PAGES:
+        at = _page(name)
+        assert not at.exception, name
+        assert at.info, f"{name} shows no empty-state message"
+    assert any("Start the demo" in b.label for b in _page("runs").button)
 
 
 def test_app_entry_renders_navigation_and_picker(filled_root):
@@ -50,7 +56,7 @@ def test_app_entry_renders_navigation_and_picker(filled_root):
 
 def test_runs_page_lists_the_run(filled_root):
     root, run_id = filled_root
-    at = _page("pages/runs.py", run_id)
+    at = _page("runs", run_id)
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert run_id in text
@@ -67,11 +73,10 @@ def test_runs_page_lists_the_run(filled_root):
 
 def test_stability_page_plots_psi_threshold_and_markers(filled_root):
     root, run_id = filled_root
-    at = _page("pages/stability.py", run_id)
+    at = _page("stability", run_id)
     assert not at.exception
     specs = _figures(at)
     assert len(specs) == 2                                    # the stability chart and the similarity matrix
-    import json
     fig = json.loads(specs[0])
     names = [t.get("name") for t in fig["data"]]
     assert names[:2] == ["PSI raw", "PSI smoothed"] and "Early-Bird distance" in names and "regulariser" in names
@@ -83,29 +88,49 @@ def test_stability_page_plots_psi_threshold_and_markers(filled_root):
     assert not any(b.label.startswith("✂") for b in at.button)   # the run is finished: no prune button
 
 
+def _array(value) -> np.ndarray:
+    """A figure array from Plotly's JSON: a plain list, or typed {dtype, bdata, shape}."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.array(value)
+
+
 def test_channels_page(filled_root):
     root, run_id = filled_root
-    at = _page("pages/channels.py", run_id)
+    at = _page("channels", run_id)
     assert not at.exception
-    import json
     specs = [json.loads(s) for s in _figures(at)]
-    assert len(specs) == 4
-    heat = specs[0]
-    assert heat["data"][0]["type"] == "heatmap" and len(heat["data"][0]["y"]) >= 8
-    hist_names = [t["name"] for t in specs[2]["data"]]
-    assert hist_names == ["kept", "marked for pruning"]
+    assert len(specs) == 5
+    r = RunReader(root / run_id)
+    epochs, kept = r.mask_matrix()
+    groups = r.groups()
+    sizes = [g["size"] for g in groups]
+    layer = specs[0]["data"][0]
+    assert layer["type"] == "heatmap" and len(layer["y"]) == len(groups)
+    assert np.allclose(_array(layer["z"]), kept_fraction(kept, sizes))
+    overview = specs[1]["data"][0]                            # every channel: the same cells, reordered
+    z = _array(overview["z"])
+    assert overview["type"] == "heatmap" and z.shape == (kept.shape[1], len(epochs))
+    assert sorted(map(tuple, z.tolist())) == sorted(map(tuple, kept.T.astype(int).tolist()))
+    assert [t["name"] for t in specs[3]["data"]] == ["kept", "marked for pruning"]
+    bars = specs[4]["data"][1]
+    assert list(_array(bars["y"])) == [int(m.sum()) for m in r.masks(epochs[-1])]
     at.selectbox(key="drill_group").set_value(3).run()
     assert not at.exception
+    drill = json.loads(_figures(at)[2])["data"][0]
+    labels = sorted(int(y.split()[1]) for y in drill["y"])
+    assert labels == list(range(sizes[3]))                   # every channel of group 3 once, by its original id
 
 
 def test_tradeoff_and_compare_pages(filled_root):
     root, run_id = filled_root
-    at = _page("pages/tradeoff.py", run_id)
+    at = _page("tradeoff", run_id)
     assert not at.exception
-    import json
     names = [t["name"] for t in json.loads(_figures(at)[0])["data"]]
     assert any(n.endswith("pruned") for n in names) and any(n.endswith("dense") for n in names)
-    at = _page("pages/compare.py", run_id)
+    at = _page("compare", run_id)
     assert not at.exception
     df = at.dataframe[0].value
     assert list(df["run"]) == [run_id] and df["status"][0] == "finished"
@@ -115,5 +140,46 @@ def test_tradeoff_and_compare_pages(filled_root):
 
 def test_bad_run_id_never_reaches_the_file_system(filled_root):
     root, run_id = filled_root
-    at = _page("pages/stability.py", "../../etc")
+    at = _page("stability", "../../etc")
     assert not at.exception and at.info                       # treated as no run selected
+
+
+def test_run_id_from_the_url_is_checked_against_the_listing(filled_root):
+    root, run_id = filled_root
+    shutil.copytree(root / run_id, root / "zz-copy")         # listed first (newest id first)
+    (root.parent / "outside").mkdir()
+    for wanted in ("../outside", "..", "/etc", run_id + "/../../outside"):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.query_params["run"] = wanted
+        at.run()
+        assert not at.exception, wanted
+        assert at.session_state["run_id"] == "zz-copy"        # an unknown id falls back to the first listed run
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    assert at.sidebar.selectbox[0].value == run_id and at.session_state["run_id"] == run_id
+
+
+def test_live_controls_reach_the_run_and_every_session_shows_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    at = _page("runs")
+    at.button(key="start_demo").click().run()
+    run_id = at.session_state["run_id"]
+    from pages.common import manager                             # the same cached manager the pages use
+    mgr = manager()
+    try:
+        assert mgr.controls(run_id) == dict(paused=False, threshold=0.999, auto_prune=True, prune_requested=False)
+        first = _page("stability", run_id)
+        assert not first.exception
+        first.toggle(key=f"auto_prune_{run_id}").set_value(False).run()
+        first.number_input(key=f"threshold_{run_id}").set_value(0.95).run()
+        assert mgr.controls(run_id)["auto_prune"] is False and mgr.controls(run_id)["threshold"] == 0.95
+        second = _page("stability", run_id)                        # another tab: shows the live settings
+        assert second.toggle(key=f"auto_prune_{run_id}").value is False
+        assert second.number_input(key=f"threshold_{run_id}").value == 0.95
+        second.run()                                               # and redrawing it sends nothing back
+        assert mgr.controls(run_id)["auto_prune"] is False and mgr.controls(run_id)["threshold"] == 0.95
+    finally:
+        mgr.delete(run_id)
+    assert not (tmp_path / "runs" / run_id).exists()

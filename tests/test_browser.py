@@ -87,3 +87,83 @@ def test_demo_in_a_real_browser(server):
             assert page.locator('[data-testid="stException"]').count() == 0, name
             assert name in page.inner_text("h1") or name == "Runs"
         browser.close()
+
+
+def _healthy(page, where: str) -> None:
+    body = page.inner_text("body")
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:600] if errors.count() else ''}"
+    assert "database is locked" not in body and "Traceback" not in body, where
+
+
+def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
+    runs = tmp_path / "runs"                              # the server's runs folder (the fixture's OSP_RUNS_DIR)
+    cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
+                            "--set", "epochs=14", "--set", "sl_end=10"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            first = context.new_page()
+            first.goto(server)
+            first.get_by_role("button", name="Start the demo run").click()
+            first.get_by_text("Open", exact=True).first.wait_for(timeout=60000)
+            first.get_by_role("link", name="Stability").click()
+            first.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+            app_run = re.search(r"run=([A-Za-z0-9._-]+)", first.url).group(1)
+            second = context.new_page()                     # a second tab on the same live run
+            second.goto(f"{server}/stability?run={app_run}")
+            second.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+            start = {id(pg): _epochs_shown(pg) for pg in (first, second)}
+            for name in ["Channels", "Trade-off", "Compare", "Stability"]:   # the second tab browses meanwhile
+                second.get_by_role("link", name=name).click()
+                second.wait_for_timeout(2000)
+                _healthy(second, name)
+                _healthy(first, "first tab, live Stability")
+            deadline = time.time() + 60
+            while time.time() < deadline and not all(_epochs_shown(pg) >= start[id(pg)] + 3 for pg in (first, second)):
+                first.wait_for_timeout(500)
+            assert all(_epochs_shown(pg) >= start[id(pg)] + 3 for pg in (first, second)), "a tab stopped updating"
+            assert app_run in second.inner_text("body")
+            assert cli.wait(120) == 0
+            first.get_by_role("link", name="Runs").click()
+            first.wait_for_timeout(2500)
+            listed = [d.name for d in runs.iterdir()]
+            assert len(listed) == 2 and all(name in first.inner_text("body") for name in listed)
+            _healthy(first, "Runs")
+            (cli_run,) = [name for name in listed if name != app_run]
+            # Open moves the sidebar's pick, and the pick follows the user to the next page and the URL
+            first.locator(f".st-key-open_{cli_run} button").click()      # Streamlit's class for key open_<id>
+            first.wait_for_timeout(2000)
+            first.get_by_role("link", name="Stability").click()
+            first.get_by_text(cli_run).first.wait_for(timeout=20000)
+            assert f"run={cli_run}" in first.url
+            first.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click()
+            first.get_by_role("option", name=app_run).click()
+            first.get_by_text(f"{app_run} ·").first.wait_for(timeout=20000)
+            assert f"run={app_run}" in first.url
+            _healthy(first, "picked back")
+            browser.close()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert "finished: t* =" in cli.stdout.read()
+
+
+def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_run):
+    """Before any session has run app.py, Streamlit routes /stability through the legacy pages/ folder;
+    the page must hand over to app.py: our navigation and run picker, the run from the URL."""
+    shutil.copytree(finished_run.dir, tmp_path / "runs" / finished_run.run_id)
+    shutil.copytree(finished_run.dir, tmp_path / "runs" / "zz-copy")          # listed first: the URL must win
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/stability?run={finished_run.run_id}")
+        page.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Trade-off" in nav and "common" not in nav and "figures" not in nav, nav
+        assert f"{finished_run.run_id} · finished" in page.inner_text("body")
+        assert f"run={finished_run.run_id}" in page.url
+        _healthy(page, "deep link")
+        browser.close()

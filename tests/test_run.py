@@ -41,6 +41,9 @@ def test_finished_run_events_and_store(finished_run):
     epochs, kept = r.mask_matrix()
     assert epochs == list(range(1, s["t_star"] + 1))
     assert kept.shape == (len(epochs), sum(g["size"] for g in groups))
+    for i in (0, len(epochs) // 2, len(epochs) - 1):                 # the bulk unpack equals the per-epoch read
+        assert np.array_equal(kept[i], np.concatenate(r.masks(epochs[i])))
+    assert 0 < kept.sum() < kept.size
     assert [len(v) for v in r.saliency(epochs[-1])] == [g["size"] for g in groups]
 
 
@@ -131,6 +134,40 @@ def test_second_process_reads_while_running(tmp_path):
     thread.join(60)
     assert all(status in ("running", "finished") for status, _ in seen)
     assert seen[0][1] >= 0 and seen[-1][1] >= seen[0][1]
+
+
+def test_readers_in_many_threads_while_two_runs_write(tmp_path):
+    """Four reader threads poll both runs as the pages do, while the two runs write: no error, no lock."""
+    runs = [_start(TINY + ["epochs=12", "sl_end=8", f"seed={s}"], tmp_path) for s in (1, 2)]
+    for run, _ in runs:
+        assert run.store_ready.wait(60)
+    errors: list[str] = []
+    seen: dict[tuple[int, str], list[int]] = {}
+
+    def poll(i: int) -> None:
+        while any(t.is_alive() for _, t in runs):
+            for run, _ in runs:
+                try:
+                    r = RunReader(run.dir)
+                    seen.setdefault((i, run.run_id), []).append(r.last_epoch())
+                    r.summary()
+                    epochs, kept = r.mask_matrix()
+                    if epochs:
+                        assert kept.shape[0] == len(epochs) and len(r.saliency(epochs[-1])) == len(r.groups())
+                except Exception as e:  # noqa: BLE001 - every failure is collected and reported
+                    errors.append(f"{type(e).__name__}: {e}")
+            time.sleep(0.02)                                  # 50 polls a second each; the pages poll every 2 s
+
+    readers = [threading.Thread(target=poll, args=(i,)) for i in range(4)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join(120)
+    assert errors == []
+    assert all(run.status == "finished" for run, _ in runs)
+    assert len(seen) == 8
+    for history in seen.values():                             # each reader sees epochs arrive, never vanish
+        assert history == sorted(history) and history[-1] >= 9 and len(set(history)) >= 3
 
 
 def test_nan_loss_fails_and_keeps_epochs(tmp_path):
