@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
+from osp_engine import get_preset
 from osp_engine.analysis import kept_fraction
 from osp_engine.store import RunReader
 
@@ -183,3 +184,16 @@ def test_live_controls_reach_the_run_and_every_session_shows_them(tmp_path, monk
     finally:
         mgr.delete(run_id)
     assert not (tmp_path / "runs" / run_id).exists()
+
+
+def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    at = _page("runs")
+    knobs = {n.label: n.value for n in at.number_input}
+    assert knobs["Epochs"] == 40 and knobs["Regulariser start (sl_start)"] == 6          # the demo's recipe
+    at.selectbox(key="start_preset").set_value("cifar10-resnet56").run()
+    knobs = {n.label: n.value for n in at.number_input}
+    assert knobs["Epochs"] == 300 and knobs["FLOPs reduction target"] == 0.5
+    assert knobs["Regulariser step (reg_delta)"] == get_preset("cifar10-resnet56").reg_delta
+    assert at.text_input[0].value == get_preset("cifar10-resnet56").data_root

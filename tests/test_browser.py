@@ -166,4 +166,10 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         assert f"{finished_run.run_id} · finished" in page.inner_text("body")
         assert f"run={finished_run.run_id}" in page.url
         _healthy(page, "deep link")
+        page.get_by_role("link", name="Compare").click()           # the pruned model, read when clicked
+        with page.expect_download(timeout=30000) as download:
+            page.get_by_role("button", name=re.compile(f"pruned model of {finished_run.run_id}")).click()
+        saved = tmp_path / "downloaded.pt"
+        download.value.save_as(saved)
+        assert saved.read_bytes() == (finished_run.dir / "model.pt").read_bytes()
         browser.close()
