@@ -151,3 +151,7 @@ def run_key(r: RunReader) -> tuple[str, int, str]:
 
 def fmt_pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
+
+
+if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
+    enter_frame()
