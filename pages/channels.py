@@ -72,7 +72,10 @@ def render() -> None:
     run = require_run()
     epochs, kept, groups = mask_data(*run_key(run))                   # kept (E, N) bool, groups in gid order
     if not epochs:
-        empty_state("No sub-network searched yet: the search starts at epoch monitor_start. Wait a few seconds.")
+        info = run.info()
+        empty_state("This run searched no sub-network: it is a dense baseline, or it ended before epoch "
+                    "monitor_start." if info["ended"] or info["config"].get("baseline") else
+                    "No sub-network searched yet: the search starts at epoch monitor_start. Wait a few seconds.")
         return
     sizes = [g["size"] for g in groups]
     names = [f"{g['gid']:>2} {g['name']} ({g['size']})" for g in groups]

@@ -85,7 +85,8 @@ def live_view(run: RunReader) -> None:
                                       if info["t_star"] is not None else ""))
     controls(run.run_id, info, df)
     if df.empty:
-        empty_state("The run is setting up: the first epoch appears in a few seconds.")
+        empty_state(f"The run ended ({info['display_status']}) before its first epoch." if info["ended"] else
+                    "The run is setting up: the first epoch appears in a few seconds.")
         return
     st.plotly_chart(stability_figure(df, info), key="stability_chart")
     epochs, sim = similarity(*key)

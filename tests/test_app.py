@@ -2,6 +2,7 @@
 import base64
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -197,3 +198,31 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
     assert knobs["Epochs"] == 300 and knobs["FLOPs reduction target"] == 0.5
     assert knobs["Regulariser step (reg_delta)"] == get_preset("cifar10-resnet56").reg_delta
     assert at.text_input[0].value == get_preset("cifar10-resnet56").data_root
+
+
+def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
+    from osp_engine.config import apply_overrides
+    from osp_engine.run import Run
+    from osp_engine.store import RunStore
+
+    root, run_id = filled_root
+    failed = Run(apply_overrides(get_preset("demo"), ["epochs=4", "sl_start=1", "sl_end=2", "lr=1e30"]), root)
+    assert failed.execute() == "failed"
+    for name, beat in (("zz-stale", 0.0), ("zz-elsewhere", time.time())):  # as a crashed / a live CLI writer leaves it
+        shutil.copytree(root / run_id, root / name)
+        store = RunStore(root / name)
+        store.update_run(status="running", heartbeat=beat, ended=None)
+        store.close()
+    at = _page("runs", run_id)
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Failed: NonFiniteLoss")
+    assert any("No heartbeat for over a minute" in w.value for w in at.warning)
+    status = [m.value for m in at.metric if m.label == "Status"]
+    assert sorted(status) == ["failed", "finished", "running", "stale"]
+    assert at.button(key="delete_zz-elsewhere").disabled and not at.button(key="delete_zz-stale").disabled
+    assert not any(b.key == "cancel_zz-elsewhere" for b in at.button)   # steered only by the process running it
+    at = _page("stability", failed.run_id)                     # failed in its first epoch: nothing to plot
+    assert not at.exception and f"{failed.run_id}** · failed" in at.markdown[0].value
+    assert at.info[0].value == "The run ended (failed) before its first epoch."
+    assert "searched no sub-network" in _page("channels", failed.run_id).info[0].value
