@@ -226,3 +226,16 @@ def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
     assert not at.exception and f"{failed.run_id}** · failed" in at.markdown[0].value
     assert at.info[0].value == "The run ended (failed) before its first epoch."
     assert "searched no sub-network" in _page("channels", failed.run_id).info[0].value
+
+
+def test_open_moves_the_sidebar_pick_and_the_url(filled_root):
+    root, run_id = filled_root
+    shutil.copytree(root / run_id, root / "zz-copy")         # listed first, so picked first
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert at.sidebar.selectbox[0].value == "zz-copy" and at.button(key="open_zz-copy").disabled
+    at.button(key=f"open_{run_id}").click().run()
+    assert at.sidebar.selectbox[0].value == run_id and at.session_state["run_id"] == run_id
+    assert at.query_params["run"] == run_id
+    assert at.button(key=f"open_{run_id}").disabled and not at.button(key="open_zz-copy").disabled
+    at.sidebar.selectbox[0].set_value("zz-copy").run()        # and the picker moves it back
+    assert at.session_state["run_id"] == "zz-copy" and at.button(key="open_zz-copy").disabled
