@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from osp_engine.config import Config  # noqa: E402
 from osp_engine.groups import build_graph, build_groups, find_classifier  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
-from osp_engine.store import RunStore  # noqa: E402
+from osp_engine.store import RunReader, RunStore  # noqa: E402
 
 PAGES = ["runs", "stability", "channels", "tradeoff", "compare"]
 BUDGET_MS = 300.0
@@ -125,7 +125,7 @@ def main() -> None:
         os.chdir(ROOT)
         t0 = time.perf_counter()
         run_id = simulated_store(Path(tmp), args.model, args.epochs, t_star=min(270, args.epochs - 1))
-        channels = sum(s for _, s, _ in real_groups(args.model))
+        channels = sum(g["size"] for g in RunReader(Path(tmp) / run_id).groups())
         size_mb = (Path(tmp) / run_id / "run.db").stat().st_size / 1e6
         print(f"simulated store: {args.model}, {channels} channels, {args.epochs} epochs, {size_mb:.1f} MB, "
               f"written in {time.perf_counter() - t0:.1f} s")

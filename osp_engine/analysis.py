@@ -38,10 +38,8 @@ def settle_order(block: np.ndarray) -> np.ndarray:
     if e == 0:
         return np.arange(c)
     changed = block[1:] != block[:-1]                                          # (E-1, C)
-    if e == 1:                                                                 # one epoch: nothing has changed yet
-        last_change = np.zeros(c, dtype=np.intp)
-    else:
-        last_change = np.where(changed.any(0), e - 1 - np.argmax(changed[::-1], axis=0), 0)
+    # the epoch each channel entered its final state: the last i with a change into epoch i, else 0
+    last_change = (np.arange(1, e)[:, None] * changed).max(axis=0, initial=0)  # (C,)
     final = block[-1]
     return np.lexsort((last_change, ~final))
 
