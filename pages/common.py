@@ -45,9 +45,20 @@ def selected_run() -> str | None:
     return st.session_state.get("run_id")
 
 
-def select_run(run_id: str) -> None:
-    st.session_state["run_id"] = run_id
-    st.query_params["run"] = run_id
+def select_run(run_id: str | None) -> None:
+    """Pick `run_id` (None: no pick); the sidebar shows it from the next full run of the app."""
+    if run_id is None:
+        st.session_state.pop("run_id", None)
+    else:
+        st.session_state["run_id"] = run_id
+        st.query_params["run"] = run_id
+    st.session_state["picker_stale"] = True
+
+
+def refresh_picker() -> None:
+    """For a fragment that may have moved the pick (Open, Delete): rerun the whole app so the sidebar shows it."""
+    if st.session_state.pop("picker_stale", False):
+        st.rerun()
 
 
 def sidebar_run_picker() -> None:
@@ -56,6 +67,7 @@ def sidebar_run_picker() -> None:
     The pick moves three ways: this selectbox, a page (Open, Start), or a ?run= URL. The widget's own
     state is set to the pick before the widget is drawn, so it follows a pick made elsewhere.
     """
+    st.session_state.pop("picker_stale", None)
     runs = [r.run_id for r in manager().list()]
     wanted = st.session_state.get("run_id") or st.query_params.get("run")
     if wanted not in runs:                   # unknown, deleted or malformed: never passed to the file system
@@ -70,6 +82,7 @@ def sidebar_run_picker() -> None:
         st.selectbox("Run", runs, key="run_picker", on_change=lambda: select_run(st.session_state["run_picker"]))
     if wanted != st.session_state.get("run_id") or wanted != st.query_params.get("run"):
         select_run(wanted)                   # a page change clears the URL's query; put the pick back
+        st.session_state.pop("picker_stale", None)
 
 
 def reader(run_id: str | None) -> RunReader | None:

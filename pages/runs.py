@@ -7,11 +7,17 @@ from osp_engine import ConfigError, get_preset
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
 from osp_engine.store import RunReader
-from pages.common import empty_state, enter_frame, fmt_pct, header, manager, select_run, selected_run, send
+from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, refresh_picker, select_run,
+                          selected_run, send)
 
 
 def start(cfg: Config) -> None:
-    """Start `cfg` in the background and open it; a bad config is shown, not raised."""
+    """Start `cfg` in the background and pick it; a bad config is shown, not raised.
+
+    A button callback: Streamlit runs it before the next script run whatever page that run shows,
+    so a click followed at once by a page change still starts the run (an `if st.button(...)` body
+    is skipped when the rerun lands on another page).
+    """
     try:
         run_id = manager().start(cfg)
     except ConfigError as e:
@@ -19,34 +25,60 @@ def start(cfg: Config) -> None:
         return
     select_run(run_id)
     st.toast(f"Started {run_id}")
-    st.rerun()
 
 
-def start_form() -> Config | None:
-    """The preset and its main knobs; the preset sits outside the form so the knobs show its values."""
+def start_knobs(name: str) -> None:
+    """The start form's callback: the preset `name` with the knobs as submitted."""
+    k = {f: st.session_state[f"knob_{name}_{f}"] for f in KNOBS}
+    start(dataclasses.replace(get_preset(name), target=float(k["target"]), epochs=int(k["epochs"]),
+                              threshold=float(k["threshold"]), sl_start=int(k["sl_start"]), sl_end=int(k["sl_end"]),
+                              reg_delta=float(k["reg_delta"]), data_root=k["data_root"], device=k["device"]))
+
+
+KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device")
+
+
+def start_form() -> None:
+    """The preset and its main knobs; the preset sits outside the form so the knobs show its values.
+
+    The knobs' keys carry the preset's name: picking another preset draws fresh widgets at its values.
+    """
     with st.expander("Start a run from a preset", expanded=False):
         name = st.selectbox("Preset", list(PRESETS), format_func=lambda n: f"{n} — {DESCRIPTIONS.get(n, '')}",
                             key="start_preset")
         base = get_preset(name)
+        key = {f: f"knob_{name}_{f}" for f in KNOBS}
         with st.form("start_form"):
             c1, c2, c3 = st.columns(3)
-            target = c1.number_input("FLOPs reduction target", 0.05, 0.95, float(base.target), 0.05)
-            epochs = c2.number_input("Epochs", 1, 1000, int(base.epochs))
-            threshold = c3.number_input("Stability threshold", 0.5, 1.0, float(base.threshold), 0.001, format="%.3f")
+            c1.number_input("FLOPs reduction target", 0.05, 0.95, float(base.target), 0.05, key=key["target"])
+            c2.number_input("Epochs", 1, 1000, int(base.epochs), key=key["epochs"])
+            c3.number_input("Stability threshold", 0.5, 1.0, float(base.threshold), 0.001, format="%.3f",
+                            key=key["threshold"])
             c4, c5, c6 = st.columns(3)
-            sl_start = c4.number_input("Regulariser start (sl_start)", 0, 1000, int(base.sl_start))
-            sl_end = c5.number_input("Forced prune after (sl_end)", 0, 1000, int(base.sl_end))
-            reg_delta = c6.number_input("Regulariser step (reg_delta)", 0.0, 1.0, float(base.reg_delta),
-                                        format="%.5f")
+            c4.number_input("Regulariser start (sl_start)", 0, 1000, int(base.sl_start), key=key["sl_start"])
+            c5.number_input("Forced prune after (sl_end)", 0, 1000, int(base.sl_end), key=key["sl_end"])
+            c6.number_input("Regulariser step (reg_delta)", 0.0, 1.0, float(base.reg_delta), format="%.5f",
+                            key=key["reg_delta"])
             c7, c8 = st.columns([2, 1])
-            data_root = c7.text_input("Dataset root (CIFAR / ImageNet)", base.data_root)
+            c7.text_input("Dataset root (CIFAR / ImageNet)", base.data_root, key=key["data_root"])
             devices = ["auto", "cpu", "cuda"]
-            device = c8.selectbox("Device", devices, index=devices.index(base.device))
-            if st.form_submit_button("Start"):
-                return dataclasses.replace(base, target=float(target), epochs=int(epochs), threshold=float(threshold),
-                                           sl_start=int(sl_start), sl_end=int(sl_end), reg_delta=float(reg_delta),
-                                           data_root=data_root, device=device)
-    return None
+            c8.selectbox("Device", devices, index=devices.index(base.device), key=key["device"])
+            st.form_submit_button("Start", on_click=start_knobs, args=(name,))
+
+
+def ask_delete(run_id: str) -> None:
+    st.session_state["confirm_delete"] = run_id
+
+
+def delete(run_id: str) -> None:
+    manager().delete(run_id)
+    st.session_state.pop("confirm_delete", None)
+    if selected_run() == run_id:
+        select_run(None)
+
+
+def keep() -> None:
+    st.session_state.pop("confirm_delete", None)
 
 
 def run_card(r: RunReader) -> None:
@@ -70,49 +102,36 @@ def run_card(r: RunReader) -> None:
         if s["status"] == "stale":
             st.warning("No heartbeat for over a minute: the process writing this run has stopped. "
                        "Every completed epoch is still readable.")
-        b = st.columns(5)
-        if b[0].button("Open", key=f"open_{r.run_id}", disabled=selected_run() == r.run_id):
-            select_run(r.run_id)
-            st.rerun()
+        b = st.columns(5)                    # every button acts in its callback: see start()
+        b[0].button("Open", key=f"open_{r.run_id}", disabled=selected_run() == r.run_id,
+                    on_click=select_run, args=(r.run_id,))
         if live:
-            if b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}"):
-                send(r.run_id, "resume" if live["paused"] else "pause")
-                st.rerun(scope="fragment")
-            if b[2].button("Cancel", key=f"cancel_{r.run_id}"):
-                send(r.run_id, "cancel")
-                st.rerun(scope="fragment")
-        if b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere,
-                       help="a run another process is writing can be deleted once it ends" if elsewhere else None):
-            st.session_state["confirm_delete"] = r.run_id
+            b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}",
+                        on_click=send, args=(r.run_id, "resume" if live["paused"] else "pause"))
+            b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=send, args=(r.run_id, "cancel"))
+        b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere, on_click=ask_delete, args=(r.run_id,),
+                    help="a run another process is writing can be deleted once it ends" if elsewhere else None)
         if st.session_state.get("confirm_delete") == r.run_id:
             st.warning(f"Delete {r.run_id} and all its files?")
             y, n = st.columns(2)
-            if y.button("Yes, delete", key=f"yes_{r.run_id}", type="primary"):
-                mgr.delete(r.run_id)
-                st.session_state.pop("confirm_delete", None)
-                if selected_run() == r.run_id:
-                    st.session_state.pop("run_id", None)
-                st.rerun()
-            if n.button("Keep it", key=f"no_{r.run_id}"):
-                st.session_state.pop("confirm_delete", None)
-                st.rerun(scope="fragment")
+            y.button("Yes, delete", key=f"yes_{r.run_id}", type="primary", on_click=delete, args=(r.run_id,))
+            n.button("Keep it", key=f"no_{r.run_id}", on_click=keep)
 
 
 @st.fragment(run_every=2)
 def run_table() -> None:
     for r in manager().list():
         run_card(r)
+    refresh_picker()                        # Open or Delete acted inside this fragment
 
 
 def render() -> None:
     header("Runs", "Each run trains a network from scratch, searches its pruned sub-network every epoch and prunes "
            "it when the sub-network stops changing. Start the demo to watch the whole cycle on the bundled digits "
            "in about half a minute; the other pages follow the run picked in the sidebar.")
-    demo = st.button("▶ Start the demo run", type="primary", key="start_demo",
-                     help="digits, 40 epochs, CPU: the whole one-cycle pruning in about 30 s")
-    pending = start_form()
-    if demo or pending is not None:
-        start(get_preset("demo") if demo else pending)
+    st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
+              help="digits, 40 epochs, CPU: the whole one-cycle pruning in about 30 s")
+    start_form()
     if not manager().list():
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")
         return

@@ -7,9 +7,15 @@ from plotly.subplots import make_subplots
 
 from osp_engine.analysis import early_bird_epoch
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, epochs_frame, header, manager, require_run, run_key, send,
+from pages.common import (empty_state, enter_frame, epochs_frame, header, manager, reader, require_run, run_key, send,
                           similarity)
 from pages.figures import hline, label, matrix_figure, phase_bands, vline
+
+
+def prune_now(run_id: str) -> None:
+    """The button's callback; the epoch it names is read when the click arrives, not when the page was drawn."""
+    if send(run_id, "prune_now"):
+        st.toast(f"Pruning at the end of epoch {reader(run_id).last_epoch() + 1}")
 
 
 def controls(run_id: str, info: dict, df: pd.DataFrame) -> None:
@@ -25,11 +31,9 @@ def controls(run_id: str, info: dict, df: pd.DataFrame) -> None:
     c1, c2, c3 = st.columns([2, 2, 2])
     if live["prune_requested"]:
         c1.info(f"Prune requested: it happens at the end of epoch {next_epoch}.")
-    elif c1.button("✂ Prune now", type="primary", key="prune_now",
-                   help="prune with the current candidate at the next epoch boundary"):
-        if send(run_id, "prune_now"):
-            st.toast(f"Pruning at the end of epoch {next_epoch}")
-        st.rerun(scope="fragment")
+    else:                                   # a callback, so a page change right after the click keeps it
+        c1.button("✂ Prune now", type="primary", key="prune_now", on_click=prune_now, args=(run_id,),
+                  help="prune with the current candidate at the next epoch boundary")
     auto_key, thr_key = f"auto_prune_{run_id}", f"threshold_{run_id}"
     st.session_state[auto_key] = live["auto_prune"]
     st.session_state[thr_key] = float(live["threshold"])

@@ -239,3 +239,48 @@ def test_open_moves_the_sidebar_pick_and_the_url(filled_root):
     assert at.button(key=f"open_{run_id}").disabled and not at.button(key="open_zz-copy").disabled
     at.sidebar.selectbox[0].set_value("zz-copy").run()        # and the picker moves it back
     assert at.session_state["run_id"] == "zz-copy" and at.button(key="open_zz-copy").disabled
+
+
+MOVING = """import streamlit as st
+from pages import runs, stability
+{"runs": runs, "stability": stability}[st.session_state.get("page", "runs")].render()
+"""
+
+
+def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypatch):
+    """A user clicks, then a page link before Streamlit has rerun: the rerun lands on the other page.
+
+    The start (demo button or form) and Prune now must still happen; `page` in session state stands
+    for the page link, so the click's rerun draws the other page.
+    """
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    from pages.common import manager
+    mgr = manager()
+    at = AppTest.from_string(MOVING, default_timeout=60).run()
+    at.button(key="start_demo").click()
+    at.session_state["page"] = "stability"
+    at.run()
+    demo = at.session_state["run_id"]
+    try:
+        assert not at.exception and at.title[0].value == "Stability"
+        assert [r.run_id for r in mgr.list()] == [demo]
+        mgr.command(demo, "cancel")
+        at.session_state["page"] = "runs"
+        at.run()
+        at.number_input(key="knob_demo_sl_start").set_value(25)
+        next(b for b in at.button if b.label == "Start").click()
+        at.session_state["page"] = "stability"
+        at.run()
+        run_id = at.session_state["run_id"]
+        assert run_id != demo and {r.run_id for r in mgr.list()} == {demo, run_id}
+        assert mgr.reader(run_id).info()["config"]["sl_start"] == 25
+        mgr.command(run_id, "pause")                               # stays unpruned however slow this machine is
+        at.run()
+        at.button(key="prune_now").click()
+        at.session_state["page"] = "runs"
+        at.run()
+        assert not at.exception and mgr.controls(run_id)["prune_requested"] is True
+    finally:
+        for r in mgr.list():
+            mgr.delete(r.run_id)

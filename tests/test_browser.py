@@ -14,8 +14,10 @@ import time
 import pytest
 
 from conftest import ROOT
+from osp_engine.store import RunReader
 
 CHROMIUM = "/usr/bin/chromium"
+PICKER = '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update"]
 
@@ -99,23 +101,34 @@ def _healthy(page, where: str) -> None:
 def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
     runs = tmp_path / "runs"                              # the server's runs folder (the fixture's OSP_RUNS_DIR)
     cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
-                            "--set", "epochs=14", "--set", "sl_end=10"], cwd=ROOT,
+                            "--set", "epochs=40", "--set", "sl_end=20"], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        cli_run = re.match(r"run (\S+) -> ", cli.stdout.readline()).group(1)     # its first line, once it started
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             first = context.new_page()
             first.goto(server)
-            first.get_by_role("button", name="Start the demo run").click()
-            first.get_by_text("Open", exact=True).first.wait_for(timeout=60000)
+            first.get_by_text("Start a run from a preset").click()
+            box = first.get_by_label("Epochs")                # long enough to stay live while the tabs watch
+            box.fill("120")
+            box.press("Tab")
+            first.wait_for_timeout(500)
+            first.get_by_role("button", name="Start", exact=True).click()
+            # the app's own run is picked (in the URL) once it started; the CLI's card alone is not enough
+            first.wait_for_function("cli => (new URLSearchParams(location.search).get('run') || cli) !== cli",
+                                    arg=cli_run, timeout=60000)
+            app_run = re.search(r"run=([A-Za-z0-9._-]+)", first.url).group(1)
+            first.locator(f".st-key-open_{app_run} button[disabled]").wait_for(timeout=30000)   # its card, picked
             first.get_by_role("link", name="Stability").click()
             first.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
-            app_run = re.search(r"run=([A-Za-z0-9._-]+)", first.url).group(1)
+            assert f"run={app_run}" in first.url
             second = context.new_page()                     # a second tab on the same live run
             second.goto(f"{server}/stability?run={app_run}")
             second.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
             start = {id(pg): _epochs_shown(pg) for pg in (first, second)}
+            assert RunReader(runs / cli_run).info()["status"] == "running"      # all three at once
             for name in ["Channels", "Trade-off", "Compare", "Stability"]:   # the second tab browses meanwhile
                 second.get_by_role("link", name=name).click()
                 second.wait_for_timeout(2000)
@@ -124,22 +137,27 @@ def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
             deadline = time.time() + 60
             while time.time() < deadline and not all(_epochs_shown(pg) >= start[id(pg)] + 3 for pg in (first, second)):
                 first.wait_for_timeout(500)
-            assert all(_epochs_shown(pg) >= start[id(pg)] + 3 for pg in (first, second)), "a tab stopped updating"
+            shown = [(start[id(pg)], _epochs_shown(pg)) for pg in (first, second)]
+            stored = RunReader(runs / app_run).last_epoch() + 1
+            assert all(now >= was + 3 for was, now in shown), f"a tab stopped updating: {shown}, {stored} stored"
             assert app_run in second.inner_text("body")
-            assert cli.wait(120) == 0
             first.get_by_role("link", name="Runs").click()
+            first.locator(f".st-key-pause_{app_run} button").click()         # frees the cores for the CLI run
+            first.get_by_text("running (paused)").wait_for(timeout=20000)
+            assert cli.wait(180) == 0
             first.wait_for_timeout(2500)
             listed = [d.name for d in runs.iterdir()]
             assert len(listed) == 2 and all(name in first.inner_text("body") for name in listed)
             _healthy(first, "Runs")
-            (cli_run,) = [name for name in listed if name != app_run]
+            assert sorted(listed) == sorted([app_run, cli_run])
             # Open moves the sidebar's pick, and the pick follows the user to the next page and the URL
             first.locator(f".st-key-open_{cli_run} button").click()      # Streamlit's class for key open_<id>
-            first.wait_for_timeout(2000)
+            first.wait_for_function(f"id => document.querySelector('{PICKER} input').value === id", arg=cli_run,
+                                    timeout=20000)                   # the sidebar follows at once, on the Runs page
             first.get_by_role("link", name="Stability").click()
             first.get_by_text(cli_run).first.wait_for(timeout=20000)
             assert f"run={cli_run}" in first.url
-            first.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').click()
+            first.locator(PICKER).click()
             first.get_by_role("option", name=app_run).click()
             first.get_by_text(f"{app_run} ·").first.wait_for(timeout=20000)
             assert f"run={app_run}" in first.url
