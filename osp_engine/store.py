@@ -240,5 +240,10 @@ def list_runs(root: str | Path) -> list[RunReader]:
     root = Path(root)
     if not root.exists():
         return []
-    found = [RunReader(p) for p in root.iterdir() if p.is_dir() and (p / DB_NAME).is_file()]
+    found = []
+    for p in root.iterdir():
+        try:
+            found.append(RunReader(p))
+        except (FileNotFoundError, NotADirectoryError):     # not a run, or deleted while we looked
+            continue
     return sorted(found, key=lambda r: r.run_id, reverse=True)          # ids start with their start time

@@ -61,25 +61,44 @@ def refresh_picker() -> None:
         st.rerun()
 
 
+def _picked(key: str, shown: str) -> None:
+    """The picker's on_change. A browser that has not yet seen a pick made elsewhere (a page link
+    clicked right after Start) sends its old picker's value with its next request, and Streamlit calls
+    that a change; only a change to the widget drawn for the current pick is the user's."""
+    if st.session_state.get("run_id") in (shown, None):
+        select_run(st.session_state[key])
+
+
+@st.fragment(run_every=2)
+def follow_runs() -> None:
+    """Every 2 s, rerun the whole app if the sidebar is out of date: the runs folder gained or lost a
+    run (a command-line run started, another tab deleted one), or a button callback moved the pick in
+    a rerun that Streamlit cut short before the sidebar was drawn (a page link clicked right after)."""
+    runs = [r.run_id for r in manager().list()]
+    if st.session_state.pop("picker_stale", False) or runs != st.session_state.get("picker_runs"):
+        st.rerun()
+
+
 def sidebar_run_picker() -> None:
     """The sidebar selectbox; the pick lives in session state and the URL, so it survives page changes.
 
-    The pick moves three ways: this selectbox, a page (Open, Start), or a ?run= URL. The widget's own
-    state is set to the pick before the widget is drawn, so it follows a pick made elsewhere.
+    The pick moves three ways: this selectbox, a page (Open, Start), or a ?run= URL. The widget is
+    keyed by the pick, so a pick made elsewhere draws a fresh widget showing it.
     """
     st.session_state.pop("picker_stale", None)
     runs = [r.run_id for r in manager().list()]
     wanted = st.session_state.get("run_id") or st.query_params.get("run")
     if wanted not in runs:                   # unknown, deleted or malformed: never passed to the file system
         wanted = runs[0] if runs else None
+    st.session_state["picker_runs"] = runs
     with st.sidebar:
+        follow_runs()
         if not runs:
             st.caption("No runs yet: start one on the Runs page.")
             st.session_state.pop("run_id", None)
             return
-        if st.session_state.get("run_picker") != wanted:
-            st.session_state["run_picker"] = wanted
-        st.selectbox("Run", runs, key="run_picker", on_change=lambda: select_run(st.session_state["run_picker"]))
+        key = f"run_picker_{wanted}"
+        st.selectbox("Run", runs, index=runs.index(wanted), key=key, on_change=_picked, args=(key, wanted))
     if wanted != st.session_state.get("run_id") or wanted != st.query_params.get("run"):
         select_run(wanted)                   # a page change clears the URL's query; put the pick back
         st.session_state.pop("picker_stale", None)

@@ -184,6 +184,12 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         assert f"{finished_run.run_id} · finished" in page.inner_text("body")
         assert f"run={finished_run.run_id}" in page.url
         _healthy(page, "deep link")
+        shutil.copytree(finished_run.dir, tmp_path / "runs" / "zz-later")     # appears while the page is open
+        page.wait_for_timeout(3000)                                           # the sidebar lists it within 2 s
+        page.locator(PICKER).click()
+        page.get_by_role("option", name="zz-later").wait_for(timeout=10000)
+        page.keyboard.press("Escape")
+        assert f"{finished_run.run_id} · finished" in page.inner_text("body")   # and the pick stays
         page.get_by_role("link", name="Compare").click()           # the pruned model, read when clicked
         with page.expect_download(timeout=30000) as download:
             page.get_by_role("button", name=re.compile(f"pruned model of {finished_run.run_id}")).click()

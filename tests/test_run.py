@@ -1,5 +1,6 @@
 """A real tiny run on the digits: events, one terminal status, the prune, commands, live readers."""
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -193,3 +194,12 @@ def test_stale_heartbeat_is_recognised(finished_run, tmp_path):
     info = RunReader(copy).info()
     assert info["stale"] and info["display_status"] == "stale"
     assert len(RunReader(copy).epochs()) == 16
+
+
+def test_listing_skips_what_is_not_a_run(finished_run, tmp_path):
+    shutil.copytree(finished_run.dir, tmp_path / "a-run")
+    (tmp_path / ".probe-1234").write_text("")                  # a file
+    (tmp_path / "notes").mkdir()                               # a folder without run.db
+    (tmp_path / "half" / "run.db").mkdir(parents=True)        # run.db that is not a file
+    assert [r.run_id for r in list_runs(tmp_path)] == ["a-run"]
+    assert list_runs(tmp_path / "absent") == []
