@@ -198,6 +198,11 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
     assert knobs["Epochs"] == 300 and knobs["FLOPs reduction target"] == 0.5
     assert knobs["Regulariser step (reg_delta)"] == get_preset("cifar10-resnet56").reg_delta
     assert at.text_input[0].value == get_preset("cifar10-resnet56").data_root
+    at.text_input(key="knob_cifar10-resnet56_data_root").set_value(str(tmp_path / "no-cifar"))
+    next(b for b in at.button if b.label == "Start").click().run()          # no data there: said, no run made
+    assert not at.exception and len(at.error) == 1
+    assert at.error[0].value.startswith("Could not start: cifar10 not found under") and "no-cifar" in at.error[0].value
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
