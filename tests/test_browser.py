@@ -17,6 +17,9 @@ from conftest import ROOT
 from osp_engine.store import RunReader
 
 CHROMIUM = "/usr/bin/chromium"
+# the server, a command-line run and chromium share two cores: one PyTorch thread per run keeps two
+# runs from fighting over them (README, "several runs at once on one CPU")
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 PICKER = '[data-testid="stSidebar"] [data-testid="stSelectbox"]'
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update"]
@@ -37,7 +40,7 @@ def _free_port() -> int:
 @pytest.fixture()
 def server(tmp_path):
     port = _free_port()
-    env = {**os.environ, "OSP_RUNS_DIR": str(tmp_path / "runs")}
+    env = {**ONE_THREAD, "OSP_RUNS_DIR": str(tmp_path / "runs")}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -101,7 +104,7 @@ def _healthy(page, where: str) -> None:
 def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
     runs = tmp_path / "runs"                              # the server's runs folder (the fixture's OSP_RUNS_DIR)
     cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
-                            "--set", "epochs=40", "--set", "sl_end=20"], cwd=ROOT,
+                            "--set", "epochs=60", "--set", "sl_end=20"], cwd=ROOT, env=ONE_THREAD,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         cli_run = re.match(r"run (\S+) -> ", cli.stdout.readline()).group(1)     # its first line, once it started
