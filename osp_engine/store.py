@@ -244,6 +244,6 @@ def list_runs(root: str | Path) -> list[RunReader]:
     for p in root.iterdir():
         try:
             found.append(RunReader(p))
-        except (FileNotFoundError, NotADirectoryError):     # not a run, or deleted while we looked
+        except FileNotFoundError:                           # not a run, or deleted while we looked
             continue
     return sorted(found, key=lambda r: r.run_id, reverse=True)          # ids start with their start time

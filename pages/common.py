@@ -56,7 +56,8 @@ def select_run(run_id: str | None) -> None:
 
 
 def refresh_picker() -> None:
-    """For a fragment that may have moved the pick (Open, Delete): rerun the whole app so the sidebar shows it."""
+    """For a fragment: if the pick moved since the sidebar was drawn (Open, Delete, a cut-short callback),
+    rerun the whole app so the sidebar shows it."""
     if st.session_state.pop("picker_stale", False):
         st.rerun()
 
@@ -74,9 +75,9 @@ def follow_runs() -> None:
     """Every 2 s, rerun the whole app if the sidebar is out of date: the runs folder gained or lost a
     run (a command-line run started, another tab deleted one), or a button callback moved the pick in
     a rerun that Streamlit cut short before the sidebar was drawn (a page link clicked right after)."""
-    runs = [r.run_id for r in manager().list()]
-    if st.session_state.pop("picker_stale", False) or runs != st.session_state.get("picker_runs"):
+    if [r.run_id for r in manager().list()] != st.session_state.get("picker_runs"):
         st.rerun()
+    refresh_picker()
 
 
 def sidebar_run_picker() -> None:

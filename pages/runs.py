@@ -27,15 +27,15 @@ def start(cfg: Config) -> None:
     st.toast(f"Started {run_id}")
 
 
+KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device")
+
+
 def start_knobs(name: str) -> None:
     """The start form's callback: the preset `name` with the knobs as submitted."""
     k = {f: st.session_state[f"knob_{name}_{f}"] for f in KNOBS}
     start(dataclasses.replace(get_preset(name), target=float(k["target"]), epochs=int(k["epochs"]),
                               threshold=float(k["threshold"]), sl_start=int(k["sl_start"]), sl_end=int(k["sl_end"]),
                               reg_delta=float(k["reg_delta"]), data_root=k["data_root"], device=k["device"]))
-
-
-KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device")
 
 
 def start_form() -> None:
