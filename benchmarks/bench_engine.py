@@ -1,8 +1,9 @@
 """Side-by-side timings, printed as ratios from one run (no timed assertions anywhere).
 
 1. Per-epoch sub-network selection on ResNet-56 and ResNet-110 (CIFAR, 50 % target):
-   ours (FLOPs from counts, binary search over the sorted saliency) against the official approach
-   (binary search over tau where every probe deep-copies the model, prunes it and runs the counter).
+   ours (the official variant's search, FLOPs from counts) against the official approach (the same
+   search where every probe deep-copies the model, prunes it and runs the counter); both must keep
+   the same channels.
 2. One training step with and without the regulariser's shrink (ResNet-56, batch 128).
 
     python benchmarks/bench_engine.py [--device cpu|cuda] [--steps 20]
@@ -15,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch_pruning as tp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine import saliency as sal  # noqa: E402
+from osp_engine.costs import cost_table  # noqa: E402
 from osp_engine.flops import build_cost_model  # noqa: E402
 from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
@@ -27,22 +30,30 @@ from osp_engine.regularizer import Shrinker  # noqa: E402
 from osp_engine.selection import protected_mask, select  # noqa: E402
 
 
-def official_selection(model, x, scores, target, l_max, tol=0.0005, max_probes=30):
-    """Binary search on tau; each probe: deepcopy, physical prune, count (the official approach)."""
+def probe_by_copy(model, x, scores, tau, l_max):
+    """One probe the official way: deep-copy, physically prune every unprotected S^ <= tau, count."""
+    m = copy.deepcopy(model)
+    graph = build_graph(m, x)
+    groups = build_groups(m, graph, find_classifier(m, 10))
+    keep = [protected_mask(s, l_max, 1.0, "official") | (s > tau) for s in scores]
+    prune_groups(graph, groups, [torch.from_numpy(k) for k in keep])
+    flops, _ = tp.utils.count_ops_and_params(m, x)
+    return flops, keep
+
+
+def official_selection(model, x, scores, target, l_max):
+    """The official search (binary search over the sorted unprotected scores), a physical prune per probe."""
     dense, _ = tp.utils.count_ops_and_params(model, x)
-    lo, hi = min(s.min() for s in scores), max(s.max() for s in scores)
-    for _ in range(max_probes):
-        tau = (lo + hi) / 2
-        m = copy.deepcopy(model)
-        graph = build_graph(m, x)
-        groups = build_groups(m, graph, find_classifier(m, 10))
-        prune_groups(graph, groups, [torch.from_numpy(protected_mask(s, l_max, 1.0) | (s > tau)) for s in scores])
-        flops, _ = tp.utils.count_ops_and_params(m, x)
-        red = 1 - flops / dense
-        if abs(red - target) <= tol:
+    free = np.sort(np.concatenate([s[~protected_mask(s, l_max, 1.0, "official")] for s in scores]))
+    left, right = 0, len(free) - 1
+    while left <= right:
+        mid = (left + right) // 2
+        flops, keep = probe_by_copy(model, x, scores, free[mid], l_max)
+        red = 1.0 - flops / dense
+        if abs(target - red) <= 5e-4:
             break
-        lo, hi = (tau, hi) if red < target else (lo, tau)
-    return red
+        left, right = (mid + 1, right) if red <= target else (left, mid - 1)
+    return red, keep
 
 
 def bench_selection(name: str, device: torch.device) -> None:
@@ -53,20 +64,21 @@ def bench_selection(name: str, device: torch.device) -> None:
     groups = build_groups(model, graph, find_classifier(model, 10))
     t = time.perf_counter()
     cost = build_cost_model(model, groups, x)
+    _, pi = cost_table(model, graph, groups, cost, x, "official")
     setup = time.perf_counter() - t
-    pi = sal.flops_weights(cost.cost_per_channel())
     t = time.perf_counter()
     reps = 5
     for _ in range(reps):
         scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
-        ours = select(scores, cost, 0.5, 0.75, 1.0)
+        ours = select(scores, cost, 0.5, 0.75, 1.0, "official")
     ours_s = (time.perf_counter() - t) / reps
     t = time.perf_counter()
-    red = official_selection(model, x, scores, 0.5, 0.75)
+    red, keep = official_selection(model, x, scores, 0.5, 0.75)
     theirs_s = time.perf_counter() - t
+    same = all((a == b).all() for a, b in zip(keep, ours.keep))
     print(f"{name:<10} selection per epoch: ours {ours_s * 1e3:8.1f} ms (reduction {ours.reduction:.4f}), "
-          f"deep-copy/prune/count {theirs_s * 1e3:9.1f} ms (reduction {red:.4f}) -> {theirs_s / ours_s:6.1f}x faster; "
-          f"one-time cost model {setup * 1e3:.0f} ms")
+          f"deep-copy/prune/count {theirs_s * 1e3:9.1f} ms (reduction {red:.4f}) -> {theirs_s / ours_s:6.1f}x faster, "
+          f"same channels: {'yes' if same else 'NO'}; one-time cost model + cost table {setup * 1e3:.0f} ms")
 
 
 def bench_step(device: torch.device, steps: int) -> None:
@@ -76,7 +88,8 @@ def bench_step(device: torch.device, steps: int) -> None:
     y = torch.randint(0, 10, (128,), device=device)
     groups = build_groups(model, build_graph(model, x[:1]), find_classifier(model, 10))
     cost = build_cost_model(model, groups, x[:1])
-    scores = sal.weighted_saliency(sal.all_saliency(groups), sal.flops_weights(cost.cost_per_channel()))
+    _, pi = cost_table(model, build_graph(model, x[:1]), groups, cost, x[:1], "official")
+    scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
     shrinker = Shrinker(groups)
     shrinker.set_marked(select(scores, cost, 0.5, 0.7, 1.0).keep)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -41,7 +41,7 @@ def _cmd_run(args) -> int:
     pruned = f"t* = {summary['t_star']} ({summary['prune_reason']})" if summary["t_star"] is not None else "not pruned"
     print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
           f"(target {100 * cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
-          f"{summary['wall_seconds']:.1f} s")
+          f"{summary['wall_seconds']:.1f} s, variant {cfg.variant}")
     return 0 if status == "finished" else 3
 
 
@@ -60,7 +60,8 @@ def _cmd_list(args) -> int:
     for r in runs:
         s = r.summary()
         fr = s["flops_reduction"]
-        print(f"{r.run_id:<40} {s['status']:<10} {s['phase'] or '':<9} epoch {s['epochs']}/{s['total_epochs']} "
+        print(f"{r.run_id:<40} {s['status']:<10} {s['variant']:<10} {s['phase'] or '':<9} "
+              f"epoch {s['epochs']}/{s['total_epochs']} "
               f"acc {s['final_acc'] or 0:6.2f}%  FLOPs -{100 * (fr or 0):.1f}%")
     return 0
 

@@ -1,6 +1,6 @@
 """The one configuration object of a run: a frozen, validated dataclass, plus `--set` overrides.
 
-Every field keeps the official scripts' meaning (METHOD.md). `validate()` raises `ConfigError`
+Every field keeps the official scripts' meaning (docs/method.md). `validate()` raises `ConfigError`
 with a one-line message that names the problem and the fix; nothing touches the file system here.
 """
 from __future__ import annotations
@@ -9,6 +9,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+
+VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,8 @@ class Config:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    # which behaviour: "official" reproduces the official code, quirks included; "corrected" fixes them
+    variant: str = "official"
     # the sub-network search
     target: float = 0.5                   # fraction of dense FLOPs to remove
     l_max: float = 0.75                   # per-layer floor: at most L_max*(1-exp(-k*C)) of C may go
@@ -70,6 +75,8 @@ class Config:
             fail(f"unknown model {self.model!r}: choose one of {', '.join(sorted(MODELS))}")
         if self.dataset not in DATASETS:
             fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASETS))}")
+        if self.variant not in VARIANTS:
+            fail(f"unknown variant {self.variant!r}: use official (the official code, exactly) or corrected")
         if self.epochs <= 0:
             fail(f"epochs must be a positive number, got {self.epochs}: set epochs=N with N >= 1")
         if self.batch_size <= 0:

@@ -1,6 +1,6 @@
 """Coupled channel groups with their weight slices, from Torch-Pruning's DependencyGraph.
 
-A `Group` is the set of channels that must go together (METHOD.md, 'Groups'): its producing convs'
+A `Group` is the set of channels that must go together (docs/method.md, 'Groups'): its producing convs'
 output filters, its BatchNorms, the input slices of every consumer, across residual adds. Channel j
 of a group is its ORIGINAL channel id j (the root layer's output index at build time), so masks stay
 comparable epoch to epoch. Each `Member` is one weight tensor slice family that saliency reads and
@@ -43,6 +43,7 @@ class Group:
     members: list[Member]
     root: nn.Module
     layers: list[str]         # names of layers whose OUTPUT channels are this group (producers, BNs)
+    tp_rank: int = 0          # position in Torch-Pruning's own group order (the official cost table uses it)
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -50,7 +51,7 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
-    """The last conv/linear whose output size is num_classes: never pruned (METHOD.md)."""
+    """The last conv/linear whose output size is num_classes: never pruned (docs/method.md)."""
     found = None
     for m in model.modules():
         out = getattr(m, "out_features", None) or getattr(m, "out_channels", None)
@@ -69,11 +70,20 @@ def _slice_fan(weight: torch.Tensor, dim: int) -> int:
     return weight.numel() // weight.shape[dim]
 
 
+ROOT_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
+    """Root layer names of EVERY group, the classifier's included, in Torch-Pruning's order."""
+    names = {m: n for n, m in model.named_modules()}
+    return [names.get(g.items[0].dep.target.module, "?") for g in graph.get_all_groups(root_module_types=ROOT_TYPES)]
+
+
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
     """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
     names = {m: n for n, m in model.named_modules()}
     groups: list[Group] = []
-    for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=(nn.Conv2d, nn.Linear)):
+    for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=ROOT_TYPES):
         members: list[Member] = []
         layers: list[str] = []
         root = tp_group.items[0].dep.target.module
@@ -97,7 +107,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
                     layers.append(names[m])
                 elif not _is_depthwise(m):                # a depthwise conv rides along as a producer
                     members.append(Member(names[m], CONSUMER, m.weight, 1, _slice_fan(m.weight, 1), pidx, gidx))
-        groups.append(Group(0, names.get(root, "?"), size, members, root, layers))
+        groups.append(Group(0, names.get(root, "?"), size, members, root, layers, tp_rank=len(groups)))
     order = {m: i for i, m in enumerate(model.modules())}
     groups.sort(key=lambda g: order.get(g.root, len(order)))   # input-to-output order, for the views
     for gid, g in enumerate(groups):

@@ -1,4 +1,4 @@
-"""Named configurations: the demo and the official scripts' recipes (METHOD.md, 'Defaults')."""
+"""Named configurations: the demo and the official scripts' recipes (docs/method.md, 'Defaults')."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""The growing group-sparsity shrink on the channels currently marked for pruning (METHOD.md).
+"""The growing group-sparsity shrink on the channels currently marked for pruning (docs/method.md).
 
 After every optimiser step each marked slice (producer filter, consumer input slice, BN gamma) is
 scaled by (1 - reg * lr_t): the SGD step of an L2 penalty on the current candidates only. The mask

@@ -1,6 +1,6 @@
 """The Run: one-cycle structured pruning of one network, start to finish, emitting plain data.
 
-Epoch t (METHOD.md, 'The cycle'):
+Epoch t (docs/method.md, 'The cycle'):
   1. from monitor_start on, before training: search M_t (saliency -> floors -> FLOPs threshold),
      score its stability (PSI, Early-Bird), mark its pruned channels for the shrink;
   2. train one epoch on the one LR schedule; from t_sl_start on, shrink marked slices every step;
@@ -23,13 +23,14 @@ import torch
 from . import saliency as sal
 from .commands import Cancelled, Commands
 from .config import Config, ConfigError
+from .costs import cost_table
 from .data import check_dataset, load_dataset
 from .export import atomic_save, export_model
 from .flops import build_cost_model
 from .groups import build_graph, build_groups, find_classifier, prune_groups
 from .models import build_model
 from .regularizer import Shrinker
-from .schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength
+from .schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
 from .selection import select
 from .stability import early_bird_distance, psi_raw, smoothed
 from .store import RunStore, runs_root
@@ -135,12 +136,13 @@ class Run:
         graph = build_graph(model, example)
         groups = build_groups(model, graph, find_classifier(model, info.num_classes))
         cost = build_cost_model(model, groups, example)
-        pi = sal.flops_weights(cost.cost_per_channel())
+        _, pi = cost_table(model, graph, groups, cost, example, cfg.variant)
         shrinker = Shrinker(groups)
         store.write_groups([(g.name, g.size, g.layers) for g in groups])
         store.update_run(dataset=info.label, phase="dense")
         store.event("started", f"{cfg.model} on {info.label}, {len(groups)} groups, "
-                               f"{cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}", epoch=0)
+                               f"{cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
+                    epoch=0, variant=cfg.variant)
         arch = dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                     in_channels=info.in_channels)
 
@@ -156,7 +158,8 @@ class Run:
             # 1. search the candidate sub-network at the start of the epoch
             if not pruned and not cfg.baseline and epoch >= cfg.monitor_start:
                 scores = sal.all_saliency(groups)
-                selection = select(sal.weighted_saliency(scores, pi), cost, cfg.target, cfg.l_max, cfg.l_k)
+                selection = select(sal.weighted_saliency(scores, pi), cost, cfg.target, cfg.l_max, cfg.l_k,
+                                   cfg.variant)
                 masks = selection.keep
                 history.append(masks)
                 raw.append(psi_raw(history))
@@ -175,13 +178,14 @@ class Run:
                 phase = new_phase
                 store.update_run(phase=phase, t_sl_start=t_sl_start)
                 store.event("phase", f"phase {phase} from epoch {epoch}", epoch=epoch, phase=phase)
+            position = schedule_epoch(cfg, epoch, pruned)              # where this epoch sits in the LR cycle
             stats = train_epoch(
-                model, train, optimizer, lambda it: learning_rate(cfg, epoch, it, n_iter),
-                (lambda lr: shrinker.step(reg * lr)) if reg > 0 else (lambda lr: None),
+                model, train, optimizer, lambda it: learning_rate(cfg, position, it, n_iter),
+                (lambda it: shrinker.step(reg * shrink_lr(cfg, position, it, n_iter))) if reg > 0 else (lambda it: None),
                 lambda: self._between_batches(store), dev, amp, cl, epoch)
             val_stats = evaluate(model, val, dev, amp, cl)
             row.update(phase=phase, train_loss=stats.loss, train_acc=stats.acc, val_loss=val_stats.loss,
-                       val_acc=val_stats.acc, lr=learning_rate(cfg, epoch, 0, n_iter), reg=reg,
+                       val_acc=val_stats.acc, lr=learning_rate(cfg, position, 0, n_iter), reg=reg,
                        reg_penalty=shrinker.penalty() if reg > 0 else None,
                        model_flops=cost.flops(model_counts), model_params=cost.params(model_counts))
             self._log_commands(store, epoch)
@@ -240,7 +244,8 @@ class Run:
 
     def _search_now(self, groups, pi, cost) -> list[np.ndarray]:
         scores = sal.all_saliency(groups)
-        return select(sal.weighted_saliency(scores, pi), cost, self.cfg.target, self.cfg.l_max, self.cfg.l_k).keep
+        return select(sal.weighted_saliency(scores, pi), cost, self.cfg.target, self.cfg.l_max, self.cfg.l_k,
+                      self.cfg.variant).keep
 
 
 def _progress_line(row: dict, total: int) -> str:

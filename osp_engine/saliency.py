@@ -1,4 +1,4 @@
-"""Channel saliency of every group (METHOD.md, 'Saliency', p = 2) and the FLOPs-cost weighting.
+"""Channel saliency of every group (docs/method.md, 'Saliency', p = 2) and its FLOPs-cost weighting.
 
 S_g(c) = mean over the group's members d of
     producer:  sum |W_d[c]|^2 / sqrt(n_d)        (n_d = C_in * k * k, the filter's fan-in)
@@ -22,8 +22,11 @@ def group_saliency(group: Group) -> torch.Tensor:
     total = None
     for mem in group.members:
         w = mem.weight.detach().float()
-        other = [d for d in range(w.dim()) if d != mem.dim]
-        per_slice = w.pow(2).sum(dim=other) if other else w.pow(2)         # (w.shape[dim],)
+        if w.dim() > 1:             # (slices, rest), summed along rest in the official code's order
+            w = w.transpose(0, mem.dim).flatten(1) if mem.dim else w.flatten(1)
+            per_slice = w.pow(2).sum(1)                                     # (w.shape[dim],)
+        else:
+            per_slice = w.pow(2)
         if mem.kind != BATCHNORM:
             per_slice = per_slice / math.sqrt(mem.fan)
         if total is None:
@@ -37,13 +40,8 @@ def all_saliency(groups: list[Group]) -> list[np.ndarray]:
     return [group_saliency(g).cpu().numpy() for g in groups]
 
 
-def flops_weights(cost_per_channel: np.ndarray) -> np.ndarray:
-    """pi_g = softmax(cost_g / 1e6): the share of FLOPs pressure on group g. (G,) float64."""
-    z = cost_per_channel / 1e6
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def weighted_saliency(saliency: list[np.ndarray], pi: np.ndarray) -> list[np.ndarray]:
-    """S^_g(c) = S_g(c) * (1 - pi_g)."""
-    return [s.astype(np.float64) * (1.0 - p) for s, p in zip(saliency, pi)]
+    """S^_g(c) = S_g(c) * (1 - pi_g), rounded to float32 as the official code computes it (a float32
+    tensor times a Python float: the factor is rounded to float32, then the product); float64 arrays
+    holding those float32 values."""
+    return [(s.astype(np.float32) * np.float32(1.0 - p)).astype(np.float64) for s, p in zip(saliency, pi)]

@@ -37,8 +37,45 @@ def auto_sl_start(epoch: int, psi_smoothed: dict[int, float], tol: float = 1e-4)
     return psi_smoothed[epoch] - psi_smoothed[epoch - 2] <= tol
 
 
+def _official_reg_steps(epoch: int, t_sl_start: int, interval: int) -> int:
+    """official (main_cifar.py:92-93): +1 at the start of every shrinking epoch e with e % interval == 0."""
+    return epoch // interval - (t_sl_start - 1) // interval
+
+
+def _corrected_reg_steps(epoch: int, t_sl_start: int, interval: int) -> int:
+    """corrected: +1 for every full reg_interval epochs since t_sl_start."""
+    return (epoch - t_sl_start) // interval
+
+
+REG_STEPS = {"official": _official_reg_steps, "corrected": _corrected_reg_steps}
+
+
 def reg_strength(cfg: Config, epoch: int, t_sl_start: int | None) -> float:
-    """reg at `epoch`: 0 before t_sl_start, then reg + reg_delta for every reg_interval epochs since."""
+    """reg during `epoch`: 0 before t_sl_start, then reg + reg_delta * (growth steps so far).
+
+    official: with reg_interval 1 the first shrinking epoch already trains with reg + reg_delta, and
+    the steps fall on epochs divisible by reg_interval; corrected: reg at t_sl_start, + reg_delta
+    every reg_interval epochs after it.
+    """
     if t_sl_start is None or epoch < t_sl_start:
         return 0.0
-    return cfg.reg + cfg.reg_delta * ((epoch - t_sl_start) // cfg.reg_interval)
+    return cfg.reg + cfg.reg_delta * REG_STEPS[cfg.variant](epoch, t_sl_start, cfg.reg_interval)
+
+
+# official (main_cifar.py:107-112): optimizer.step(), scheduler.step(), THEN the shrink reads the LR,
+# so it uses the next iteration's LR; corrected: the LR of the step just taken.
+SHRINK_LR_AHEAD = {"official": 1, "corrected": 0}
+
+# official (main_cifar.py:382-392): after the prune the new scheduler is stepped t* epochs' worth and
+# training resumes at t*+1, so every fine-tuning epoch trains one epoch behind; corrected: on time.
+FINE_TUNE_LAG = {"official": 1, "corrected": 0}
+
+
+def schedule_epoch(cfg: Config, epoch: int, pruned: bool) -> int:
+    """The schedule position (in epochs) at which training epoch `epoch` takes its learning rate."""
+    return epoch - FINE_TUNE_LAG[cfg.variant] if pruned else epoch
+
+
+def shrink_lr(cfg: Config, position: int, it: int, iters_per_epoch: int) -> float:
+    """The LR in the shrink factor (1 - reg * lr) after iteration `it` at schedule position `position`."""
+    return learning_rate(cfg, position, it + SHRINK_LR_AHEAD[cfg.variant], iters_per_epoch)

@@ -1,4 +1,4 @@
-"""The pruning stability indicator (PSI) and the Early-Bird distance (METHOD.md, 'Stability').
+"""The pruning stability indicator (PSI) and the Early-Bird distance (docs/method.md, 'Stability').
 
 A sub-network M_t is a list of per-group (C_g,) bool arrays over original channel ids (True = kept).
 """

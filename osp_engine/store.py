@@ -221,7 +221,7 @@ class RunReader:
             return None if not now or not dense else 1.0 - now / dense
         return dict(
             run_id=info["run_id"], status=info["display_status"], error=info["error"], preset=cfg.get("preset"),
-            model=cfg.get("model"), dataset=cfg.get("dataset"), phase=info["phase"], t_star=t_star,
+            variant=cfg.get("variant", "unrecorded"), model=cfg.get("model"), dataset=cfg.get("dataset"), phase=info["phase"], t_star=t_star,
             prune_reason=info["prune_reason"], t_sl_start=info["t_sl_start"],
             target_flops_reduction=cfg.get("target"),
             flops_reduction=red(last.get("model_flops"), dense_flops),

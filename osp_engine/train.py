@@ -31,10 +31,10 @@ def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_la
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
-                lr_at: Callable[[int], float], after_step: Callable[[float], None],
+                lr_at: Callable[[int], float], after_step: Callable[[int], None],
                 before_batch: Callable[[], None], device: torch.device, amp: bool,
                 channels_last: bool, epoch: int) -> EpochStats:
-    """lr_at(it) gives the LR of iteration `it`; after_step(lr) runs after every optimiser step."""
+    """lr_at(it) gives the LR of iteration `it`; after_step(it) runs after every optimiser step."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -51,7 +51,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        after_step(lr)
+        after_step(it)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)

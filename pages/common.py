@@ -182,6 +182,18 @@ def run_key(r: RunReader) -> tuple[str, int, str]:
     return str(r.dir), r.last_epoch(), r.info()["status"]
 
 
+VARIANT_TEXT = {
+    "official": "reproduces the official code, its known quirks included",
+    "corrected": "fixes the official code's known quirks (see docs/method.md)",
+    "unrecorded": "made before osp recorded variants",
+}
+
+
+def variant_line(variant: str) -> str:
+    """'variant official — reproduces the official code, …': what a run's variant means, in one line."""
+    return f"variant **{variant}** — {VARIANT_TEXT.get(variant, 'unknown')}"
+
+
 def fmt_pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
 

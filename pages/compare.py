@@ -7,10 +7,14 @@ from osp_engine.store import RunReader
 from pages.common import empty_state, enter_frame, epochs_frame, header, manager, pick_runs, run_key
 
 
+DASH = {"official": "solid", "corrected": "dot"}      # an official and a corrected run of one seed stay apart
+
+
 def final_figures(r: RunReader) -> dict:
     """One table row: how the run ended and what it kept."""
     s = r.summary()
-    return dict(run=r.run_id, status=s["status"], model=s["model"], t_star=s["t_star"], reason=s["prune_reason"],
+    return dict(run=r.run_id, variant=s["variant"], status=s["status"], model=s["model"], t_star=s["t_star"],
+                reason=s["prune_reason"],
                 target=s["target_flops_reduction"], flops_reduction=s["flops_reduction"],
                 params_reduction=s["params_reduction"], dense_acc_at_prune=s["dense_acc_at_prune"],
                 final_acc=s["final_acc"], best_acc=s["best_acc"], seconds=round(s["wall_seconds"], 1))
@@ -44,8 +48,10 @@ def render() -> None:
         if df.empty:
             continue
         x = df["epoch"].to_numpy()
-        psi.add_trace(go.Scatter(x=x, y=df["psi_smoothed"].to_numpy(dtype=float), name=r.run_id))
-        acc.add_trace(go.Scatter(x=x, y=df["val_acc"].to_numpy(dtype=float), name=r.run_id))
+        variant = r.summary()["variant"]
+        style = dict(name=f"{r.run_id} ({variant})", line=dict(dash=DASH.get(variant, "dashdot")))
+        psi.add_trace(go.Scatter(x=x, y=df["psi_smoothed"].to_numpy(dtype=float), **style))
+        acc.add_trace(go.Scatter(x=x, y=df["val_acc"].to_numpy(dtype=float), **style))
     psi.update_layout(title="Smoothed PSI", xaxis_title="epoch", height=340)
     acc.update_layout(title="Validation accuracy", xaxis_title="epoch", yaxis_title="%", height=340)
     c1, c2 = st.columns(2)

@@ -4,6 +4,7 @@ import dataclasses
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
+from osp_engine.config import VARIANTS
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
 from osp_engine.store import RunReader
@@ -27,7 +28,7 @@ def start(cfg: Config) -> None:
     st.toast(f"Started {run_id}")
 
 
-KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device")
+KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device", "variant")
 
 
 def start_knobs(name: str) -> None:
@@ -35,7 +36,8 @@ def start_knobs(name: str) -> None:
     k = {f: st.session_state[f"knob_{name}_{f}"] for f in KNOBS}
     start(dataclasses.replace(get_preset(name), target=float(k["target"]), epochs=int(k["epochs"]),
                               threshold=float(k["threshold"]), sl_start=int(k["sl_start"]), sl_end=int(k["sl_end"]),
-                              reg_delta=float(k["reg_delta"]), data_root=k["data_root"], device=k["device"]))
+                              reg_delta=float(k["reg_delta"]), data_root=k["data_root"], device=k["device"],
+                              variant=k["variant"]))
 
 
 def start_form() -> None:
@@ -59,10 +61,12 @@ def start_form() -> None:
             c5.number_input("Forced prune after (sl_end)", 0, 1000, int(base.sl_end), key=key["sl_end"])
             c6.number_input("Regulariser step (reg_delta)", 0.0, 1.0, float(base.reg_delta), format="%.5f",
                             key=key["reg_delta"])
-            c7, c8 = st.columns([2, 1])
+            c7, c8, c9 = st.columns([2, 1, 1])
             c7.text_input("Dataset root (CIFAR / ImageNet)", base.data_root, key=key["data_root"])
             devices = ["auto", "cpu", "cuda"]
             c8.selectbox("Device", devices, index=devices.index(base.device), key=key["device"])
+            c9.selectbox("Variant", VARIANTS, index=VARIANTS.index(base.variant), key=key["variant"],
+                         help="official: the official code exactly, quirks included; corrected: the quirks fixed")
             st.form_submit_button("Start", on_click=start_knobs, args=(name,))
 
 
@@ -89,7 +93,7 @@ def run_card(r: RunReader) -> None:
     elsewhere = live is None and s["status"] == "running"          # written by another live process
     with st.container(border=True):
         top = st.columns([4, 2, 2, 2])
-        top[0].markdown(f"**{r.run_id}**  \n{s['model']} · {s['dataset']}"
+        top[0].markdown(f"**{r.run_id}**  \n{s['model']} · {s['dataset']} · {s['variant']}"
                         + ("  \nrunning in another process" if elsewhere else ""))
         top[1].metric("Status", s["status"] + (" (paused)" if live and live["paused"] else ""))
         top[2].metric("Phase", s["phase"] or "–")

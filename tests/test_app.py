@@ -289,3 +289,46 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
     finally:
         for r in mgr.list():
             mgr.delete(r.run_id)
+
+
+def test_every_page_says_which_variant_a_run_used(filled_root):
+    """The run card, the Stability header and Compare name the variant; Compare keeps an official and a
+    corrected run of the same seed apart (solid against dotted)."""
+    from osp_engine.config import apply_overrides
+    from osp_engine.run import Run
+
+    root, run_id = filled_root
+    corrected = Run(apply_overrides(get_preset("demo"), ["epochs=6", "sl_start=1", "sl_end=3", "variant=corrected"]),
+                    root)
+    assert corrected.execute() == "finished"
+    at = _page("runs", run_id)
+    cards = [m.value for m in at.markdown if "digits-resnet14" in m.value]
+    assert sorted(c.split(" · ")[-1] for c in cards) == ["corrected", "official"]
+    at = _page("stability", corrected.run_id)
+    assert at.caption[1].value.startswith("variant **corrected** — fixes the official code's known quirks")
+    at = _page("compare", run_id)
+    at.multiselect(key="compare_runs").set_value([run_id, corrected.run_id]).run()
+    assert not at.exception
+    assert dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["variant"])) == {
+        run_id: "official", corrected.run_id: "corrected"}
+    psi = json.loads(_figures(at)[0])["data"]
+    assert {t["name"]: t["line"]["dash"] for t in psi} == {f"{run_id} (official)": "solid",
+                                                            f"{corrected.run_id} (corrected)": "dot"}
+
+
+def test_the_start_form_starts_the_chosen_variant(tmp_path, monkeypatch):
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    from pages.common import manager
+    mgr = manager()
+    at = _page("runs")
+    assert at.selectbox(key="knob_demo_variant").value == "official"          # every preset's default
+    at.selectbox(key="knob_demo_variant").set_value("corrected")
+    next(b for b in at.button if b.label == "Start").click().run()
+    (run,) = mgr.list()
+    try:
+        assert not at.exception and not at.error and run.info()["config"]["variant"] == "corrected"
+    finally:
+        mgr.command(run.run_id, "cancel")
+        for r in mgr.list():
+            mgr.delete(r.run_id)

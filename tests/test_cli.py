@@ -28,12 +28,14 @@ def test_run_show_list_export(tmp_path):
               "--set", "sl_end=8", "--set", "reg=0.02", "--set", "reg_delta=0.02")
     assert res.returncode == 0, res.stderr
     assert "epoch  12/12" in res.stdout and "PSI" in res.stdout and "finished: t* =" in res.stdout
+    assert res.stdout.rstrip().endswith("variant official")
     (run_dir,) = runs.iterdir()
     shown = json.loads(cli("show", str(run_dir), "--json").stdout)
     for key in ["status", "t_star", "prune_reason", "target_flops_reduction", "flops_reduction", "params_reduction",
                 "dense_acc_at_prune", "best_acc", "final_acc", "psi", "epochs", "wall_seconds"]:
         assert key in shown
     assert shown["status"] == "finished" and shown["epochs"] == 12 and len(shown["psi"]) == 12
+    assert shown["variant"] == "official"
     assert shown["prune_reason"] in ("stable", "sl_end") and abs(shown["flops_reduction"] - 0.5) < 0.005
     assert run_dir.name in cli("list", "--runs-dir", str(runs)).stdout
     out = tmp_path / "pruned.pt"
@@ -55,6 +57,7 @@ BAD = [
     (["run", "--set", "epochs"], "malformed"),
     (["run", "--set", "epochs=ten"], "not a valid"),
     (["run", "--set", "colour=red"], "unknown setting"),
+    (["run", "--set", "variant=paper"], "unknown variant 'paper'"),
     (["run", "--preset", "cifar10-resnet56"], "data_root"),
     (["run", "--preset", "cifar10-resnet56", "--set", "data_root=MISSING"], "missing cifar-10-batches-py"),
     (["run", "--preset", "imagenet-resnet18", "--set", "data_root=MISSING"], "train/ and val/"),

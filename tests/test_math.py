@@ -9,7 +9,8 @@ from torch import nn
 from osp_engine import get_preset
 from osp_engine.config import apply_overrides
 from osp_engine.groups import build_graph, build_groups, find_classifier
-from osp_engine.saliency import flops_weights, group_saliency, weighted_saliency
+from osp_engine.costs import flops_weights
+from osp_engine.saliency import group_saliency, weighted_saliency
 from osp_engine.schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength
 from osp_engine.selection import prunable_limit, protected_mask
 from osp_engine.stability import early_bird_distance, early_bird_drawn, hamming, jaccard, psi_raw, smoothed
@@ -45,17 +46,24 @@ def test_saliency_by_hand():
 def test_floor_and_protection():
     assert prunable_limit(16, 0.75, 1.0) == pytest.approx(0.75 * (1 - math.exp(-16)))
     scores = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 0.5, 0.1, 6.0])
-    mask = protected_mask(scores, 0.75, 1.0)              # C=8: int(8*0.74966)=5 may go, top 3 kept
-    assert mask.tolist() == [True, False, False, False, True, False, False, True]
-    assert protected_mask(np.array([1.0]), 0.75, 1.0).tolist() == [True]
+    for variant in ("official", "corrected"):             # no ties: the variants agree
+        mask = protected_mask(scores, 0.75, 1.0, variant)  # C=8: int(8*0.74966)=5 may go, top 3 kept
+        assert mask.tolist() == [True, False, False, False, True, False, False, True]
+        assert protected_mask(np.array([1.0]), 0.75, 1.0, variant).tolist() == [True]
 
 
 def test_flops_weights_and_weighting():
-    pi = flops_weights(np.array([1e6, 2e6, 0.0]))
+    pi = flops_weights(np.array([1e6, 2e6, 0.0]), np.array([2, 0, 1]))
     e = np.exp([1.0, 2.0, 0.0])
     assert pi == pytest.approx(e / e.sum())
+    # summed in Torch-Pruning's order (ranks 2, 0, 1 -> e[1] + e[2] + e[0]), as the official code does
+    assert pi[0] == math.exp(1.0) / (math.exp(2.0) + math.exp(0.0) + math.exp(1.0))
+    assert flops_weights(np.array([8e8, 0.0]), np.array([0, 1])) == pytest.approx([1.0, 0.0])   # no overflow
     w = weighted_saliency([np.array([2.0, 4.0])], np.array([0.25]))
     assert w[0].tolist() == [1.5, 3.0]
+    # the product is rounded to float32, like the official float32 tensor times a Python float
+    w = weighted_saliency([np.array([0.1])], np.array([1 / 3]))
+    assert w[0][0] == float(np.float32(0.1) * np.float32(2 / 3)) != 0.1 * (2 / 3)
 
 
 def _m(*groups):
@@ -97,7 +105,7 @@ def test_lr_schedule_multistep_per_iteration_and_cosine():
 
 
 def test_regulariser_schedule():
-    cfg = get_preset("cifar10-resnet56")                   # sl_start 30, interval 3
+    cfg = apply_overrides(get_preset("cifar10-resnet56"), ["variant=corrected"])   # sl_start 30, interval 3
     t0 = fixed_sl_start(cfg)
     assert t0 == 32                                         # active while epoch > sl_start + 1
     assert reg_strength(cfg, 31, t0) == 0.0

@@ -7,29 +7,31 @@ import torch
 import torch_pruning as tp
 
 from osp_engine import saliency as sal
+from osp_engine.costs import cost_table
 from osp_engine.flops import build_cost_model
 from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups
 from osp_engine.models import build_model
 from osp_engine.selection import protected_mask, select
 
 
-def _setup(name, size, ch, seed):
+def _setup(name, size, ch, seed, variant="corrected"):
     torch.manual_seed(seed)
     model = build_model(name, 10, size, ch).eval()
     x = torch.zeros(1, ch, size, size)
     graph = build_graph(model, x)
     groups = build_groups(model, graph, find_classifier(model, 10))
     cost = build_cost_model(model, groups, x)
-    scores = sal.weighted_saliency(sal.all_saliency(groups), sal.flops_weights(cost.cost_per_channel()))
+    _, pi = cost_table(model, graph, groups, cost, x, variant)
+    scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
     return model, x, cost, scores
 
 
-def _reference_reduction(model, x, scores, tau, l_max):
+def _reference_reduction(model, x, scores, tau, l_max, variant="corrected"):
     """The official approach: deep-copy, prune every unprotected channel with S^ <= tau, count."""
     m = copy.deepcopy(model)
     graph = build_graph(m, x)
     groups = build_groups(m, graph, find_classifier(m, 10))
-    keep = [torch.from_numpy(protected_mask(s, l_max, 1.0) | (s > tau)) for s in scores]
+    keep = [torch.from_numpy(protected_mask(s, l_max, 1.0, variant) | (s > tau)) for s in scores]
     dense, _ = tp.utils.count_ops_and_params(m, x)
     prune_groups(graph, groups, keep)
     flops, _ = tp.utils.count_ops_and_params(m, x)
@@ -42,7 +44,7 @@ def _reference_reduction(model, x, scores, tau, l_max):
 @pytest.mark.parametrize("target", [0.3, 0.5])
 def test_selection_matches_reference(name, size, ch, tol, target):
     model, x, cost, scores = _setup(name, size, ch, seed=3)
-    ours = select(scores, cost, target, 0.75, 1.0)
+    ours = select(scores, cost, target, 0.75, 1.0, "corrected")
     assert abs(ours.reduction - target) <= tol
     ref_red, ref_keep = _reference_reduction(model, x, scores, ours.tau, 0.75)
     assert ref_red == pytest.approx(ours.reduction, abs=1e-12)
@@ -61,9 +63,20 @@ def test_selection_matches_reference(name, size, ch, tol, target):
     assert best == ours.tau
 
 
-def test_floor_is_respected_and_unreachable_target_prunes_all_it_may():
-    model, x, cost, scores = _setup("resnet20", 32, 3, seed=0)
-    sel = select(scores, cost, 0.95, 0.5, 1.0)
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_official_selection_is_a_threshold_cut_counted_exactly(target):
+    """official: whatever probe the search keeps, it prunes every unprotected channel <= tau."""
+    model, x, cost, scores = _setup("resnet20", 32, 3, seed=3, variant="official")
+    ours = select(scores, cost, target, 0.75, 1.0, "official")
+    ref_red, ref_keep = _reference_reduction(model, x, scores, ours.tau, 0.75, "official")
+    assert ref_red == pytest.approx(ours.reduction, abs=1e-12)
+    assert all((a == b).all() for a, b in zip(ref_keep, ours.keep))
+
+
+@pytest.mark.parametrize("variant", ["official", "corrected"])
+def test_floor_is_respected_and_unreachable_target_prunes_all_it_may(variant):
+    model, x, cost, scores = _setup("resnet20", 32, 3, seed=0, variant=variant)
+    sel = select(scores, cost, 0.95, 0.5, 1.0, variant)
     for s, keep in zip(scores, sel.keep):
         assert keep.sum() == max(len(s) - int(len(s) * 0.5 * (1 - np.exp(-len(s)))), 1)
     assert sel.reduction < 0.95

@@ -32,7 +32,7 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn_a(self.conv_a(x)))
         out = self.bn_b(self.conv_b(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(shortcut + out)
+        return F.relu(out + shortcut)           # out first, as the official block: TP's group order follows it
 
 
 class CifarResNet(nn.Module):
