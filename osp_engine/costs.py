@@ -31,7 +31,8 @@ def flops_weights(costs: np.ndarray, tp_rank: np.ndarray) -> np.ndarray:
     to it. Only where that sum overflows (a cost above ~700 M MACs per channel, where the official code
     raises OverflowError) is the maximum subtracted first.
     """
-    by_rank = [float(costs[g]) for g in np.argsort(tp_rank)]
+    order = np.argsort(tp_rank)                                     # gids in Torch-Pruning's order
+    by_rank = [float(costs[g]) for g in order]
     try:
         exps = [math.exp(c / 1e6) for c in by_rank]
         total = sum(exps)
@@ -41,7 +42,7 @@ def flops_weights(costs: np.ndarray, tp_rank: np.ndarray) -> np.ndarray:
         e = np.exp(z - z.max())
         pi_by_rank = list(e / e.sum())
     pi = np.empty(len(by_rank))
-    pi[np.argsort(tp_rank)] = pi_by_rank
+    pi[order] = pi_by_rank
     return pi
 
 
