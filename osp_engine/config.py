@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     # what to train
-    model: str = "digits-resnet14"
+    model: str = "digits-resnet14"        # a registry name (`python -m osp_engine models`)
+    weights: str = ""                     # optional local state_dict file for the model (never downloaded)
     dataset: str = "digits"
     data_root: str = ""                   # CIFAR / ImageFolder root; unused for digits and synthetic
     download: bool = False                # CIFAR only: fetch into data_root when missing (opt-in)
@@ -60,19 +62,26 @@ class Config:
     channels_last: bool = True            # on CUDA only
     synthetic_size: int = 10000           # images in the synthetic throughput set
     num_workers: int = 4                  # ImageFolder loaders only
+    cost_checks: int = 2                  # pruned copies counted by Torch-Pruning at start (0: trust the model)
     preset: str = ""                      # the preset this config came from (informational)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    def validate(self) -> "Config":
-        """Return self if every field is usable, else raise ConfigError naming the fix."""
+    def validate(self, registry: bool = True) -> "Config":
+        """Return self if every field is usable, else raise ConfigError naming the fix.
+
+        registry=False: the model is an nn.Module passed in (the API), `model` is only its label."""
         from .data import DATASETS
         from .models import MODELS
 
         def fail(msg: str) -> None:
             raise ConfigError(msg)
 
-        if self.model not in MODELS:
-            fail(f"unknown model {self.model!r}: choose one of {', '.join(sorted(MODELS))}")
+        if registry and self.model not in MODELS:
+            fail(f"unknown model {self.model!r}: `python -m osp_engine models` lists the {len(MODELS)} known")
+        if self.weights and not Path(self.weights).is_file():
+            fail(f"weights file {self.weights!r} does not exist: give a local state_dict file (never downloaded)")
+        if self.cost_checks < 0:
+            fail(f"cost_checks must be >= 0, got {self.cost_checks}")
         if self.dataset not in DATASETS:
             fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASETS))}")
         if self.variant not in VARIANTS:
@@ -157,4 +166,6 @@ def apply_overrides(cfg: Config, pairs: list[str]) -> Config:
         if key not in fields:
             raise ConfigError(f"--set {key}: unknown setting; known: {', '.join(sorted(fields))}")
         changes[key] = _parse_value(fields[key].type, value, key)
+    if any(k in changes and changes[k] != getattr(cfg, k) for k in ("model", "dataset")):
+        changes.setdefault("preset", "")          # no longer the preset's network: named after the model
     return dataclasses.replace(cfg, **changes)

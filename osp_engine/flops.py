@@ -1,37 +1,52 @@
-"""FLOPs and parameters of any channel assignment, computed from counts (no copies, no trial prunes).
+"""FLOPs and parameters of any channel assignment, computed from counts (no copies at search time).
 
-Every layer Torch-Pruning's counter sees costs a*C_in*C_out + b*C_out + c*C_in + d, where C_in and
-C_out are either a group's channel count or a constant. With x = [c_1, ..., c_G, 1] the whole model is
-the quadratic form F(x) = x^T Q x, exact in int64. `CostModel.flops(counts)` equals
-`tp.utils.count_ops_and_params` (batch 1, MACs) on the physically pruned model; so do the params.
+Torch-Pruning's counter (`tp.utils.count_ops_and_params`, batch 1, MACs) charges every counted layer
+call a product of tensor dimensions and layer attributes (conv: k*C_in*(C_out/groups)*H*W, linear:
+numel(input)*out, norms and activations: numel), and every parameter its numel. Under channel
+pruning each such dimension is affine in the group counts x = [c_1, ..., c_G] (a concatenation sums
+groups, a flatten multiplies one by H*W, a grouped conv divides by its groups), so every charge with
+at most two varying factors is a quadratic in x and the model is F(x) = [x, 1]^T Q [x, 1].
+
+The affine maps are read off Torch-Pruning itself: a physically pruned copy loses one unit of one
+group at a time, and the change of every dimension is that group's coefficient. Nothing is assumed
+about the architecture; `check_cost_model` then compares F against the counter on randomly pruned
+copies and refuses the model with the layer type it could not cost. Coefficients may be fractions
+(a grouped conv's C_out/groups), so Q holds `scale` times the counts, exactly, in int64.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import lcm, prod
 
 import numpy as np
 import torch
+import torch_pruning as tp
 from torch import nn
 
-from .groups import Group
+from .groups import Group, UnsupportedModel, build_graph
 
-_ACTS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.GELU)
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_PASS = _ACTS + _POOLS
-_NORM = nn.modules.batchnorm._BatchNorm
+_COUNTER = tp.utils.op_counter
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """flops_q, params_q: (G+1, G+1) int64; index G is the constant 1. sizes: (G,) dense counts."""
+    """flops_q, params_q: (G+1, G+1) int64 holding scale * the forms; index G is the constant 1.
+
+    sizes: (G,) dense channel counts; units: (G,) channels per removable unit (counts move in units).
+    """
     flops_q: np.ndarray
     params_q: np.ndarray
     sizes: np.ndarray
+    units: np.ndarray
+    scale: int = 1
+    layers: tuple = field(default=(), compare=False, repr=False)   # (name, type, sparse form) per charge
 
     def _eval(self, q: np.ndarray, counts: np.ndarray) -> np.ndarray:
         c = np.atleast_2d(np.asarray(counts, dtype=np.int64))                  # (B, G)
         x = np.concatenate([c, np.ones((c.shape[0], 1), dtype=np.int64)], 1)   # (B, G+1)
-        return np.einsum("bi,ij,bj->b", x, q, x)
+        return np.einsum("bi,ij,bj->b", x, q, x) // self.scale
 
     def flops(self, counts) -> np.ndarray | int:
         """Multiply-accumulates for counts (G,) -> int, or (B, G) -> (B,) int64."""
@@ -51,142 +66,174 @@ class CostModel:
         return self.params(self.sizes)
 
     def cost_per_channel(self) -> np.ndarray:
-        """cost_g: FLOPs saved per channel removed from g alone (all but one removed, / (C_g - 1))."""
+        """cost_g: FLOPs saved per channel removed from g alone (all but one unit removed, / channels removed)."""
         dense = self.dense_flops
         out = np.zeros(len(self.sizes), dtype=np.float64)
-        for g, c in enumerate(self.sizes):
-            if c > 1:
+        for g, (c, u) in enumerate(zip(self.sizes, self.units)):
+            if c > u:
                 counts = self.sizes.copy()
-                counts[g] = 1
-                out[g] = (dense - self.flops(counts)) / (c - 1)
+                counts[g] = u
+                out[g] = (dense - self.flops(counts)) / (c - u)
         return out
 
 
-def _trace(model: nn.Module, example: torch.Tensor):
-    """Run one batch-1 forward, recording every counted layer call and autograd producers.
+# ------------------------------------------------------------------ what the counter charges, as factors
+def _conv(m, inp, out):
+    k, spatial = prod(m.kernel_size), list(out.shape[2:])
+    terms = [[k, inp[0].shape[0], *spatial, m.in_channels, m.out_channels // m.groups]]
+    return terms + ([[inp[0].shape[0], *spatial, m.out_channels]] if m.bias is not None else [])
 
-    Returns calls [(module, input shape, output shape, input grad_fn)] and a map from an output's
-    grad_fn to the grouped-output module that produced it.
-    """
-    calls, produced, keep_alive = [], {}, []
+
+def _linear(m, inp, out):
+    return [[*inp[0].shape, out.shape[-1]]] + ([[out.shape[-1]]] if m.bias is not None else [])
+
+
+def _norm(m, inp, out):
+    affine = m.elementwise_affine if isinstance(m, nn.LayerNorm) else m.affine
+    return [[2 if affine else 1, *inp[0].shape]]
+
+
+FACTORS = {                      # counter hook -> the factors of each charge it makes (same formulas)
+    _COUNTER.conv_flops_counter_hook: _conv,
+    _COUNTER.linear_flops_counter_hook: _linear,
+    _COUNTER.relu_flops_counter_hook: lambda m, inp, out: [list(out.shape)],
+    _COUNTER.pool_flops_counter_hook: lambda m, inp, out: [list(inp[0].shape)],
+    _COUNTER.bn_flops_counter_hook: _norm,
+    _COUNTER.ln_flops_counter_hook: _norm,
+    _COUNTER.upsample_flops_counter_hook: lambda m, inp, out: [[out[0].numel()]],
+    _COUNTER.empty_flops_counter_hook: lambda m, inp, out: [],
+}
+
+
+def _observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
+    """One batch-1 forward: per counted call (name, type, [factor lists]); per parameter its shape."""
+    names = {m: n for n, m in model.named_modules()}
+    calls: list = []
     hooks = []
 
-    def pre(m, inp):
-        keep_alive.append(inp[0].grad_fn)
-        calls.append([m, tuple(inp[0].shape), None, inp[0].grad_fn])
-
-    def post(m, inp, out):
-        for call in reversed(calls):
-            if call[0] is m and call[2] is None:
-                call[2] = tuple(out.shape)
-                break
-        if out.grad_fn is not None and isinstance(m, (nn.Conv2d, nn.Linear, _NORM)):
-            keep_alive.append(out.grad_fn)
-            produced[out.grad_fn] = m
+    def hook(m, inp, out):
+        rule = FACTORS.get(_COUNTER.MODULES_MAPPING.get(type(m)))
+        if rule is None or type(m) in _COUNTER.CUSTOM_MODULES_MAPPING:
+            raise UnsupportedModel(f"the FLOPs model cannot cost {type(m).__name__} layers ({names[m]})")
+        calls.append((names[m], type(m).__name__, rule(m, inp, out)))
 
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, _NORM) + _PASS):
-            hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+        if type(m) in _COUNTER.MODULES_MAPPING or type(m) in _COUNTER.CUSTOM_MODULES_MAPPING:
+            hooks.append(m.register_forward_hook(hook))
     try:
-        with torch.enable_grad():
+        with torch.no_grad():
             model(example)
     finally:
         for h in hooks:
             h.remove()
-    return calls, produced
+    shapes = [(n, "parameter", [list(p.shape)]) for n, p in model.named_parameters()]
+    return calls, shapes
 
 
-def _upstream_module(grad_fn, produced: dict) -> nn.Module | None:
-    """Breadth-first through channel-preserving autograd nodes to the nearest recorded producer."""
-    frontier, seen = [grad_fn], set()
-    while frontier:
-        node = frontier.pop(0)
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        if node in produced:
-            return produced[node]
-        frontier.extend(nf for nf, _ in node.next_functions)
-    return None
+def _flat(obs: list) -> list[int]:
+    return [int(f) for _, _, terms in obs for term in terms for f in term]
+
+
+def remove_one_unit(graph: tp.DependencyGraph, model: nn.Module, group: Group) -> None:
+    """Prune unit 0 of `group` (channels 0, n, 2n, ... of its root) from `model`, a copy."""
+    root = model.get_submodule(group.name)
+    drop = list(range(0, group.size, group.n_units))
+    handler = graph.get_pruner_of_module(root).prune_out_channels
+    graph.get_pruning_group(root, handler, idxs=drop).prune()
+
+
+def _coefficients(model: nn.Module, groups: list[Group], example: torch.Tensor):
+    """Dense factor values (F,) and their per-channel change by group: a list of {gid: Fraction} per factor."""
+    probe = copy.deepcopy(model).eval()
+    graph = build_graph(probe, example)
+    calls, shapes = _observe(probe, example)
+    layout = calls + shapes
+    before = np.array(_flat(layout), dtype=np.int64)
+    dense = before.copy()
+    coef: list[dict[int, Fraction]] = [dict() for _ in before]
+    for g in groups:
+        if g.n_units < 2:
+            continue                                     # its one unit always stays: the count never moves
+        remove_one_unit(graph, probe, g)
+        calls_g, shapes_g = _observe(probe, example)
+        if [c[:2] for c in calls_g] != [c[:2] for c in calls] or len(_flat(calls_g + shapes_g)) != len(before):
+            raise UnsupportedModel(f"removing channels of {g.name} changes which layers run: the model's "
+                                   f"forward depends on its widths")
+        after = np.array(_flat(calls_g + shapes_g), dtype=np.int64)
+        for i in np.flatnonzero(after != before):
+            coef[i][g.gid] = Fraction(int(before[i] - after[i]), g.unit)
+        before = after
+    return layout, dense, coef
+
+
+def _affine(value: int, coef: dict[int, Fraction], sizes: np.ndarray, one: int) -> dict[int, Fraction]:
+    """The factor as a sparse vector over x = [c, 1]: value + sum_g a_g (c_g - C_g)."""
+    vec = {g: a for g, a in coef.items()}
+    vec[one] = Fraction(value) - sum((a * int(sizes[g]) for g, a in coef.items()), Fraction(0))
+    return vec
+
+
+def _form(terms: list[list[int]], start: int, dense, coef, sizes, one: int, where: str) -> dict:
+    """The sparse quadratic {(i, j): Fraction} of one call's (or parameter's) charges, factors from `start`."""
+    out: dict = {}
+    i = start
+    for term in terms:
+        idx = list(range(i, i + len(term)))
+        i += len(term)
+        varying = [k for k in idx if coef[k]]
+        if len(varying) > 2:
+            raise UnsupportedModel(f"the FLOPs model cannot cost {where}: its count grows with more than "
+                                   f"two channel counts")
+        const = prod(int(dense[k]) for k in idx if k not in varying)
+        vecs = [_affine(int(dense[k]), coef[k], sizes, one) for k in varying] + [{one: Fraction(1)}] * (2 - len(varying))
+        for a, va in vecs[0].items():
+            for b, vb in vecs[1].items():
+                out[(a, b)] = out.get((a, b), Fraction(0)) + const * va * vb
+    return out
+
+
+def _dense_matrix(form: dict, n: int, scale: int) -> np.ndarray:
+    q = np.zeros((n, n), dtype=np.int64)
+    for (a, b), v in form.items():
+        scaled = v * scale
+        if scaled.denominator != 1 or abs(scaled.numerator) >= 2 ** 62:
+            raise UnsupportedModel("the FLOPs model's coefficients do not fit in 64-bit integers")
+        q[a, b] += int(scaled)
+    return q
 
 
 def build_cost_model(model: nn.Module, groups: list[Group], example: torch.Tensor) -> CostModel:
-    """The quadratic forms for FLOPs and params of `model` over its groups (example: batch 1)."""
+    """The quadratic forms for FLOPs and params of `model` over its groups (example: batch 1).
+
+    Probes a copy (G prunes of one unit and G + 1 batch-1 forwards); `model` is not touched.
+    """
     if example.shape[0] != 1:
         raise ValueError("trace with a batch of one")
-    G = len(groups)
-    out_group: dict[nn.Module, int] = {}
-    in_group: dict[nn.Module, int] = {}
-    for g in groups:
-        for mem in g.members:
-            mod = _module_of(model, mem.layer)
-            if mem.kind == "consumer":
-                in_group[mod] = g.gid
-            else:
-                out_group[mod] = g.gid
-    calls, produced = _trace(model, example)
-    fq = np.zeros((G + 1, G + 1), dtype=np.int64)
-    pq = np.zeros((G + 1, G + 1), dtype=np.int64)
-    one = G
-
-    def var(group: int | None, const: int) -> tuple[int, int]:
-        return (group, 1) if group is not None else (one, const)   # (x index, multiplier)
-
-    def add(q, coef, a, b):
-        (i, ka), (j, kb) = a, b
-        q[i, j] += int(coef) * ka * kb
-
-    for m, ishape, oshape, gfn in calls:
-        if isinstance(m, nn.Conv2d):
-            k = int(np.prod(m.kernel_size))
-            hw = int(np.prod(oshape[2:]))
-            cout = var(out_group.get(m), m.out_channels)
-            if m.groups == 1:
-                cin = var(in_group.get(m), m.in_channels)
-                add(fq, k * hw, cin, cout)
-            elif m.groups == m.in_channels == m.out_channels:
-                add(fq, k * hw, cout, (one, 1))                     # depthwise: C*k*k*HW
-            else:
-                raise ValueError(f"grouped conv {m} is not supported by the FLOPs model")
-            if m.bias is not None:
-                add(fq, hw, cout, (one, 1))
-        elif isinstance(m, nn.Linear):
-            rest = int(np.prod(ishape)) // ishape[-1]
-            cin, cout = var(in_group.get(m), m.in_features), var(out_group.get(m), m.out_features)
-            add(fq, rest, cin, cout)
-            if m.bias is not None:
-                add(fq, 1, cout, (one, 1))
-        elif isinstance(m, _NORM):
-            c = var(out_group.get(m), ishape[1])
-            add(fq, (2 if m.affine else 1) * int(np.prod(ishape[2:])), c, (one, 1))
-        else:
-            src = _upstream_module(gfn, produced)
-            c = var(out_group.get(src) if src is not None else None, ishape[1])
-            shape = oshape if isinstance(m, _ACTS) else ishape         # the counter's own choice
-            add(fq, int(np.prod(shape[2:])), c, (one, 1))
-
-    modelled = set()
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            cout = var(out_group.get(m), m.out_channels)
-            k = int(np.prod(m.kernel_size))
-            if m.groups == 1:
-                add(pq, k, var(in_group.get(m), m.in_channels), cout)
-            else:
-                add(pq, k, cout, (one, 1))
-        elif isinstance(m, nn.Linear):
-            add(pq, 1, var(in_group.get(m), m.in_features), var(out_group.get(m), m.out_features))
-        elif isinstance(m, _NORM) and m.affine:
-            add(pq, 2, var(out_group.get(m), m.num_features), (one, 1))
-        else:
-            continue
-        modelled.add(m)
-        if getattr(m, "bias", None) is not None and not isinstance(m, _NORM):
-            add(pq, 1, var(out_group.get(m), m.weight.shape[0]), (one, 1))
-    rest = sum(p.numel() for m in model.modules() if m not in modelled for p in m.parameters(recurse=False))
-    pq[one, one] += rest
-    return CostModel(fq, pq, np.array([g.size for g in groups], dtype=np.int64))
+    sizes = np.array([g.size for g in groups], dtype=np.int64)
+    layout, dense, coef = _coefficients(model, groups, example)
+    one, i, layers = len(groups), 0, []
+    for name, kind, terms in layout:
+        n_factors = sum(len(t) for t in terms)
+        layers.append((name, kind, _form(terms, i, dense, coef, sizes, one, f"{kind} layers ({name})")))
+        i += n_factors
+    flops, params = _sum([f for _, k, f in layers if k != "parameter"]), _sum([f for _, k, f in layers if k == "parameter"])
+    scale = 1
+    for v in list(flops.values()) + list(params.values()):
+        scale = lcm(scale, v.denominator)
+    return CostModel(_dense_matrix(flops, one + 1, scale), _dense_matrix(params, one + 1, scale), sizes,
+                     np.array([g.unit for g in groups], dtype=np.int64), scale, tuple(layers))
 
 
-def _module_of(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name)
+def _sum(forms: list[dict]) -> dict:
+    total: dict = {}
+    for form in forms:
+        for key, v in form.items():
+            total[key] = total.get(key, Fraction(0)) + v
+    return total
+
+
+def layer_flops(cost: CostModel, counts: np.ndarray) -> list[tuple[str, str, Fraction]]:
+    """(layer name, layer type, FLOPs) of every counted call at `counts`: where a check points its finger."""
+    x = [int(c) for c in counts] + [1]
+    return [(name, kind, sum((v * x[a] * x[b] for (a, b), v in form.items()), Fraction(0)))
+            for name, kind, form in cost.layers if kind != "parameter"]

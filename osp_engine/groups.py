@@ -1,30 +1,44 @@
 """Coupled channel groups with their weight slices, from Torch-Pruning's DependencyGraph.
 
-A `Group` is the set of channels that must go together (docs/method.md, 'Groups'): its producing convs'
-output filters, its BatchNorms, the input slices of every consumer, across residual adds. Channel j
-of a group is its ORIGINAL channel id j (the root layer's output index at build time), so masks stay
-comparable epoch to epoch. Each `Member` is one weight tensor slice family that saliency reads and
-the regulariser shrinks.
+A `Group` is the set of channels that must go together (docs/method.md, 'Groups'): its producing
+layers' output filters, its norms, per-channel scales, the input slices of every consumer, across
+residual adds and concatenations. Channel j of a group is its ORIGINAL channel id j (the root
+layer's output index at build time), so masks stay comparable epoch to epoch. Each `Member` is one
+weight tensor's slice family that saliency reads and the shrink scales: exactly the weight slices
+Torch-Pruning's group would remove (biases are removed with them but neither read nor shrunk, as in
+the official code).
+
+Channels go in units (`Group.unit`): where a grouped convolution or a GroupNorm sits in the group,
+Torch-Pruning can only remove the same local channel from every one of its `unit` channel groups,
+so unit j is the channel set {j + (C / unit) * k : k < unit} and is kept or removed whole.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-PRODUCER, CONSUMER, BATCHNORM = "producer", "consumer", "bn"
+PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
 class Member:
     """One weight slice family of a group.
 
-    weight: the parameter (conv/linear weight or BN gamma); dim: 0 for a producer's filters and BN,
-    1 for a consumer's input slices; fan: elements per slice before scaling (producer n_d = C_in*k*k,
-    consumer m_d = C_out*k*k, BN 1); param_index[i] is the slice index in `weight` that carries group
-    channel group_index[i] (both (n,) int64, on the weight's device).
+    weight: the parameter; dim: the dimension its slices run along; fan: elements in one channel's
+    slice before scaling (producer n_d = C_in*k*k, consumer m_d = C_out*k*k, times the slices per
+    channel for a flatten into a Linear; 1 for a norm's gamma); param_index[i] is the index along
+    `dim` that carries group channel group_index[i] (both (n,) int64, on the weight's device; a
+    channel may own several indices, e.g. 49 columns of a Linear after a 7x7 flatten).
+    conv_groups > 1 marks a grouped convolution's input slices: param_index is then the input
+    channel number, its slice is the local column (param_index % (C_in / conv_groups)) restricted to
+    the rows of its own conv group.
     """
     layer: str
     kind: str
@@ -33,6 +47,14 @@ class Member:
     fan: int
     param_index: torch.Tensor
     group_index: torch.Tensor
+    conv_groups: int = 1
+
+    @property
+    def shrink_index(self) -> torch.Tensor:
+        """(n,) index along `dim` that the shrink scales for each of param_index."""
+        if self.conv_groups == 1:
+            return self.param_index
+        return self.param_index % self.weight.shape[self.dim]
 
 
 @dataclass
@@ -42,12 +64,25 @@ class Group:
     size: int                 # C_g, channels at build time
     members: list[Member]
     root: nn.Module
-    layers: list[str]         # names of layers whose OUTPUT channels are this group (producers, BNs)
+    layers: list[str]         # names of layers whose OUTPUT channels are this group (producers, norms)
     tp_rank: int = 0          # position in Torch-Pruning's own group order (the official cost table uses it)
+    unit: int = 1             # channels per removable unit (1, or the conv groups of a grouped conv)
+
+    @property
+    def n_units(self) -> int:
+        return self.size // self.unit
+
+    def unit_of(self) -> torch.Tensor:
+        """(C_g,) int64: the unit of every channel, c % (C_g / unit)."""
+        return torch.arange(self.size) % self.n_units
 
 
-def _is_depthwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+class UnsupportedModel(ValueError):
+    """The model cannot be pruned or costed exactly; the message is one line naming the operation."""
+
+
+def is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, _CONVS) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
 
 def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
@@ -55,22 +90,35 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
     found = None
     for m in model.modules():
         out = getattr(m, "out_features", None) or getattr(m, "out_channels", None)
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and out == num_classes:
+        if isinstance(m, (nn.Linear,) + _CONVS) and out == num_classes:
             found = m
     if found is None:
-        raise ValueError(f"no classifier with {num_classes} outputs found in the model")
+        raise UnsupportedModel(f"no classifier with {num_classes} outputs found in the model: its last "
+                               f"Linear or conv must output one value per class")
     return found
 
 
 def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    """Torch-Pruning's dependency graph; an operation it cannot trace is an UnsupportedModel."""
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as e:
+        raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
 
 
-def _slice_fan(weight: torch.Tensor, dim: int) -> int:
-    return weight.numel() // weight.shape[dim]
-
-
-ROOT_TYPES = (nn.Conv2d, nn.Linear)
+def _where(e: BaseException) -> str:
+    """'operation <Op>: <error>' naming the traced operation Torch-Pruning failed on, for a one-line message."""
+    node, tb = None, e.__traceback__
+    while tb is not None:                                  # Torch-Pruning's frames hold the node at hand
+        node = tb.tb_frame.f_locals.get("node", node)
+        tb = tb.tb_next
+    error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    grad_fn = getattr(node, "grad_fn", None)
+    if grad_fn is None:
+        return error
+    op = type(grad_fn).__name__.replace("Backward0", "").replace("Backward1", "")
+    hint = " (a reshape that mixes channels, such as a channel shuffle)" if op in ("View", "Reshape", "UnsafeView") else ""
+    return f"its operation {op}{hint} fails with {error}"
 
 
 def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
@@ -79,35 +127,67 @@ def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
     return [names.get(g.items[0].dep.target.module, "?") for g in graph.get_all_groups(root_module_types=ROOT_TYPES)]
 
 
+def _weight_member(name: str, m: nn.Module, is_out: bool, pidx, gidx, size: int) -> Member | None:
+    """The member for one Torch-Pruning item on a module with a weight, or None if it has none."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, nn.Parameter):
+        return None
+    if w.dim() == 1 or isinstance(m, _NORMS):
+        return Member(name, NORM, w, w.dim() - 1, 1, pidx, gidx)
+    transposed = getattr(m, "transposed", False)
+    dim = (1 if transposed else 0) if is_out else (0 if transposed else 1)
+    per_channel = len(pidx) // size if len(pidx) % size == 0 else 1
+    fan = w.numel() // w.shape[dim] * per_channel
+    if not is_out and isinstance(m, _CONVS) and m.groups > 1:
+        if is_depthwise(m):
+            return None                                    # a depthwise conv rides along as a producer
+        return Member(name, CONSUMER, w, dim, fan // m.groups, pidx, gidx, conv_groups=m.groups)
+    return Member(name, PRODUCER if is_out else CONSUMER, w, dim, fan, pidx, gidx)
+
+
+def _unit(tp_group) -> int:
+    """lcm of the channel groupings Torch-Pruning must respect in this group (grouped convs, GroupNorm)."""
+    unit = 1
+    for item in tp_group.items:
+        m = item.dep.target.module
+        if isinstance(m, _CONVS) and m.groups > 1 and not is_depthwise(m):
+            unit = math.lcm(unit, m.groups)
+        elif isinstance(m, nn.GroupNorm):
+            unit = math.lcm(unit, m.num_groups)
+    return unit
+
+
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
     """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
     names = {m: n for n, m in model.named_modules()}
+    params = {p: n for n, p in model.named_parameters()}
+    unwrapped = {p: d for p, d in graph.unwrapped_parameters}
     groups: list[Group] = []
     for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=ROOT_TYPES):
-        members: list[Member] = []
-        layers: list[str] = []
         root = tp_group.items[0].dep.target.module
         size = len(tp_group.items[0].idxs)
-        for dep, idxs in tp_group.items:
-            m = dep.target.module
+        members: list[Member] = []
+        layers: list[str] = []
+        for item in tp_group.items:
+            m = item.dep.target.module
+            is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
+            dev = next((p.device for p in m.parameters()), None) if isinstance(m, nn.Module) else m.device
+            pidx = torch.tensor(item.idxs, dtype=torch.long, device=dev)
+            gidx = torch.tensor(item.root_idxs, dtype=torch.long, device=dev)
+            if isinstance(m, nn.Parameter):                  # an unwrapped per-channel scale (layer scale)
+                if m in unwrapped and m.requires_grad:
+                    members.append(Member(params.get(m, "?"), NORM, m, unwrapped[m] % m.dim(), 1, pidx, gidx))
+                continue
             if m not in names:
-                continue                                  # traced functional ops carry no weights
-            is_out = graph.is_out_channel_pruning_fn(dep.handler)
-            pidx = torch.tensor([getattr(i, "idx", i) for i in idxs], dtype=torch.long)
-            gidx = torch.tensor([getattr(i, "root_idx", i) for i in idxs], dtype=torch.long)
-            dev = m.weight.device if getattr(m, "weight", None) is not None else pidx.device
-            pidx, gidx = pidx.to(dev), gidx.to(dev)
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.affine:
-                    members.append(Member(names[m], BATCHNORM, m.weight, 0, 1, pidx, gidx))
+                continue                                     # traced functional ops carry no weights
+            member = _weight_member(names[m], m, is_out, pidx, gidx, size)
+            if member is not None:
+                members.append(member)
+            if is_out and (member is not None or isinstance(m, _NORMS)):
                 layers.append(names[m])
-            elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                if is_out:
-                    members.append(Member(names[m], PRODUCER, m.weight, 0, _slice_fan(m.weight, 0), pidx, gidx))
-                    layers.append(names[m])
-                elif not _is_depthwise(m):                # a depthwise conv rides along as a producer
-                    members.append(Member(names[m], CONSUMER, m.weight, 1, _slice_fan(m.weight, 1), pidx, gidx))
-        groups.append(Group(0, names.get(root, "?"), size, members, root, layers, tp_rank=len(groups)))
+        group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group))
+        _check_units(group)
+        groups.append(group)
     order = {m: i for i, m in enumerate(model.modules())}
     groups.sort(key=lambda g: order.get(g.root, len(order)))   # input-to-output order, for the views
     for gid, g in enumerate(groups):
@@ -115,8 +195,28 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     return groups
 
 
+def _check_units(group: Group) -> None:
+    """Every unit must map to one local slice of each grouped consumer, or the prune would be wrong."""
+    if group.size % group.unit:
+        raise UnsupportedModel(f"group of {group.name} has {group.size} channels, not a multiple of its "
+                               f"{group.unit} channel groups")
+    units = group.unit_of()
+    for mem in group.members:
+        if mem.conv_groups > 1:
+            local = mem.shrink_index.cpu()
+            unit = units[mem.group_index.cpu()]
+            if not torch.equal(local, unit % mem.weight.shape[mem.dim]):
+                raise UnsupportedModel(f"grouped convolution {mem.layer} reads channels of {group.name} that "
+                                       f"are not aligned with its {mem.conv_groups} groups")
+
+
+def expand_units(group: Group, keep_units: torch.Tensor) -> torch.Tensor:
+    """(C_g,) bool over channels from (n_units,) bool over units."""
+    return keep_units[group.unit_of().to(keep_units.device)]
+
+
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:
-    """Physically remove every channel not kept. keep[g]: (C_g,) bool over original ids.
+    """Physically remove every channel not kept. keep[g]: (C_g,) bool over original ids, whole units.
 
     Groups are disjoint, so pruning one never renumbers another's channels.
     """

@@ -22,18 +22,17 @@ class Shrinker:
 
     def set_marked(self, keep: list[np.ndarray]) -> None:
         """keep[g]: (C_g,) bool over original ids; every False channel is shrunk from now on."""
-        marked_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        marked_of: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int]] = {}
         for group, kept in zip(self.groups, keep):
             for mem in group.members:
                 w = mem.weight
-                key = id(w) * 2 + mem.dim
+                key = (id(w), mem.dim)
                 if key not in marked_of:
-                    marked_of[key] = (w, torch.zeros(w.shape[mem.dim], device=w.device, dtype=w.dtype))
+                    marked_of[key] = (w, torch.zeros(w.shape[mem.dim], device=w.device, dtype=w.dtype), mem.dim)
                 drop = torch.from_numpy(~kept).to(w.device)[mem.group_index]         # (n,) bool
-                marked_of[key][1][mem.param_index[drop]] = 1.0
+                marked_of[key][1][mem.shrink_index[drop]] = 1.0
         self.targets = []
-        for key, (w, marked) in marked_of.items():
-            dim = key % 2
+        for w, marked, dim in marked_of.values():
             shape = [1] * w.dim()
             shape[dim] = -1
             self.targets.append((w, marked.view(shape)))

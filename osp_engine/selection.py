@@ -108,10 +108,13 @@ SEARCHES: dict[str, Callable[[np.ndarray, Callable[[int], float], float], int]] 
 
 def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: float, k: float,
            variant: str = "official") -> Selection:
-    """The sub-network removing the fraction `target` of dense FLOPs (scores: weighted S^ per group)."""
-    sizes = cost.sizes
+    """The sub-network removing the fraction `target` of dense FLOPs (scores: weighted S^ per group,
+    per channel). Where a group's channels go in units (cost.units > 1) the search ranks whole units
+    by their summed score and the floors count units, as the official code does with its ch_groups."""
+    sizes, units = cost.sizes, cost.units
     cand_group, cand_chan, cand_score = [], [], []
     for g, s in enumerate(scores):
+        s = s if units[g] == 1 else s.reshape(int(units[g]), -1).sum(0)       # (C_g / unit,)
         free = np.flatnonzero(~protected_mask(s, l_max, k, variant))
         cand_group.append(np.full(len(free), g))
         cand_chan.append(free)
@@ -124,13 +127,14 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     dense = cost.dense_flops
 
     def reduction(n: int) -> float:                              # the first n of the sorted order go
-        counts = sizes - np.bincount(group_of[:n], minlength=len(sizes))
+        counts = sizes - units * np.bincount(group_of[:n], minlength=len(sizes))
         return 1.0 - float(cost.flops(counts)) / dense
 
     n = SEARCHES[variant](score_of, reduction, target)
-    keep = [np.ones(c, dtype=bool) for c in sizes]
+    keep_units = [np.ones(c // u, dtype=bool) for c, u in zip(sizes, units)]
     for g, ch in zip(group_of[:n], chan_of[:n]):
-        keep[g][ch] = False
+        keep_units[g][ch] = False
+    keep = [ku[np.arange(c) % len(ku)] for ku, c in zip(keep_units, sizes)]  # channel c is in unit c % (C/u)
     counts = np.array([kp.sum() for kp in keep], dtype=np.int64)
     flops = cost.flops(counts)
     return Selection(keep, float(score_of[n - 1]) if n else float("-inf"), flops, cost.params(counts),

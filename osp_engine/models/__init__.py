@@ -2,7 +2,10 @@
 
 `build_model(name, num_classes, image_size, in_channels)` returns a freshly initialised network.
 CIFAR-family models are the official code's definitions; `digits-resnet14` is the demo's residual
-network for 8x8 one-channel digits; `tv-*` are torchvision's ImageNet models built by name.
+network for 8x8 one-channel digits; `tv-<name>` is every classification model torchvision lists
+(`torchvision.models.list_models(module=torchvision.models)`), built with weights=None (never a
+download) and the dataset's class count. Attention models (ViT, Swin, MaxViT) are listed but
+refused when a run starts (groups.check_convolutional).
 """
 from __future__ import annotations
 
@@ -22,13 +25,24 @@ class ModelSpec:
     family: str                                   # "cifar", "digits" or "imagenet"
 
 
+_TV_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True},     # one output, no warning
+               "inception_v3": {"aux_logits": False, "init_weights": True}}
+
+
 def _torchvision(arch: str) -> Callable[[int, int, int], nn.Module]:
     def build(num_classes: int, image_size: int, in_channels: int) -> nn.Module:
         import torchvision
 
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **_TV_OPTIONS.get(arch, {}))
 
     return build
+
+
+def torchvision_names() -> list[str]:
+    """Every classification model torchvision lists, in its own order."""
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
 
 
 def _cifar_resnet(depth: int) -> Callable[[int, int, int], nn.Module]:
@@ -45,9 +59,8 @@ MODELS: dict[str, ModelSpec] = {
     "mobilenetv2": ModelSpec(lambda nc, size, ch: MobileNetV2(nc), "cifar"),
     "digits-resnet14": ModelSpec(lambda nc, size, ch: CifarResNet(14, nc, (32, 64, 128), pool=2, in_channels=ch),
                                  "digits"),
-    "tv-resnet18": ModelSpec(_torchvision("resnet18"), "imagenet"),
-    "tv-resnet50": ModelSpec(_torchvision("resnet50"), "imagenet"),
 }
+MODELS.update({f"tv-{arch}": ModelSpec(_torchvision(arch), "imagenet") for arch in torchvision_names()})
 
 
 def build_model(name: str, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:

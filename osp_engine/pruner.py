@@ -1,0 +1,155 @@
+"""The method's epoch steps on a prepared network, writing the run store: the hooks of any training loop.
+
+A `Pruner` owns no data and no optimiser. Whoever trains (the Run, or a researcher's own trainer)
+calls, each epoch t (docs/method.md, 'The cycle'):
+
+    pruner.begin_epoch(t)          # 1. search M_t, score its stability, mark its channels, set reg_t
+    ... for every batch: optimiser.step(); pruner.after_step(lr)   # 2. shrink the marked slices
+    pruned = pruner.end_epoch(t, train_loss=..., val_acc=..., ...)  # 3. store the epoch, 4. prune if due
+    if pruned: optimiser = SGD(model.parameters(), ...)             # the pruned model has new tensors
+
+and `finish()` at the end (exports model.pt). Commands from the studio or the Run (prune now,
+threshold, auto-prune) arrive through `commands`.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from . import saliency as sal
+from .commands import Commands
+from .config import Config
+from .export import export_model
+from .groups import prune_groups
+from .network import Prunable
+from .regularizer import Shrinker
+from .schedule import auto_sl_start, fixed_sl_start, reg_strength
+from .selection import select
+from .stability import early_bird_distance, psi_raw, smoothed
+from .store import RunStore
+
+
+class Pruner:
+    def __init__(self, cfg: Config, net: Prunable, store: RunStore, commands: Commands | None = None,
+                 evaluate=None) -> None:
+        """evaluate(): the model's validation accuracy in percent, measured right after the prune (optional)."""
+        self.cfg, self.net, self.store = cfg, net, store
+        self.commands = commands or Commands(cfg.threshold)
+        self.evaluate = evaluate
+        self.shrinker = Shrinker(net.groups)
+        self.history: list[list[np.ndarray]] = []
+        self.raw: list[float] = []
+        self.smooth_by_epoch: dict[int, float] = {}
+        self.t_sl_start = None if cfg.sl_auto or cfg.baseline else fixed_sl_start(cfg)
+        self.pruned, self.phase, self.reg = False, "dense", 0.0
+        self.model_counts = net.cost.sizes.copy()
+        self.row: dict = {}
+        self.masks = self.scores = None
+
+    # ------------------------------------------------------------------ 1. search at the epoch's start
+    def begin_epoch(self, epoch: int) -> float:
+        """Search M_t (from monitor_start on, until the prune), then return this epoch's shrink strength."""
+        cfg, cost = self.cfg, self.net.cost
+        self.t_start = time.time()
+        self.row = dict(epoch=epoch, dense_flops=cost.dense_flops, dense_params=cost.dense_params)
+        self.masks = self.scores = None
+        if not self.pruned and not cfg.baseline and epoch >= cfg.monitor_start:
+            self._search(epoch)
+        self.reg = 0.0 if self.pruned else reg_strength(cfg, epoch, self.t_sl_start)
+        phase = "pruned" if self.pruned else ("sparsity" if self.reg > 0 else "dense")
+        if phase != self.phase:
+            self.phase = phase
+            self.store.update_run(phase=phase, t_sl_start=self.t_sl_start)
+            self.store.event("phase", f"phase {phase} from epoch {epoch}", epoch=epoch, phase=phase)
+        return self.reg
+
+    def _search(self, epoch: int) -> None:
+        cfg, net = self.cfg, self.net
+        self.scores = sal.all_saliency(net.groups)
+        selection = select(sal.weighted_saliency(self.scores, net.pi), net.cost, cfg.target, cfg.l_max, cfg.l_k,
+                           cfg.variant)
+        self.masks = selection.keep
+        self.history.append(self.masks)
+        self.raw.append(psi_raw(self.history))
+        self.smooth_by_epoch[epoch] = smoothed(self.raw)
+        self.shrinker.set_marked(self.masks)
+        self.row.update(psi_raw=self.raw[-1], psi_smoothed=self.smooth_by_epoch[epoch],
+                        eb_distance=early_bird_distance(self.history), cand_flops=selection.flops,
+                        cand_params=selection.params, cand_reduction=selection.reduction)
+        if self.t_sl_start is None and auto_sl_start(epoch, self.smooth_by_epoch):
+            self.t_sl_start = epoch
+            self.store.event("sl_start", f"regulariser starts automatically at epoch {epoch}", epoch=epoch)
+            self.store.update_run(t_sl_start=epoch)
+
+    # ------------------------------------------------------------------ 2. the shrink after every step
+    def after_step(self, lr: float) -> None:
+        """W <- W * (1 - reg_t * lr) on the marked slices; call after every optimiser step."""
+        if self.reg > 0:
+            self.shrinker.step(self.reg * lr)
+
+    # ------------------------------------------------------------------ 3. store, 4. prune when due
+    def end_epoch(self, epoch: int, train_loss: float, train_acc: float | None, val_loss: float | None,
+                  val_acc: float, lr: float) -> bool:
+        """Write epoch t (metrics: loss, accuracy in percent) and prune if the stop rule fires; True if it did."""
+        cost = self.net.cost
+        self.row.update(phase=self.phase, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                        val_acc=val_acc, lr=lr, reg=self.reg,
+                        reg_penalty=self.shrinker.penalty() if self.reg > 0 else None,
+                        model_flops=cost.flops(self.model_counts), model_params=cost.params(self.model_counts))
+        self._log_commands(epoch)
+        reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
+        self.row["epoch_seconds"] = time.time() - self.t_start
+        self.store.write_epoch(self.row, self.masks, self.scores)
+        if reason is not None:
+            self._prune(epoch, reason, val_acc)
+        return reason is not None
+
+    def _prune(self, epoch: int, reason: str, acc_before: float) -> None:
+        net = self.net
+        keep = self.masks if self.masks is not None else self._search_now()
+        prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
+        self.pruned, self.phase = True, "pruned"
+        self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
+        after = self.evaluate() if self.evaluate is not None else None
+        self.store.update_run(t_star=epoch, prune_reason=reason, phase="pruned")
+        change = f"accuracy {acc_before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {acc_before:.2f} %"
+        self.store.event("prune", f"pruned after epoch {epoch} ({reason}): "
+                                  f"{net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
+                         epoch=epoch, reason=reason, acc_after=after)
+
+    def _search_now(self) -> list[np.ndarray]:
+        cfg = self.cfg
+        scores = sal.all_saliency(self.net.groups)
+        return select(sal.weighted_saliency(scores, self.net.pi), self.net.cost, cfg.target, cfg.l_max, cfg.l_k,
+                      cfg.variant).keep
+
+    def _log_commands(self, epoch: int) -> None:
+        for kind, message in self.commands.drain():
+            self.store.event("command", message, epoch=epoch, command=kind)
+            if kind == "threshold":
+                self.store.update_run(threshold=self.commands.threshold)
+
+    def _prune_reason(self, epoch: int) -> str | None:
+        if self.commands.prune_requested:
+            return "manual"
+        psi = self.smooth_by_epoch.get(epoch)
+        if psi is None:
+            return None
+        if self.commands.auto_prune and psi >= self.commands.threshold:
+            return "stable"
+        if epoch > self.cfg.sl_end:
+            return "sl_end"
+        return None
+
+    # ------------------------------------------------------------------ the end
+    def checkpoint(self, epoch: int) -> dict:
+        """What a checkpoint holds after epoch t: the model and, once pruned, Torch-Pruning's history."""
+        return {"epoch": epoch, "model": self.net.model.state_dict(), "pruned": self.pruned,
+                "pruning_history": self.net.graph.pruning_history() if self.pruned else []}
+
+    def finish(self, arch: dict) -> None:
+        """Export the (pruned) model to model.pt; arch: what load_pruned needs to rebuild it."""
+        export_model(self.net.model, self.net.graph.pruning_history(), arch, self.store.dir)
+        self.store.event("exported", "pruned model exported to model.pt", epoch=self.cfg.epochs - 1)
