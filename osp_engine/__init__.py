@@ -1,5 +1,26 @@
-"""osp engine: one-cycle structured pruning via stability-driven sub-network search (OCSPruner)."""
+"""osp engine: one-cycle structured pruning via stability-driven sub-network search (OCSPruner).
+
+Public API (docs in README, 'Your own model'):
+    prune(model, train, val, num_classes=...)          the whole cycle on your nn.Module and batches
+    attach(model, example, num_classes=..., epochs=...) a Pruner for your own training loop
+    load_pruned(path, model=None)                       the exported pruned network
+"""
 from .config import Config, ConfigError
 from .presets import PRESETS, get_preset
 
-__all__ = ["Config", "ConfigError", "PRESETS", "get_preset"]
+
+def __getattr__(name: str):
+    """prune, attach, Pruner and load_pruned import torch: only when used (the CLI stays quick)."""
+    if name in ("prune", "attach"):
+        from . import api
+        return getattr(api, name)
+    if name == "Pruner":
+        from .pruner import Pruner
+        return Pruner
+    if name == "load_pruned":
+        from .export import load_pruned
+        return load_pruned
+    raise AttributeError(f"module 'osp_engine' has no attribute {name!r}")
+
+
+__all__ = ["Config", "ConfigError", "PRESETS", "get_preset", "prune", "attach", "Pruner", "load_pruned"]

@@ -1,4 +1,4 @@
-"""Command line: `python -m osp_engine presets | run | list | show | export`.
+"""Command line: `python -m osp_engine presets | models | run | list | show | export`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -22,6 +22,18 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_presets(args) -> int:
     for name in PRESETS:
         print(f"{name:<22} {DESCRIPTIONS.get(name, '')}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import MODELS
+
+    notes = {"cifar": "official CIFAR definition, 32x32", "digits": "the demo's network, 8x8 one-channel digits",
+             "imagenet": "torchvision, weights=None (input size from the dataset)"}
+    for name, spec in MODELS.items():
+        print(f"{name:<32} {spec.family:<9} {notes[spec.family]}")
+    print(f"{len(MODELS)} models; a model the engine cannot prune exactly is refused when a run starts "
+          f"(docs/models.md lists every torchvision model's result)")
     return 0
 
 
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m osp_engine", description="One-cycle structured pruning (OCSPruner) engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("presets", help="list the named configurations").set_defaults(fn=_cmd_presets)
+    sub.add_parser("models", help="list the models a run can name").set_defaults(fn=_cmd_models)
     r = sub.add_parser("run", help="train, search, prune and fine-tune in one cycle")
     r.add_argument("--preset", default="demo")
     r.add_argument("--runs-dir", default=None, help="where run folders go (default runs/ or $OSP_RUNS_DIR)")
@@ -117,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                        # `... | head` closed the pipe: not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -66,23 +66,24 @@ class Config:
     preset: str = ""                      # the preset this config came from (informational)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    def validate(self, registry: bool = True) -> "Config":
+    def validate(self, model_registry: bool = True, dataset_registry: bool = True) -> "Config":
         """Return self if every field is usable, else raise ConfigError naming the fix.
 
-        registry=False: the model is an nn.Module passed in (the API), `model` is only its label."""
+        model_registry / dataset_registry False: the model or the data are passed in (osp_engine.api),
+        and `model` / `dataset` are only their labels."""
         from .data import DATASETS
         from .models import MODELS
 
         def fail(msg: str) -> None:
             raise ConfigError(msg)
 
-        if registry and self.model not in MODELS:
+        if model_registry and self.model not in MODELS:
             fail(f"unknown model {self.model!r}: `python -m osp_engine models` lists the {len(MODELS)} known")
         if self.weights and not Path(self.weights).is_file():
             fail(f"weights file {self.weights!r} does not exist: give a local state_dict file (never downloaded)")
         if self.cost_checks < 0:
             fail(f"cost_checks must be >= 0, got {self.cost_checks}")
-        if self.dataset not in DATASETS:
+        if dataset_registry and self.dataset not in DATASETS:
             fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASETS))}")
         if self.variant not in VARIANTS:
             fail(f"unknown variant {self.variant!r}: use official (the official code, exactly) or corrected")

@@ -24,6 +24,12 @@ class DatasetInfo:
     image_size: int
     in_channels: int
     label: str
+    image_height: int = 0            # 0: square images, image_size x image_size
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return (self.in_channels, self.image_height or self.image_size, self.image_size)
 
 
 class TensorLoader:

@@ -42,12 +42,21 @@ def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Pat
     return path
 
 
-def load_pruned(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
-    """The exported network, ready for inference (eval mode)."""
+def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The exported network, ready for inference (eval mode).
+
+    A registry model is rebuilt by name; a model of your own (osp_engine.api) needs `model`, a fresh
+    dense instance of its class, on which the pruning is replayed.
+    """
     blob = torch.load(path, map_location=map_location, weights_only=False)
     arch = blob["arch"]
-    model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
-    example = torch.zeros(1, arch["in_channels"], arch["image_size"], arch["image_size"])
+    if model is None and arch.get("custom"):
+        raise ValueError(f"{path} holds your own model {arch['model']!r}: pass a fresh dense instance, "
+                         f"load_pruned(path, model=YourNet())")
+    if model is None:
+        model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
+    shape = arch.get("input_shape") or [arch["in_channels"], arch["image_size"], arch["image_size"]]
+    example = torch.zeros(1, *shape)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     graph.load_pruning_history(blob["pruning_history"])
     model.load_state_dict(blob["state_dict"])

@@ -91,7 +91,7 @@ class Run:
 
     def __init__(self, cfg: Config, runs_dir: str | Path | None = None, run_id: str | None = None,
                  model: torch.nn.Module | None = None, data: tuple | None = None) -> None:
-        self.cfg = cfg.validate(registry=model is None)
+        self.cfg = cfg.validate(model_registry=model is None, dataset_registry=data is None)
         self.device = resolve_device(cfg.device)
         if data is None:
             check_dataset(cfg)
@@ -130,7 +130,7 @@ class Run:
             if self.cfg.weights:
                 load_weights(model, self.cfg.weights)
             model = model.to(self.device)
-            example = torch.zeros(1, info.in_channels, info.image_size, info.image_size, device=self.device)
+            example = torch.zeros(1, *info.input_shape, device=self.device)
             self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks)
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
@@ -198,7 +198,8 @@ class Run:
             log(_progress_line(pruner.row, cfg.epochs))
             atomic_save(pruner.checkpoint(epoch), self.dir / "checkpoint.pt")
         pruner.finish(dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
-                           in_channels=info.in_channels))
+                           in_channels=info.in_channels, input_shape=list(info.input_shape),
+                           custom=self.user_model is not None))
 
     # ---------------------------------------------------------------- helpers
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:

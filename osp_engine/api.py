@@ -1,0 +1,99 @@
+"""The public API: prune your own nn.Module, with osp's training loop or with yours.
+
+- `prune(model, train, val, num_classes=...)` runs the whole cycle (osp's loop, the one LR cycle,
+  search, shrink, PSI, prune, fine-tune) on your model and your batches, and returns the run folder.
+- `attach(model, example, num_classes=..., epochs=...)` gives a `Pruner` whose hooks your own
+  trainer calls (osp_engine.pruner); leaving the `with` block exports the model and records how
+  the run ended.
+
+Either way the run is an ordinary run folder under the runs folder (runs/ or $OSP_RUNS_DIR): the
+studio lists it and draws it live. Any Config field can be passed as a keyword (target=0.5, ...).
+A model osp cannot prune exactly raises ConfigError with one line, before anything is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import traceback
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .config import Config, ConfigError
+from .data import DatasetInfo
+from .groups import UnsupportedModel
+from .network import prepare_network
+from .pruner import Pruner
+from .run import Run, _version, new_run_id, prepare_root, resolve_device
+from .store import RunStore
+
+
+def _config(model: nn.Module, name: str | None, settings: dict) -> Config:
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}: see osp_engine.Config for the fields")
+    settings = {"dataset": "custom", "device": "cpu", **settings}
+    return dataclasses.replace(Config(), model=name or type(model).__name__, **settings)
+
+
+def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int, runs_dir: str | Path | None = None,
+          name: str | None = None, log=None, **settings) -> Path:
+    """Train, search, shrink, prune and fine-tune `model` (pruned in place); returns the run folder.
+
+    train, val: re-iterable batches (x, y), e.g. DataLoaders, with len(); x: (N, C, H, W) float,
+    y: (N,) class ids. name: the run's label (default: the model's class name). log(line): progress.
+    """
+    cfg = _config(model, name, settings)
+    x, _ = next(iter(val))
+    info = DatasetInfo(num_classes, x.shape[-1], x.shape[1], f"custom ({len(train)} train batches)", x.shape[-2])
+    run = Run(cfg, runs_dir, model=model, data=(train, val, info))
+    run.prepare()
+    status = run.execute(log)
+    if status == "failed":
+        raise RuntimeError(f"run {run.dir} failed: {run.error}")
+    return run.dir
+
+
+@contextlib.contextmanager
+def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs: int,
+           runs_dir: str | Path | None = None, name: str | None = None, **settings) -> Iterator[Pruner]:
+    """A Pruner on `model` for your own training loop, writing a run folder.
+
+    example: one input batch (its first image fixes the input shape); epochs: how many epochs your
+    loop runs (the stop rule's sl_end must fall before the last). On leaving the block the model is
+    exported and the run marked finished; an exception marks it failed with the error (and propagates).
+    """
+    cfg = _config(model, name, dict(settings, epochs=epochs)).validate(model_registry=False, dataset_registry=False)
+    device = resolve_device(cfg.device)
+    try:
+        net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks)
+    except UnsupportedModel as e:
+        raise ConfigError(f"{cfg.model}: {e}") from None
+    root = prepare_root(runs_dir)
+    run_id = new_run_id(cfg)
+    store = RunStore.create(root / run_id, run_id, cfg.to_json(),
+                            {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")},
+                            str(device), cfg.threshold, "custom")
+    shape = list(example.shape[1:])
+    store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+    store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
+    store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups, "
+                           f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0)
+    pruner = Pruner(cfg, net, store)
+    status, error, t0 = "failed", None, time.time()
+    try:
+        yield pruner
+        pruner.finish(dict(model=cfg.model, num_classes=num_classes, image_size=shape[-1], in_channels=shape[0],
+                           input_shape=shape, custom=True))
+        status = "finished"
+        store.event("finished", f"finished in {time.time() - t0:.1f} s")
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"
+        store.event("failed", error, trace=traceback.format_exc())
+        raise
+    finally:
+        store.update_run(status=status, error=error, ended=time.time(), heartbeat=time.time())
+        store.close()

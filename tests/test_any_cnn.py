@@ -1,0 +1,164 @@
+"""Any CNN: hand-made structures and every torchvision classification CNN, checked against Torch-Pruning.
+
+For each model: the groups build; FLOPs and params from counts equal the counter on randomly pruned
+copies; the shrink scales exactly the weight slices Torch-Pruning removes and saliency reads exactly
+them; a 0.5 selection lands within 0.5 pp by the counter; the pruned model runs. Models that take
+more than a few seconds here are marked slow (`python -m pytest -m slow` runs them).
+"""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anycnn import check_counts, check_selection, check_slices, prepared
+from osp_engine.groups import UnsupportedModel
+from osp_engine.models import build_model, torchvision_names
+from osp_engine.network import prepare_network
+
+
+class Concat(nn.Module):
+    """Two branches concatenated, read by a conv and a pooled Linear (DenseNet/Inception style)."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(64, 48, 1), nn.BatchNorm2d(48), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(64, 80, 3, padding=1), nn.BatchNorm2d(80), nn.ReLU())
+        self.mix = nn.Sequential(nn.BatchNorm2d(192), nn.Conv2d(192, 96, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(96, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.mix(torch.cat([x, self.a(x), self.b(x)], 1))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class FlattenLinear(nn.Module):
+    """A 4x4 map flattened into a Linear, then a hidden Linear (VGG style)."""
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                      nn.Conv2d(64, 96, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
+        self.head = nn.Sequential(nn.Linear(96 * 16, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class Grouped(nn.Module):
+    """A ResNeXt block: 1x1, grouped 3x3 (4 groups), GroupNorm (4 groups), 1x1, with a residual add."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU())
+        self.reduce = nn.Sequential(nn.Conv2d(128, 64, 1), nn.BatchNorm2d(64), nn.ReLU())
+        self.group = nn.Sequential(nn.Conv2d(64, 96, 3, padding=1, groups=4), nn.GroupNorm(4, 96), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(96, 128, 1), nn.BatchNorm2d(128))
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = F.relu(x + self.expand(self.group(self.reduce(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt block: depthwise conv, permute to (N, H, W, C), LayerNorm, Linear-GELU-Linear, layer scale."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 2, stride=2)
+        self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        self.norm = nn.LayerNorm(64)
+        self.up, self.act, self.down = nn.Linear(64, 192), nn.GELU(), nn.Linear(192, 64)
+        self.scale = nn.Parameter(torch.full((64,), 0.5))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = (self.down(self.act(self.up(y))) * self.scale).permute(0, 3, 1, 2)
+        return self.fc((x + y).mean((2, 3)))
+
+
+HAND_MADE = {"concat": Concat, "flatten-linear": FlattenLinear, "grouped": Grouped, "channels-last": ChannelsLast}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+def test_hand_made_structures(name):
+    torch.manual_seed(0)
+    model, x = HAND_MADE[name]().eval(), torch.randn(1, 3, 16, 16)
+    graph, groups, cost = prepared(model, x, 10)
+    assert cost.dense_flops == int(__import__("torch_pruning").utils.count_ops_and_params(model, x)[0])
+    for seed in range(3):
+        check_counts(model, groups, cost, x, seed)
+    check_slices(model, groups, x, 0)
+    check_selection(model, graph, groups, cost, x)
+
+
+def test_grouped_conv_channels_go_in_units_of_its_groups():
+    torch.manual_seed(0)
+    model, x = Grouped().eval(), torch.randn(1, 3, 16, 16)
+    _, groups, cost = prepared(model, x, 10)
+    by_name = {g.name: g for g in groups}
+    assert by_name["reduce.0"].unit == 4 and by_name["group.0"].unit == 4 and by_name["expand.0"].unit == 1
+    assert by_name["group.0"].unit_of()[22:26].tolist() == [22, 23, 0, 1]       # 24 units of 4 channels
+    assert cost.scale > 1                               # C_out / groups: fractional coefficients, kept exact
+
+
+def test_channel_shuffle_and_attention_are_refused_in_one_line():
+    import torchvision
+
+    x = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(UnsupportedModel, match=r"operation View .*channel shuffle.* ZeroDivisionError"):
+        prepare_network(torchvision.models.shufflenet_v2_x0_5(num_classes=10), 10, x, "official")
+    with pytest.raises(UnsupportedModel, match=r"attention layer MultiheadAttention .* vision transformers"):
+        prepare_network(torchvision.models.vit_b_32(num_classes=10), 10, torch.zeros(1, 3, 224, 224), "official")
+    with pytest.raises(UnsupportedModel, match=r"cannot take 3x8x8 inputs"):
+        prepare_network(torchvision.models.alexnet(num_classes=10), 10, torch.zeros(1, 3, 8, 8), "official")
+
+
+def test_a_wrong_cost_model_is_refused_naming_the_layer_type(monkeypatch):
+    """If the counter charged a layer differently from the cost model, the start check names that layer."""
+    import torch_pruning as tp
+
+    counter = tp.utils.op_counter
+    model, x = ChannelsLast().eval(), torch.zeros(1, 3, 16, 16)
+    monkeypatch.setitem(counter.MODULES_MAPPING, nn.GELU, counter.pool_flops_counter_hook)   # numel(input) * 1
+    monkeypatch.setitem(counter.MODULES_MAPPING, nn.LayerNorm, counter.relu_flops_counter_hook)
+    prepare_network(model, 10, x, "official")                                  # mirrored: still exact
+    def doubled(module, inp, out):
+        module.__flops__ += 2 * inp[0].numel()
+    monkeypatch.setitem(counter.MODULES_MAPPING, nn.LayerNorm, doubled)        # a charge the model cannot know
+    with pytest.raises(UnsupportedModel, match=r"cannot cost LayerNorm layers \(norm\)"):
+        prepare_network(model, 10, x, "official")
+
+
+def _cnn_names():
+    names = []
+    for arch in torchvision_names():
+        if arch.startswith(("vit_", "swin", "maxvit")) or arch.startswith("shufflenet"):
+            continue                                          # refused (tested above): attention, shuffle
+        names.append(arch)
+    return names
+
+
+# measured on the 2-core CI machine (s, whole check); the heavy ones run with -m slow
+_FAST = {"resnet18", "resnet34", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "mnasnet0_5",
+         "mnasnet0_75", "mnasnet1_0", "mnasnet1_3", "squeezenet1_0", "squeezenet1_1", "efficientnet_b0",
+         "googlenet", "regnet_x_400mf", "regnet_y_400mf", "resnext50_32x4d", "convnext_tiny", "densenet121",
+         "vgg11", "alexnet"}
+
+
+@pytest.mark.parametrize("arch", [a if a in _FAST else pytest.param(a, marks=pytest.mark.slow) for a in _cnn_names()])
+def test_every_torchvision_cnn(arch):
+    size = 75 if arch == "inception_v3" else (64 if arch == "alexnet" else 32)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(f"tv-{arch}", 10, size, 3).eval()
+    x = torch.randn(1, 3, size, size)
+    net = prepare_network(model, 10, x, "corrected", checks=1)             # the run-start check, 1 copy
+    check_counts(model, net.groups, net.cost, x, 1)
+    if sum(p.numel() for p in model.parameters()) < 15e6:
+        check_slices(model, net.groups, x, 2)
+    check_selection(model, net.graph, net.groups, net.cost, x)
