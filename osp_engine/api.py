@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from .commands import Cancelled, Relay
 from .config import Config, ConfigError
 from .data import DatasetInfo
 from .groups import UnsupportedModel
@@ -83,6 +84,8 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups, "
                            f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0)
     pruner = Pruner(cfg, net, store)
+    pruner.relay = Relay(store, pruner.commands)
+    pruner.relay.poll(force=True)                      # the studio can steer the run from now on
     status, error, t0 = "failed", None, time.time()
     try:
         yield pruner
@@ -90,6 +93,9 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
                            input_shape=shape, custom=True))
         status = "finished"
         store.event("finished", f"finished in {time.time() - t0:.1f} s")
+    except Cancelled:                                  # cancelled from the studio: the loop stops, no error
+        status = "cancelled"
+        store.event("cancelled", "cancelled by the user")
     except BaseException as e:
         error = f"{type(e).__name__}: {e}"
         store.event("failed", error, trace=traceback.format_exc())

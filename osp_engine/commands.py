@@ -7,6 +7,7 @@ so the run can log it as an event.
 from __future__ import annotations
 
 import threading
+import time
 
 
 class Cancelled(Exception):
@@ -93,3 +94,33 @@ class Commands:
         with self._lock:
             out, self._log = self._log, []
         return out
+
+    def snapshot(self) -> dict:
+        """The settings a page shows: paused, threshold, auto_prune, prune_requested."""
+        return dict(paused=self.paused, threshold=self.threshold, auto_prune=self.auto_prune,
+                    prune_requested=self.prune_requested)
+
+
+class Relay:
+    """Carries commands between the run store and a run's Commands, for runs steered from another
+    process (the studio steering a command-line or API run): applies queued commands and publishes
+    the live controls, at most once per `every` seconds unless forced."""
+
+    def __init__(self, store, commands: Commands, every: float = 1.0) -> None:
+        self.store, self.commands, self.every = store, commands, every
+        self.last, self.published = 0.0, None
+
+    def poll(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        for name, args in self.store.take_commands():
+            try:
+                getattr(self.commands, name)(*args)
+            except (TypeError, ValueError):
+                continue                                  # a malformed command from outside is ignored
+        state = self.commands.snapshot()
+        if state != self.published:
+            self.store.write_controls(state)
+            self.published = state

@@ -1,8 +1,8 @@
 """The run manager: starts runs in background threads, lists them, and forwards commands.
 
 It holds no UI state and never imports Streamlit; the app keeps one instance per server process.
-Commands for a run started elsewhere (the command line, another machine) are refused with a clear
-message: only the process that owns a run can steer it.
+A run another process is writing (the command line, osp_engine.prune or attach) is steered through
+its store: the command is queued in run.db and that process applies it within about a second.
 """
 from __future__ import annotations
 
@@ -38,18 +38,26 @@ class RunManager:
         return entry[0] if entry and entry[1].is_alive() else None
 
     def command(self, run_id: str, name: str, *args) -> None:
-        """cancel | pause | resume | prune_now | set_threshold | set_auto_prune; RuntimeError if not live here."""
+        """cancel | pause | resume | prune_now | set_threshold | set_auto_prune; RuntimeError if not live."""
         run = self.owned(run_id)
-        if run is None:
-            raise RuntimeError(f"run {run_id} is not running in this app (finished, or started elsewhere)")
-        getattr(run.commands, name)(*args)
+        if run is not None:
+            getattr(run.commands, name)(*args)
+            return
+        reader = self.reader(run_id)
+        if reader.controls() is None:
+            raise RuntimeError(f"run {run_id} is not running (finished, stopped, or made before runs could be "
+                               f"steered from another process)")
+        reader.send_command(name, *args)
 
     def controls(self, run_id: str) -> dict | None:
+        """The live controls of a running run, this process's or another's; None if it is not live."""
         run = self.owned(run_id)
-        if run is None:
+        if run is not None:
+            return run.commands.snapshot()
+        try:
+            return self.reader(run_id).controls()
+        except (FileNotFoundError, ValueError):
             return None
-        c = run.commands
-        return dict(paused=c.paused, threshold=c.threshold, auto_prune=c.auto_prune, prune_requested=c.prune_requested)
 
     def list(self) -> list[RunReader]:
         return list_runs(self.root)

@@ -38,6 +38,7 @@ class Pruner:
         self.cfg, self.net, self.store = cfg, net, store
         self.commands = commands or Commands(cfg.threshold)
         self.evaluate = evaluate
+        self.relay = None                 # set by osp_engine.attach: commands from the studio, polled per step
         self.shrinker = Shrinker(net.groups)
         self.history: list[list[np.ndarray]] = []
         self.raw: list[float] = []
@@ -85,15 +86,24 @@ class Pruner:
 
     # ------------------------------------------------------------------ 2. the shrink after every step
     def after_step(self, lr: float) -> None:
-        """W <- W * (1 - reg_t * lr) on the marked slices; call after every optimiser step."""
+        """W <- W * (1 - reg_t * lr) on the marked slices; call after every optimiser step.
+
+        In your own loop (osp_engine.attach) this is also where the studio's commands arrive: a pause
+        blocks here, a cancel raises commands.Cancelled (the run is then recorded as cancelled)."""
         if self.reg > 0:
             self.shrinker.step(self.reg * lr)
+        if self.relay is not None:
+            self.store.heartbeat()
+            self.relay.poll()
+            self.commands.checkpoint(on_wait=lambda: (self.store.heartbeat(force=True), self.relay.poll(force=True)))
 
     # ------------------------------------------------------------------ 3. store, 4. prune when due
     def end_epoch(self, epoch: int, train_loss: float, train_acc: float | None, val_loss: float | None,
                   val_acc: float, lr: float) -> bool:
         """Write epoch t (metrics: loss, accuracy in percent) and prune if the stop rule fires; True if it did."""
         cost = self.net.cost
+        if self.relay is not None:
+            self.relay.poll(force=True)
         self.row.update(phase=self.phase, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
                         val_acc=val_acc, lr=lr, reg=self.reg,
                         reg_penalty=self.shrinker.penalty() if self.reg > 0 else None,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .commands import Cancelled, Commands
+from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .export import atomic_save
@@ -121,7 +121,8 @@ class Run:
                                   f"({type(e).__name__}: {e}): check the folder or re-download it") from None
         train, _, info = self.data
         if hasattr(train, "__len__") and len(train) == 0:
-            raise ConfigError(f"the training set gives no batch (fewer images than batch_size={self.cfg.batch_size} "
+            batch = getattr(train, "batch_size", None) or self.cfg.batch_size
+            raise ConfigError(f"the training set gives no batch (fewer images than batch_size={batch} "
                               f"with drop_last): lower batch_size")
         torch.manual_seed(self.cfg.seed)
         try:
@@ -179,6 +180,8 @@ class Run:
         store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
                                f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
                     epoch=0, variant=cfg.variant)
+        self.relay = Relay(store, self.commands)
+        self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
         optimizer = self._optimizer(model)
         n_iter = len(train)
         for epoch in range(cfg.epochs):
@@ -209,9 +212,10 @@ class Run:
 
     def _between_batches(self, store: RunStore) -> None:
         store.heartbeat()
+        self.relay.poll()                                 # commands sent from another process (the studio)
         if self.commands.paused:
             store.event("paused", "paused")
-            self.commands.checkpoint(on_wait=lambda: store.heartbeat(force=True))
+            self.commands.checkpoint(on_wait=lambda: (store.heartbeat(force=True), self.relay.poll(force=True)))
             if not self.commands.cancelled:
                 store.event("resumed", "resumed")
         self.commands.checkpoint()

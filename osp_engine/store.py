@@ -37,7 +37,10 @@ CREATE TABLE IF NOT EXISTS masks (epoch INTEGER, gid INTEGER, bits BLOB, PRIMARY
 CREATE TABLE IF NOT EXISTS saliency (epoch INTEGER, gid INTEGER, vals BLOB, PRIMARY KEY (epoch, gid));
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, epoch INTEGER,
     kind TEXT, message TEXT, data TEXT);
+CREATE TABLE IF NOT EXISTS commands (id INTEGER PRIMARY KEY AUTOINCREMENT, t REAL, name TEXT, args TEXT, taken REAL);
+CREATE TABLE IF NOT EXISTS controls (id INTEGER PRIMARY KEY CHECK (id = 1), t REAL, state TEXT);
 """
+STEERING = ("cancel", "pause", "resume", "prune_now", "set_threshold", "set_auto_prune")   # commands another process may send
 
 
 def runs_root(explicit: str | None = None) -> Path:
@@ -129,6 +132,18 @@ class RunStore:
         self.con.execute("INSERT INTO events (t, epoch, kind, message, data) VALUES (?, ?, ?, ?, ?)",
                          (time.time(), epoch, kind, message, json.dumps(data)))
 
+    def take_commands(self) -> list[tuple[str, list]]:
+        """Commands other processes sent (RunReader.send_command), oldest first, each returned once."""
+        with self.con:
+            self.con.execute("BEGIN IMMEDIATE")
+            rows = self.con.execute("SELECT id, name, args FROM commands WHERE taken IS NULL ORDER BY id").fetchall()
+            self.con.execute("UPDATE commands SET taken = ? WHERE taken IS NULL", (time.time(),))
+        return [(name, json.loads(args)) for _, name, args in rows if name in STEERING]
+
+    def write_controls(self, state: dict) -> None:
+        """The live controls (paused, threshold, auto_prune, prune_requested) for other processes to show."""
+        self.con.execute("INSERT OR REPLACE INTO controls VALUES (1, ?, ?)", (time.time(), json.dumps(state)))
+
 
 class RunReader:
     """Read-only view of one run folder; safe from any thread or process while the run writes."""
@@ -160,6 +175,28 @@ class RunReader:
         out["stale"] = out["status"] == "running" and time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
         out["display_status"] = "stale" if out["stale"] else out["status"]
         return out
+
+    def controls(self) -> dict | None:
+        """The live controls the writing process published, or None when it is not live (ended, stale,
+        or a run made before runs could be steered from another process)."""
+        try:
+            info = self.info()
+            rows = self._query("SELECT state FROM controls WHERE id = 1")
+        except sqlite3.OperationalError:
+            return None
+        if info["display_status"] != "running" or not rows:
+            return None
+        return json.loads(rows[0][0])
+
+    def send_command(self, name: str, *args: Any) -> None:
+        """Queue a command for the process writing this run (it applies it within about a second)."""
+        if name not in STEERING:
+            raise ValueError(f"unknown command {name!r}")
+        con = _connect(self.db)
+        try:
+            con.execute("INSERT INTO commands (t, name, args) VALUES (?, ?, ?)", (time.time(), name, json.dumps(args)))
+        finally:
+            con.close()
 
     def last_epoch(self) -> int:
         row = self._query("SELECT MAX(epoch) FROM epochs")[0][0]

@@ -17,6 +17,10 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class EmptyEpoch(RuntimeError):
+    """A training epoch saw no batch: never a 'finished' run with loss 0.000."""
+
+
 @dataclass
 class EpochStats:
     loss: float
@@ -55,7 +59,10 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    total = float(loss_sum) / max(seen, 1)
+    if seen == 0:
+        raise EmptyEpoch(f"epoch {epoch} had no training batch: the loader yields nothing (drop_last with "
+                         f"fewer images than the batch size?)")
+    total = float(loss_sum) / seen
     if not torch.isfinite(torch.tensor(total)):
         raise NonFiniteLoss(f"training loss became {total} in epoch {epoch}: lower lr or the regulariser")
     return EpochStats(total, 100.0 * float(correct) / max(seen, 1))

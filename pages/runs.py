@@ -90,7 +90,7 @@ def run_card(r: RunReader) -> None:
     mgr = manager()
     s = r.summary()
     live = mgr.controls(r.run_id)
-    elsewhere = live is None and s["status"] == "running"          # written by another live process
+    elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
         top = st.columns([4, 2, 2, 2])
         top[0].markdown(f"**{r.run_id}**  \n{s['model']} · {s['dataset']} · {s['variant']}"

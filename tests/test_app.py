@@ -226,7 +226,11 @@ def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
     status = [m.value for m in at.metric if m.label == "Status"]
     assert sorted(status) == ["failed", "finished", "running", "stale"]
     assert at.button(key="delete_zz-elsewhere").disabled and not at.button(key="delete_zz-stale").disabled
-    assert not any(b.key == "cancel_zz-elsewhere" for b in at.button)   # steered only by the process running it
+    assert not any(b.key == "cancel_zz-stale" for b in at.button)       # nobody left to steer
+    at.button(key="cancel_zz-elsewhere").click().run()                  # steered through its run.db
+    store = RunStore(root / "zz-elsewhere")
+    assert store.take_commands() == [("cancel", [])] and store.take_commands() == []
+    store.close()
     at = _page("stability", failed.run_id)                     # failed in its first epoch: nothing to plot
     assert not at.exception and f"{failed.run_id}** · failed" in at.markdown[0].value
     assert at.info[0].value == "The run ended (failed) before its first epoch."

@@ -93,3 +93,32 @@ def test_malformed_dataset_and_unusable_runs_folder(tmp_path):
     blocker.write_text("x")
     res = cli("run", "--runs-dir", str(blocker / "runs"))
     assert res.returncode == 2 and "runs folder" in res.stderr
+
+
+def test_the_studio_steers_a_command_line_run(tmp_path):
+    """Prune now, sent by the studio's manager to a run another process writes, takes effect there."""
+    import time
+
+    from osp_engine.manager import RunManager
+    from osp_engine.store import RunReader
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--runs-dir", str(runs), "--set", "epochs=14",
+                             "--set", "sl_start=2", "--set", "sl_end=11"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    mgr = RunManager(runs)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (mgr.list() and mgr.controls(mgr.list()[0].run_id)):
+        time.sleep(0.2)                                    # wait for the run to publish its controls
+    (reader,) = mgr.list()
+    sent_after = reader.last_epoch()
+    mgr.command(reader.run_id, "set_threshold", 0.95)
+    mgr.command(reader.run_id, "prune_now")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    info = RunReader(reader.dir).info()
+    assert info["prune_reason"] == "manual" and sent_after <= info["t_star"] <= 11 and info["threshold"] == 0.95
+    kinds = [e["data"].get("command") for e in RunReader(reader.dir).events() if e["kind"] == "command"]
+    assert kinds == ["threshold", "prune_now"]
+    with pytest.raises(RuntimeError, match="is not running"):
+        mgr.command(reader.run_id, "cancel")
