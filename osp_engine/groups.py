@@ -15,6 +15,7 @@ so unit j is the channel set {j + (C / unit) * k : k < unit} and is kept or remo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -101,7 +102,9 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
 def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph; an operation it cannot trace is an UnsupportedModel."""
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with warnings.catch_warnings():          # per-channel parameters (layer scale) are handled as members
+            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as e:
         raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
 

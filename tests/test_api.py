@@ -114,3 +114,19 @@ def test_a_run_whose_model_was_overridden_is_not_named_after_the_preset():
     assert cfg.preset == "" and "-resnet20-" in new_run_id(cfg)
     same = apply_overrides(get_preset("demo"), ["epochs=10", "model=digits-resnet14"])
     assert same.preset == "demo" and "-demo-" in new_run_id(same)
+
+
+def test_a_local_weights_file_loads_and_a_classifier_of_another_size_is_left(tmp_path):
+    from osp_engine.models import build_model
+    from osp_engine.run import load_weights
+
+    torch.manual_seed(1)
+    trained = build_model("resnet20", 100, 32)                       # 100 classes: its classifier will not fit
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    fresh = build_model("resnet20", 10, 32)
+    assert load_weights(fresh, str(tmp_path / "w.pt")) == ["classifier.weight", "classifier.bias"]
+    assert torch.equal(fresh.conv_1_3x3.weight, trained.conv_1_3x3.weight)
+    assert fresh.classifier.weight.shape == (10, 64)
+    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        load_weights(fresh, str(tmp_path / "other.pt"))

@@ -122,3 +122,19 @@ def test_the_studio_steers_a_command_line_run(tmp_path):
     assert kinds == ["threshold", "prune_now"]
     with pytest.raises(RuntimeError, match="is not running"):
         mgr.command(reader.run_id, "cancel")
+
+
+def test_models_lists_every_torchvision_classifier_and_refusals_leave_no_folder(tmp_path):
+    import torchvision
+
+    out = cli("models").stdout
+    for arch in torchvision.models.list_models(module=torchvision.models):
+        assert f"tv-{arch} " in out
+    assert "digits-resnet14" in out and "resnet56" in out
+    runs = tmp_path / "runs"
+    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-vit_b_16", "--set", "dataset=synthetic-cifar10")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert res.stderr.startswith("error: tv-vit_b_16 on SYNTHETIC") and "vision transformers are not supported" in res.stderr
+    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-resnet18")          # 3-channel net, 1-channel digits
+    assert res.returncode == 2 and "cannot take 1x8x8 inputs" in res.stderr
+    assert not runs.exists() or not any(runs.iterdir())
