@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
+from pathlib import Path
 
 from .config import ConfigError, apply_overrides
 from .presets import DESCRIPTIONS, PRESETS, get_preset
-from .store import RunReader, list_runs, runs_root
+from .store import RunReader, runs_root, split_runs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,12 +45,23 @@ def _cmd_run(args) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.set or [])
     run = Run(cfg, args.runs_dir)
     run.prepare()
+
+    def stop(signum, frame):                  # first signal: cancel at the next batch; second: stop now
+        if run.commands.cancelled:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        run.commands.cancel(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     print(f"run {run.run_id} -> {run.dir}", flush=True)
     status = run.execute(log=lambda line: print(line, flush=True))
     summary = RunReader(run.dir).summary()
     if status == "failed":
         print(f"run failed: {run.error}", file=sys.stderr)
         return 1
+    if status == "cancelled":
+        print(f"run cancelled: {run.error}", file=sys.stderr)
+        return 3
     fr = summary["flops_reduction"]
     pruned = f"t* = {summary['t_star']} ({summary['prune_reason']})" if summary["t_star"] is not None else "not pruned"
     print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
@@ -57,18 +70,37 @@ def _cmd_run(args) -> int:
     return 0 if status == "finished" else 3
 
 
-def _reader(path: str) -> RunReader:
-    try:
-        return RunReader(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path!r} is not a run folder: pass a folder listed by `python -m osp_engine list`") from None
+def _reader(path: str, runs_dir: str | None = None) -> RunReader:
+    """A readable run from a folder path or a run id under the runs folder; ConfigError otherwise."""
+    candidates = [Path(path)]
+    if "/" not in path and not path.startswith("."):
+        candidates.append(runs_root(runs_dir) / path)
+    for candidate in candidates:
+        try:
+            reader = RunReader(candidate)
+        except FileNotFoundError:
+            continue
+        problem = reader.problem()
+        if problem:
+            raise ConfigError(f"{reader.dir} is unreadable: {problem}")
+        return reader
+    raise ConfigError(f"{path!r} is not a run folder or run id: pass one listed by `python -m osp_engine list`")
+
+
+def _root(runs_dir: str | None) -> Path:
+    root = runs_root(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"runs folder {str(root)!r} is a file: pass --runs-dir DIR or set OSP_RUNS_DIR to a folder")
+    return root
 
 
 def _cmd_list(args) -> int:
-    root = runs_root(args.runs_dir)
-    runs = list_runs(root)
-    if not runs:
+    root = _root(args.runs_dir)
+    runs, unreadable = split_runs(root)
+    if not runs and not unreadable:
         print(f"no runs under {root}")
+    for run_id, problem in unreadable:
+        print(f"{run_id:<40} unreadable: {problem}")
     for r in runs:
         s = r.summary()
         fr = s["flops_reduction"]
@@ -79,7 +111,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    s = _reader(args.run_dir).summary()
+    s = _reader(args.run_dir, args.runs_dir).summary()
     if args.json:
         print(json.dumps(s, indent=1))
     else:
@@ -89,11 +121,23 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _check_out(out: Path) -> None:
+    """--out must be a new or replaceable file, in an existing folder, outside every run folder."""
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder: give a file name, e.g. {out / 'pruned.pt'}")
+    if not out.parent.resolve().is_dir():
+        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist; create it first")
+    for folder in [out.parent.resolve(), *out.parent.resolve().parents]:
+        if (folder / "run.db").exists():
+            raise ConfigError(f"--out {str(out)!r} is inside the run folder {str(folder)!r}: write it elsewhere")
+
+
 def _cmd_export(args) -> int:
-    reader = _reader(args.run_dir)
+    reader = _reader(args.run_dir, args.runs_dir)
     src = reader.dir / "model.pt"
     if not src.is_file():
         raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
+    _check_out(Path(args.out))
     shutil.copyfile(src, args.out)
     print(f"exported {src} -> {args.out}")
     return 0
@@ -113,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--runs-dir", default=None)
     ls.set_defaults(fn=_cmd_list)
     sh = sub.add_parser("show", help="a run's figures")
-    sh.add_argument("run_dir")
+    sh.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
     sh.add_argument("--json", action="store_true")
+    sh.add_argument("--runs-dir", default=None)
     sh.set_defaults(fn=_cmd_show)
     ex = sub.add_parser("export", help="copy a run's pruned model")
-    ex.add_argument("run_dir")
+    ex.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--runs-dir", default=None)
     ex.set_defaults(fn=_cmd_export)
     return p
 

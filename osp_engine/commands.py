@@ -24,15 +24,17 @@ class Commands:
         self._threshold = threshold
         self._auto_prune = True
         self._log: list[tuple[str, str]] = []
+        self.reason = "cancelled by the user"
 
     def _note(self, kind: str, message: str) -> None:
         with self._lock:
             self._log.append((kind, message))
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        self.reason = reason
         self._cancel.set()
         self._running.set()
-        self._note("cancel", "cancel requested")
+        self._note("cancel", reason)
 
     def pause(self) -> None:
         self._running.clear()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +99,27 @@ class Config:
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 fail(f"{name} {v} is outside (0, 1]: set {name}= a value in (0, 1]")
+        for name in ("lr", "gamma", "reg", "reg_delta", "momentum", "weight_decay", "l_k", "target", "threshold"):
+            if not math.isfinite(getattr(self, name)):
+                fail(f"{name} is {getattr(self, name)}: give a finite number, e.g. --set {name}=0.1")
         if self.lr <= 0:
-            fail(f"lr must be positive, got {self.lr}")
+            fail(f"lr must be positive, got {self.lr}: set lr=0.1, say")
+        if self.gamma <= 0:
+            fail(f"gamma must be positive, got {self.gamma}: the LR is multiplied by it at each milestone")
+        if not 0.0 <= self.momentum < 1.0:
+            fail(f"momentum {self.momentum} is outside [0, 1): set momentum=0.9, say")
+        if self.nesterov and self.momentum == 0:
+            fail("nesterov needs a momentum above 0: set momentum=0.9 or nesterov=false")
+        if self.weight_decay < 0:
+            fail(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.l_k <= 0:
+            fail(f"l_k must be positive, got {self.l_k}: the floor limit(C) = l_max * (1 - exp(-l_k * C))")
+        if not all(math.isfinite(m) and 0.0 < m < 1.0 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
+            fail(f"milestones {self.milestones} must be increasing fractions of the epochs in (0, 1), e.g. 0.5,0.75")
+        if not 0 <= self.seed < 2 ** 32:
+            fail(f"seed {self.seed} is outside [0, 2^32): set seed= a smaller non-negative integer")
+        if self.preset and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,60}", self.preset) or ".." in self.preset:
+            fail(f"preset {self.preset!r} is not a plain name: it names the run folder, use letters, digits, . _ -")
         if self.lr_schedule not in ("multistep", "cosine"):
             fail(f"lr_schedule {self.lr_schedule!r} is unknown: use multistep or cosine")
         if self.reg < 0 or self.reg_delta < 0 or self.reg_interval <= 0:

@@ -48,8 +48,12 @@ def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Mod
     A registry model is rebuilt by name; a model of your own (osp_engine.api) needs `model`, a fresh
     dense instance of its class, on which the pruning is replayed.
     """
-    blob = torch.load(path, map_location=map_location, weights_only=False)
-    arch = blob["arch"]
+    try:                                      # tensors and plain data only: a crafted file cannot run code
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        arch = blob["arch"]
+    except Exception as e:
+        raise ValueError(f"{path} is not a model exported by osp ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if model is None and arch.get("custom"):
         raise ValueError(f"{path} holds your own model {arch['model']!r}: pass a fresh dense instance, "
                          f"load_pruned(path, model=YourNet())")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import Config
 from .run import Run
-from .store import TERMINAL, RunReader, list_runs, resolve_run_dir, runs_root
+from .store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
 
 
 class RunManager:
@@ -60,7 +60,12 @@ class RunManager:
             return None
 
     def list(self) -> list[RunReader]:
-        return list_runs(self.root)
+        """The readable runs, newest first (a damaged one never takes a page down: see unreadable())."""
+        return split_runs(self.root)[0]
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """[(folder name, reason)] of run folders that cannot be read."""
+        return split_runs(self.root)[1]
 
     def reader(self, run_id: str) -> RunReader:
         return RunReader(resolve_run_dir(self.root, run_id))
@@ -82,7 +87,7 @@ class RunManager:
             entries = list(self._runs.values())
         for run, thread in entries:
             if thread.is_alive():
-                run.commands.cancel()
+                run.commands.cancel("the studio stopped")
         for _, thread in entries:
             thread.join(timeout=30)
 

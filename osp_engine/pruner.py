@@ -99,8 +99,12 @@ class Pruner:
 
     # ------------------------------------------------------------------ 3. store, 4. prune when due
     def end_epoch(self, epoch: int, train_loss: float, train_acc: float | None, val_loss: float | None,
-                  val_acc: float, lr: float) -> bool:
-        """Write epoch t (metrics: loss, accuracy in percent) and prune if the stop rule fires; True if it did."""
+                  val_acc: float, lr: float, save=None) -> bool:
+        """Record epoch t (metrics: loss, accuracy in percent) and prune if the stop rule fires; True if it did.
+
+        save(checkpoint): called after the prune and BEFORE epoch t is committed, so a checkpoint on
+        disk is never behind the database (the Run writes checkpoint.pt there).
+        """
         cost = self.net.cost
         if self.relay is not None:
             self.relay.poll(force=True)
@@ -108,26 +112,29 @@ class Pruner:
                         val_acc=val_acc, lr=lr, reg=self.reg,
                         reg_penalty=self.shrinker.penalty() if self.reg > 0 else None,
                         model_flops=cost.flops(self.model_counts), model_params=cost.params(self.model_counts))
-        self._log_commands(epoch)
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
         self.row["epoch_seconds"] = time.time() - self.t_start
+        after = self._prune(reason) if reason is not None else None
+        if save is not None:
+            save(self.checkpoint(epoch))
+        self._log_commands(epoch)
         self.store.write_epoch(self.row, self.masks, self.scores)
         if reason is not None:
-            self._prune(epoch, reason, val_acc)
+            self.store.update_run(t_star=epoch, prune_reason=reason, phase="pruned")
+            change = f"accuracy {val_acc:.2f} -> {after:.2f} %" if after is not None else f"accuracy {val_acc:.2f} %"
+            self.store.event("prune", f"pruned after epoch {epoch} ({reason}): "
+                                      f"{cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
+                             epoch=epoch, reason=reason, acc_after=after)
         return reason is not None
 
-    def _prune(self, epoch: int, reason: str, acc_before: float) -> None:
+    def _prune(self, reason: str) -> float | None:
+        """Remove M_t's marked channels physically; the accuracy right after, if an evaluate was given."""
         net = self.net
         keep = self.masks if self.masks is not None else self._search_now()
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase = True, "pruned"
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
-        after = self.evaluate() if self.evaluate is not None else None
-        self.store.update_run(t_star=epoch, prune_reason=reason, phase="pruned")
-        change = f"accuracy {acc_before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {acc_before:.2f} %"
-        self.store.event("prune", f"pruned after epoch {epoch} ({reason}): "
-                                  f"{net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
-                         epoch=epoch, reason=reason, acc_after=after)
+        return self.evaluate() if self.evaluate is not None else None
 
     def _search_now(self) -> list[np.ndarray]:
         cfg = self.cfg

@@ -12,6 +12,7 @@ Exactly one terminal status is written: finished, failed (with the error) or can
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 import time
 import traceback
@@ -152,17 +153,39 @@ class Run:
         try:
             self._cycle(store, log or (lambda s: None))
             self.status = "finished"
-            store.event("finished", f"finished in {time.time() - t0:.1f} s")
         except Cancelled:
-            self.status = "cancelled"
-            store.event("cancelled", "cancelled by the user")
-        except Exception as e:  # the run fails, keeping every completed epoch
-            self.status, self.error = "failed", f"{type(e).__name__}: {e}"
-            store.event("failed", self.error, trace=traceback.format_exc())
-        finally:
-            store.update_run(status=self.status, error=self.error, ended=time.time(), heartbeat=time.time())
-            store.close()
+            self.status, self.error = "cancelled", self.commands.reason
+        except BaseException as e:  # the run fails (or is interrupted), keeping every completed epoch
+            interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
+            self.status = "cancelled" if interrupted else "failed"
+            self.error = f"interrupted ({type(e).__name__})" if interrupted else f"{type(e).__name__}: {e}"
+            self.trace = traceback.format_exc()
+            if interrupted:
+                self._end(store, t0)
+                raise
+        self._end(store, t0)
         return self.status
+
+    def _end(self, store: RunStore, t0: float, attempts: int = 30) -> None:
+        """Write the terminal status and its reason, retrying while the disk is full (the reason is kept
+        in memory meanwhile); never leave the run 'running' while any write can still succeed."""
+        message = {"finished": f"finished in {time.time() - t0:.1f} s"}.get(self.status, self.error)
+        recorded = False
+        for attempt in range(attempts):
+            try:
+                if not recorded:
+                    store.event(self.status, message, trace=getattr(self, "trace", None))
+                    recorded = True
+                store.update_run(status=self.status, error=self.error, ended=time.time(), heartbeat=time.time())
+                break
+            except Exception:                 # e.g. sqlite3.OperationalError: database or disk is full
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))
+        else:
+            print(f"osp: could not record the end of run {self.run_id} ({self.status}: {self.error})", file=sys.stderr)
+        try:
+            store.close()
+        except Exception:
+            pass
 
     def _cycle(self, store: RunStore, log) -> None:
         cfg, dev = self.cfg, self.device
@@ -174,7 +197,8 @@ class Run:
         cl = cfg.channels_last and dev.type == "cuda"
         net = self.net
         model = net.model.to(memory_format=torch.channels_last) if cl else net.model
-        pruner = Pruner(cfg, net, store, self.commands, evaluate=lambda: evaluate(model, val, dev, amp, cl).acc)
+        pruner = Pruner(cfg, net, store, self.commands,
+                        evaluate=lambda: evaluate(model, val, dev, amp, cl, on_batch=store.heartbeat).acc)
         store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
         store.update_run(dataset=info.label, phase="dense")
         store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
@@ -194,12 +218,12 @@ class Run:
                 lambda it: pruner.after_step(shrink_lr(cfg, position, it, n_iter)),
                 lambda: self._between_batches(store), dev, amp, cl, epoch)
             # 3. evaluate and store the epoch; 4. prune when the stop rule fires, with a new optimiser
-            val_stats = evaluate(model, val, dev, amp, cl)
+            val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
             if pruner.end_epoch(epoch, stats.loss, stats.acc, val_stats.loss, val_stats.acc,
-                                learning_rate(cfg, position, 0, n_iter)):
+                                learning_rate(cfg, position, 0, n_iter),
+                                save=lambda ckpt: atomic_save(ckpt, self.dir / "checkpoint.pt")):
                 optimizer = self._optimizer(model)
             log(_progress_line(pruner.row, cfg.epochs))
-            atomic_save(pruner.checkpoint(epoch), self.dir / "checkpoint.pt")
         pruner.finish(dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                            in_channels=info.in_channels, input_shape=list(info.input_shape),
                            custom=self.user_model is not None))

@@ -176,6 +176,18 @@ class RunReader:
         out["display_status"] = "stale" if out["stale"] else out["status"]
         return out
 
+    def problem(self) -> str | None:
+        """Why this run cannot be read (a damaged, empty or row-less run.db, a folder name no run id
+        can have), or None when it reads."""
+        if not RUN_ID.match(self.run_id) or ".." in self.run_id:
+            return "its folder name is not a run id"
+        try:
+            self.info()
+            self.last_epoch()
+        except (sqlite3.DatabaseError, IndexError, ValueError, TypeError) as e:
+            return f"run.db is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
+        return None
+
     def controls(self) -> dict | None:
         """The live controls the writing process published, or None when it is not live (ended, stale,
         or a run made before runs could be steered from another process)."""
@@ -270,6 +282,18 @@ class RunReader:
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
         )
+
+
+def split_runs(root: str | Path) -> tuple[list[RunReader], list[tuple[str, str]]]:
+    """(readable runs newest first, [(folder name, why it is unreadable)]) under root."""
+    readable, unreadable = [], []
+    for r in list_runs(root):
+        problem = r.problem()
+        if problem is None:
+            readable.append(r)
+        else:
+            unreadable.append((r.run_id, problem))
+    return readable, unreadable
 
 
 def list_runs(root: str | Path) -> list[RunReader]:

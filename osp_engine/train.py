@@ -70,12 +70,16 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, device: torch.device, amp: bool,
-             channels_last: bool) -> EpochStats:
+             channels_last: bool, on_batch: Callable[[], None] | None = None) -> EpochStats:
+    """Loss and accuracy on `batches`; on_batch() before each (the run's heartbeat: long evaluations
+    must not look stale)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     for x, y in batches:
+        if on_batch is not None:
+            on_batch()
         x, y = _prepare(x, y, device, channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x).float()

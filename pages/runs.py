@@ -122,8 +122,22 @@ def run_card(r: RunReader) -> None:
             n.button("Keep it", key=f"no_{r.run_id}", on_click=keep)
 
 
+def unreadable_card(run_id: str, problem: str) -> None:
+    """A run folder that cannot be read: its reason as plain text, and Delete where the name allows it."""
+    with st.container(border=True):
+        st.text(f"{run_id}\nunreadable: {problem}")
+        if problem != "its folder name is not a run id":
+            st.button("Delete", key=f"delete_{run_id}", on_click=ask_delete, args=(run_id,))
+            if st.session_state.get("confirm_delete") == run_id:
+                y, n = st.columns(2)
+                y.button("Yes, delete", key=f"yes_{run_id}", type="primary", on_click=delete, args=(run_id,))
+                n.button("Keep it", key=f"no_{run_id}", on_click=keep)
+
+
 @st.fragment(run_every=2)
 def run_table() -> None:
+    for run_id, problem in manager().unreadable():
+        unreadable_card(run_id, problem)
     for r in manager().list():
         run_card(r)
     refresh_picker()                        # Open or Delete acted inside this fragment
@@ -136,7 +150,7 @@ def render() -> None:
     st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
               help="digits, 40 epochs, CPU: the whole one-cycle pruning in about 30 s")
     start_form()
-    if not manager().list():
+    if not manager().list() and not manager().unreadable():
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")
         return
     run_table()

@@ -336,3 +336,38 @@ def test_the_start_form_starts_the_chosen_variant(tmp_path, monkeypatch):
         mgr.command(run.run_id, "cancel")
         for r in mgr.list():
             mgr.delete(r.run_id)
+
+
+def test_damaged_run_folders_never_take_a_page_down(filled_root):
+    """A corrupt, an empty and a row-less run.db, and a folder name no run id can have, beside a good run."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    root, run_id = filled_root
+    for name in ("zz-corrupt", "zz-empty", "zz-rowless", "bad name!"):
+        shutil.copytree(root / run_id, root / name)
+    (root / "zz-corrupt" / "run.db").write_bytes(b"this is not a database" * 100)
+    (root / "zz-empty" / "run.db").write_bytes(b"")
+    con = sqlite3.connect(root / "zz-rowless" / "run.db")
+    con.execute("DELETE FROM run")
+    con.commit()
+    con.close()
+    for name in PAGES:
+        at = _page(name, run_id)
+        assert not at.exception, name
+    at = _page("runs", run_id)
+    texts = [t.value for t in at.text]
+    for name in ("zz-corrupt", "zz-empty", "zz-rowless", "bad name!"):
+        assert any(t.startswith(f"{name}\nunreadable: ") for t in texts), name
+    assert any("file is not a database" in t for t in texts)
+    assert not any(b.key == "delete_bad name!" for b in at.button)      # no path can be built from that name
+    env = {**__import__("os").environ, "OSP_RUNS_DIR": str(root)}
+    out = subprocess.run([sys.executable, "-m", "osp_engine", "list"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0 and run_id in out.stdout and out.stdout.count("unreadable: ") == 4
+    shown = subprocess.run([sys.executable, "-m", "osp_engine", "show", "zz-rowless"], capture_output=True, text=True,
+                           env=env, cwd=ROOT)
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1 and "unreadable: run.db is damaged" in shown.stderr
+    by_id = subprocess.run([sys.executable, "-m", "osp_engine", "show", run_id, "--json"], capture_output=True,
+                           text=True, env=env, cwd=ROOT)
+    assert by_id.returncode == 0 and json.loads(by_id.stdout)["run_id"] == run_id
