@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -82,7 +84,8 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
     store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
     store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups, "
-                           f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0)
+                           f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
+                pid=os.getpid(), host=socket.gethostname())
     pruner = Pruner(cfg, net, store)
     pruner.relay = Relay(store, pruner.commands)
     pruner.relay.poll(force=True)                      # the studio can steer the run from now on

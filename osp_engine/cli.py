@@ -1,4 +1,4 @@
-"""Command line: `python -m osp_engine presets | models | run | list | show | export`.
+"""Command line: `python -m osp_engine presets | models | run | resume | list | show | export`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -45,33 +45,44 @@ def _cmd_run(args) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.set or [])
     run = Run(cfg, args.runs_dir)
     run.prepare()
+    return _execute(run)
 
-    def stop(signum, frame):                  # first signal: cancel at the next batch; second: stop now
+
+def _cmd_resume(args) -> int:
+    from .run import Run
+
+    run = Run.resume(_reader(args.run_dir, args.runs_dir, check=False).dir)
+    run.prepare()
+    return _execute(run)
+
+
+def _execute(run) -> int:
+    """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome."""
+    def stop(signum, frame):
         if run.commands.cancelled:
             raise KeyboardInterrupt(signal.Signals(signum).name)
         run.commands.cancel(f"stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"run {run.run_id} -> {run.dir}", flush=True)
+    print(f"run {run.run_id} -> {run.dir}" + (f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else ""),
+          flush=True)
     status = run.execute(log=lambda line: print(line, flush=True))
     summary = RunReader(run.dir).summary()
-    if status == "failed":
-        print(f"run failed: {run.error}", file=sys.stderr)
-        return 1
-    if status == "cancelled":
-        print(f"run cancelled: {run.error}", file=sys.stderr)
-        return 3
+    if status in ("failed", "cancelled"):
+        print(f"run {status}: {run.error}", file=sys.stderr)
+        return 1 if status == "failed" else 3
     fr = summary["flops_reduction"]
     pruned = f"t* = {summary['t_star']} ({summary['prune_reason']})" if summary["t_star"] is not None else "not pruned"
     print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
-          f"(target {100 * cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
-          f"{summary['wall_seconds']:.1f} s, variant {cfg.variant}")
-    return 0 if status == "finished" else 3
+          f"(target {100 * run.cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
+          f"{summary['wall_seconds']:.1f} s, variant {run.cfg.variant}")
+    return 0
 
 
-def _reader(path: str, runs_dir: str | None = None) -> RunReader:
-    """A readable run from a folder path or a run id under the runs folder; ConfigError otherwise."""
+def _reader(path: str, runs_dir: str | None = None, check: bool = True) -> RunReader:
+    """A run from a folder path or a run id under the runs folder (readable, unless check=False);
+    ConfigError otherwise."""
     candidates = [Path(path)]
     if "/" not in path and not path.startswith("."):
         candidates.append(runs_root(runs_dir) / path)
@@ -80,7 +91,7 @@ def _reader(path: str, runs_dir: str | None = None) -> RunReader:
             reader = RunReader(candidate)
         except FileNotFoundError:
             continue
-        problem = reader.problem()
+        problem = reader.problem() if check else None
         if problem:
             raise ConfigError(f"{reader.dir} is unreadable: {problem}")
         return reader
@@ -153,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=None, help="where run folders go (default runs/ or $OSP_RUNS_DIR)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
     r.set_defaults(fn=_cmd_run)
+    rs = sub.add_parser("resume", help="continue a stopped, cancelled or failed run after its last epoch")
+    rs.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    rs.add_argument("--runs-dir", default=None)
+    rs.set_defaults(fn=_cmd_resume)
     ls = sub.add_parser("list", help="list runs")
     ls.add_argument("--runs-dir", default=None)
     ls.set_defaults(fn=_cmd_list)

@@ -48,6 +48,8 @@ class Pruner:
         self.model_counts = net.cost.sizes.copy()
         self.row: dict = {}
         self.masks = self.scores = None
+        self.kept: list[np.ndarray] | None = None        # the masks the prune used
+        self.prune_record: dict | None = None            # epoch t's prune, for a checkpoint taken before its commit
 
     # ------------------------------------------------------------------ 1. search at the epoch's start
     def begin_epoch(self, epoch: int) -> float:
@@ -56,6 +58,7 @@ class Pruner:
         self.t_start = time.time()
         self.row = dict(epoch=epoch, dense_flops=cost.dense_flops, dense_params=cost.dense_params)
         self.masks = self.scores = None
+        self.prune_record = None
         if not self.pruned and not cfg.baseline and epoch >= cfg.monitor_start:
             self._search(epoch)
         self.reg = 0.0 if self.pruned else reg_strength(cfg, epoch, self.t_sl_start)
@@ -115,24 +118,31 @@ class Pruner:
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
         self.row["epoch_seconds"] = time.time() - self.t_start
         after = self._prune(reason) if reason is not None else None
+        if reason is not None:
+            self.prune_record = {"epoch": epoch, "reason": reason, "acc_before": val_acc, "acc_after": after}
         if save is not None:
             save(self.checkpoint(epoch))
         self._log_commands(epoch)
         self.store.write_epoch(self.row, self.masks, self.scores)
         if reason is not None:
-            self.store.update_run(t_star=epoch, prune_reason=reason, phase="pruned")
-            change = f"accuracy {val_acc:.2f} -> {after:.2f} %" if after is not None else f"accuracy {val_acc:.2f} %"
-            self.store.event("prune", f"pruned after epoch {epoch} ({reason}): "
-                                      f"{cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
-                             epoch=epoch, reason=reason, acc_after=after)
+            self.record_prune(self.prune_record)
         return reason is not None
+
+    def record_prune(self, rec: dict) -> None:
+        """Commit a prune: t*, its reason, and the event with the accuracy before and after."""
+        before, after = rec["acc_before"], rec["acc_after"]
+        change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
+        self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
+        self.store.event("prune", f"pruned after epoch {rec['epoch']} ({rec['reason']}): "
+                                  f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
+                         epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
 
     def _prune(self, reason: str) -> float | None:
         """Remove M_t's marked channels physically; the accuracy right after, if an evaluate was given."""
         net = self.net
         keep = self.masks if self.masks is not None else self._search_now()
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
-        self.pruned, self.phase = True, "pruned"
+        self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
         return self.evaluate() if self.evaluate is not None else None
 
@@ -162,9 +172,36 @@ class Pruner:
 
     # ------------------------------------------------------------------ the end
     def checkpoint(self, epoch: int) -> dict:
-        """What a checkpoint holds after epoch t: the model and, once pruned, Torch-Pruning's history."""
+        """What a checkpoint holds after epoch t: the model, Torch-Pruning's history once pruned, and the
+        method's state (`state()`), all tensors and plain data (loadable with weights_only=True)."""
         return {"epoch": epoch, "model": self.net.model.state_dict(), "pruned": self.pruned,
-                "pruning_history": self.net.graph.pruning_history() if self.pruned else []}
+                "pruning_history": self.net.graph.pruning_history() if self.pruned else [], "pruner": self.state()}
+
+    def state(self) -> dict:
+        """Everything the next epochs depend on, and epoch t's record in case it was not committed."""
+        def tensors(arrays):
+            return None if arrays is None else [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        return {"history": [tensors(m) for m in self.history], "raw": list(self.raw),
+                "smooth": {int(k): float(v) for k, v in self.smooth_by_epoch.items()},
+                "t_sl_start": self.t_sl_start, "pruned": self.pruned, "phase": self.phase,
+                "model_counts": [int(c) for c in self.model_counts], "keep": tensors(self.kept),
+                "commands": self.commands.snapshot(), "row": dict(self.row), "masks": tensors(self.masks),
+                "scores": tensors(self.scores), "prune": self.prune_record}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from `state()`: the stability history, the regulariser's start, the prune, the controls."""
+        self.history = [[m.numpy() for m in masks] for masks in state["history"]]
+        self.raw = list(state["raw"])
+        self.smooth_by_epoch = dict(state["smooth"])
+        self.t_sl_start, self.pruned, self.phase = state["t_sl_start"], state["pruned"], state["phase"]
+        self.model_counts = np.array(state["model_counts"], dtype=np.int64)
+        self.kept = None if state["keep"] is None else [k.numpy() for k in state["keep"]]
+        c = state["commands"]
+        self.commands.set_threshold(c["threshold"])
+        self.commands.set_auto_prune(c["auto_prune"])
+        if c["prune_requested"]:
+            self.commands.prune_now()
+        self.commands.drain()                             # restored, not new: no command events
 
     def finish(self, arch: dict) -> None:
         """Export the (pruned) model to model.pt; arch: what load_pruned needs to rebuild it."""

@@ -11,7 +11,10 @@ Exactly one terminal status is written: finished, failed (with the error) or can
 """
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -25,12 +28,12 @@ from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .export import atomic_save
-from .groups import UnsupportedModel
+from .groups import UnsupportedModel, prune_groups
 from .models import build_model
 from .network import Prunable, prepare_network
 from .pruner import Pruner
 from .schedule import learning_rate, schedule_epoch, shrink_lr
-from .store import RunStore, runs_root
+from .store import RunReader, RunStore, runs_root
 from .train import evaluate, train_epoch
 
 
@@ -105,6 +108,7 @@ class Run:
         self.data = data
         self.user_model = model
         self.net: Prunable | None = None
+        self.resumed: dict | None = None              # the checkpoint a resumed run continues from
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
 
     def prepare(self) -> None:
@@ -137,6 +141,48 @@ class Run:
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
+    @classmethod
+    def resume(cls, run_dir: str | Path) -> "Run":
+        """The run of `run_dir`, set to continue after its last checkpointed epoch (ConfigError if it cannot)."""
+        path = Path(run_dir)
+        try:
+            reader = RunReader(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{str(path)!r} is not a run folder: pass one listed by `python -m osp_engine list`") from None
+        problem = reader.problem()
+        if problem:
+            raise ConfigError(f"{path} is unreadable: {problem}")
+        info = reader.info()
+        if info["display_status"] == "running" and reader.writer_alive() is not False:
+            raise ConfigError(f"{path.name} is still running (its process sends heartbeats): cancel it first")
+        if info["status"] == "finished" and (path / "model.pt").is_file():
+            raise ConfigError(f"{path.name} finished and exported its model: nothing to resume")
+        if info["config"].get("dataset") == "custom":
+            raise ConfigError(f"{path.name} trained your own model from Python: it cannot be resumed from here")
+        try:
+            ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError(f"{path.name} has no checkpoint (it ended before its first epoch): start it again") from None
+        except Exception as e:
+            raise ConfigError(f"{path.name}'s checkpoint.pt cannot be read ({type(e).__name__}): start it again") from None
+        run = cls(Config.from_json(json.dumps(info["config"])), path.parent, run_id=path.name)
+        run.resumed = ckpt
+        return run
+
+    def _open_store(self, versions: dict) -> RunStore:
+        """A new store, or for a resumed run its own, marked running again with a 'resume' event."""
+        cfg = self.cfg
+        if self.resumed is None:
+            return RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
+                                   cfg.dataset)
+        for leftover in self.dir.glob("*.tmp"):          # a save that was cut short
+            leftover.unlink()
+        store = RunStore(self.dir)
+        store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
+        store.event("resume", f"resumed after epoch {self.resumed['epoch']}", epoch=self.resumed["epoch"],
+                    pid=os.getpid(), host=socket.gethostname())
+        return store
+
     # ---------------------------------------------------------------- the cycle
     def execute(self, log=None) -> str:
         """Run the whole cycle in this thread; returns the terminal status. `log(str)` gets progress lines."""
@@ -144,8 +190,7 @@ class Run:
         self.prepare()
         versions = {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")}
         try:
-            store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(dev), cfg.threshold,
-                                    cfg.dataset)
+            store = self._open_store(versions)
         finally:
             self.store_ready.set()
         self.store, self.status = store, "running"
@@ -199,16 +244,27 @@ class Run:
         model = net.model.to(memory_format=torch.channels_last) if cl else net.model
         pruner = Pruner(cfg, net, store, self.commands,
                         evaluate=lambda: evaluate(model, val, dev, amp, cl, on_batch=store.heartbeat).acc)
-        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-        store.update_run(dataset=info.label, phase="dense")
-        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
-                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
-                    epoch=0, variant=cfg.variant)
+        if self.resumed is None:
+            store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+            store.update_run(dataset=info.label, phase="dense")
+            store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
+                                   f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
+                        epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname())
+        optimizer = self._optimizer(model)
+        start = 0
+        if self.resumed is not None:
+            optimizer, start = self._restore(self.resumed, pruner, model, train, store)
         self.relay = Relay(store, self.commands)
         self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
-        optimizer = self._optimizer(model)
         n_iter = len(train)
-        for epoch in range(cfg.epochs):
+
+        def save(ckpt: dict) -> None:                     # epoch t's checkpoint, before epoch t is committed
+            pruned_now = (pruner.prune_record or {}).get("epoch") == ckpt["epoch"]
+            ckpt["optimizer"] = None if pruned_now else optimizer.state_dict()     # after a prune: a fresh one
+            ckpt["rng"] = _rng_state(train)
+            atomic_save(ckpt, self.dir / "checkpoint.pt")
+
+        for epoch in range(start, cfg.epochs):
             # 1. search the candidate sub-network at the start of the epoch
             pruner.begin_epoch(epoch)
             # 2. train one epoch on the one LR cycle, shrinking the marked slices after every step
@@ -220,13 +276,31 @@ class Run:
             # 3. evaluate and store the epoch; 4. prune when the stop rule fires, with a new optimiser
             val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
             if pruner.end_epoch(epoch, stats.loss, stats.acc, val_stats.loss, val_stats.acc,
-                                learning_rate(cfg, position, 0, n_iter),
-                                save=lambda ckpt: atomic_save(ckpt, self.dir / "checkpoint.pt")):
+                                learning_rate(cfg, position, 0, n_iter), save=save):
                 optimizer = self._optimizer(model)
             log(_progress_line(pruner.row, cfg.epochs))
         pruner.finish(dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                            in_channels=info.in_channels, input_shape=list(info.input_shape),
                            custom=self.user_model is not None))
+
+    def _restore(self, ckpt: dict, pruner: Pruner, model: torch.nn.Module, train, store: RunStore):
+        """Put model, optimiser, method state and random states back as they were after epoch t; commit
+        epoch t if the process died between its checkpoint and its commit. Returns (optimizer, t + 1)."""
+        state = ckpt["pruner"]
+        if ckpt["pruned"]:
+            prune_groups(self.net.graph, self.net.groups, state["keep"])
+        model.load_state_dict(ckpt["model"])
+        optimizer = self._optimizer(model)
+        if ckpt["optimizer"] is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        pruner.load_state(state)
+        _set_rng_state(ckpt["rng"], train)
+        if RunReader(self.dir).last_epoch() < ckpt["epoch"]:
+            store.write_epoch(state["row"], *[None if a is None else [t.numpy() for t in a]
+                                              for a in (state["masks"], state["scores"])])
+            if state["prune"] is not None:
+                pruner.record_prune(state["prune"])
+        return optimizer, ckpt["epoch"] + 1
 
     # ---------------------------------------------------------------- helpers
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -243,6 +317,24 @@ class Run:
             if not self.commands.cancelled:
                 store.event("resumed", "resumed")
         self.commands.checkpoint()
+
+
+def _rng_state(train) -> dict:
+    """Every random state the next epochs draw from (tensors and lists only)."""
+    gen = getattr(train, "generator", None)
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "loader": gen.get_state() if gen is not None else None,
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict, train) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["loader"] is not None and getattr(train, "generator", None) is not None:
+        train.generator.set_state(state["loader"])
+    np.random.set_state((state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:]))
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _progress_line(row: dict, total: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -175,6 +176,21 @@ class RunReader:
         out["stale"] = out["status"] == "running" and time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
         out["display_status"] = "stale" if out["stale"] else out["status"]
         return out
+
+    def writer_alive(self) -> bool | None:
+        """Whether the process that last started or resumed this run still exists (None: another
+        machine, or a run made before writers were recorded)."""
+        rows = self._query("SELECT data FROM events WHERE kind IN ('started', 'resume') ORDER BY id DESC LIMIT 1")
+        data = json.loads(rows[0][0] or "{}") if rows else {}
+        if "pid" not in data or data.get("host") != socket.gethostname():
+            return None
+        try:
+            os.kill(int(data["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     def problem(self) -> str | None:
         """Why this run cannot be read (a damaged, empty or row-less run.db, a folder name no run id
