@@ -146,6 +146,13 @@ def _check_out(out: Path) -> None:
 def _cmd_export(args) -> int:
     reader = _reader(args.run_dir, args.runs_dir)
     src = reader.dir / "model.pt"
+    s = reader.summary()
+    if not src.is_file() and s["epochs"] == s["total_epochs"] and (reader.dir / "checkpoint.pt").is_file():
+        from .run import Run                     # trained to the end, export cut short: export it again
+
+        run = Run.resume(reader.dir)
+        run.prepare()
+        run.execute()
     if not src.is_file():
         raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
     _check_out(Path(args.out))

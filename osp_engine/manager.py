@@ -23,7 +23,22 @@ class RunManager:
 
     def start(self, cfg: Config) -> str:
         """Validate, load the data, then train in a daemon thread; returns the run id (ConfigError on bad input)."""
-        run = Run(cfg, self.root)
+        return self._launch(Run(cfg, self.root))
+
+    def resume(self, run_id: str) -> str:
+        """Continue a stale, cancelled or failed run after its last checkpointed epoch (ConfigError if it cannot)."""
+        return self._launch(Run.resume(resolve_run_dir(self.root, run_id)))
+
+    def resumable(self, run_id: str) -> bool:
+        """Whether Resume applies: the run ended without finishing (or its writer is gone) and has a checkpoint."""
+        reader = self.reader(run_id)
+        info = reader.info()
+        ended = info["status"] in ("cancelled", "failed") or info["stale"]
+        unexported = info["status"] == "finished" and not (reader.dir / "model.pt").is_file()
+        return (ended or unexported) and (reader.dir / "checkpoint.pt").is_file() and \
+            info["config"].get("dataset") != "custom"
+
+    def _launch(self, run: Run) -> str:
         run.prepare()
         thread = threading.Thread(target=run.execute, name=f"osp-run-{run.run_id}", daemon=True)
         with self._lock:

@@ -173,7 +173,8 @@ class RunReader:
         out = dict(zip(cols, row))
         out["config"] = json.loads(out["config"])
         out["versions"] = json.loads(out["versions"] or "{}")
-        out["stale"] = out["status"] == "running" and time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
+        out["stale"] = out["status"] == "running" and (time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
+                                                       or self.writer_alive() is False)   # its process is gone
         out["display_status"] = "stale" if out["stale"] else out["status"]
         return out
 

@@ -81,6 +81,17 @@ def delete(run_id: str) -> None:
         select_run(None)
 
 
+def resume(run_id: str) -> None:
+    """The Resume button's callback: the run continues in the background from its last epoch."""
+    try:
+        manager().resume(run_id)
+    except ConfigError as e:
+        st.error(f"Could not resume: {e}")
+        return
+    select_run(run_id)
+    st.toast(f"Resumed {run_id}")
+
+
 def keep() -> None:
     st.session_state.pop("confirm_delete", None)
 
@@ -113,6 +124,9 @@ def run_card(r: RunReader) -> None:
             b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}",
                         on_click=send, args=(r.run_id, "resume" if live["paused"] else "pause"))
             b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=send, args=(r.run_id, "cancel"))
+        elif mgr.resumable(r.run_id):
+            b[1].button("Resume", key=f"resume_{r.run_id}", on_click=resume, args=(r.run_id,),
+                        help="continue after the last completed epoch, as if it had never stopped")
         b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere, on_click=ask_delete, args=(r.run_id,),
                     help="a run another process is writing can be deleted once it ends" if elsewhere else None)
         if st.session_state.get("confirm_delete") == r.run_id:

@@ -371,3 +371,35 @@ def test_damaged_run_folders_never_take_a_page_down(filled_root):
     by_id = subprocess.run([sys.executable, "-m", "osp_engine", "show", run_id, "--json"], capture_output=True,
                            text=True, env=env, cwd=ROOT)
     assert by_id.returncode == 0 and json.loads(by_id.stdout)["run_id"] == run_id
+
+
+def test_resume_button_continues_a_cancelled_run_to_the_end(tmp_path, monkeypatch):
+    from osp_engine.config import apply_overrides
+    from osp_engine.manager import RunManager
+    from osp_engine.run import Run
+
+    root = tmp_path / "runs"
+    run = Run(apply_overrides(get_preset("demo"), ["epochs=8", "sl_start=1", "sl_end=5"]), root)
+    real, calls = run._between_batches, [0]
+
+    def cancel_in_epoch_two(store):                      # 24 training batches per epoch, then evaluation
+        calls[0] += 1
+        if calls[0] == 2 * 30 + 3:
+            run.commands.cancel()
+        real(store)
+    run._between_batches = cancel_in_epoch_two
+    assert run.execute() == "cancelled" and RunReader(run.dir).last_epoch() == 1
+    assert RunManager(root).resumable(run.run_id)
+    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+    monkeypatch.chdir(ROOT)
+    at = _page("runs", run.run_id)
+    at.button(key=f"resume_{run.run_id}").click().run()
+    assert not at.exception
+    reader = RunReader(run.dir)
+    deadline = time.time() + 240
+    while time.time() < deadline and reader.info()["status"] != "finished":
+        time.sleep(0.3)
+    s = reader.summary()
+    assert s["status"] == "finished" and s["epochs"] == 8 and s["t_star"] is not None
+    assert [e["kind"] for e in reader.events()].count("resume") == 1
+    assert not RunManager(root).resumable(run.run_id)    # finished and exported: nothing left to resume

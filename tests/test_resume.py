@@ -106,3 +106,14 @@ def test_a_killed_run_resumes_to_the_same_store_and_model(uninterrupted, tmp_pat
 def test_resume_refuses_what_it_cannot_continue(uninterrupted):
     res = _cli("resume", str(uninterrupted))
     assert res.returncode == 2 and "nothing to resume" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_export_exports_again_a_run_whose_export_was_cut_short(tmp_path):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=str(ROOT), point="during-export"))
+    runs = tmp_path / "runs"
+    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
+    (run_dir,) = runs.iterdir()
+    res = _cli("export", str(run_dir), "--out", str(tmp_path / "pruned.pt"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "pruned.pt").is_file() and RunReader(run_dir).info()["status"] == "finished"
