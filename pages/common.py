@@ -5,6 +5,7 @@ here imports torch.
 """
 from __future__ import annotations
 
+import re
 import runpy
 from pathlib import Path
 
@@ -189,9 +190,18 @@ VARIANT_TEXT = {
 }
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:])")
+
+
+def plain(value) -> str:
+    """Text read from a run.db as literal text inside Markdown: one line, every Markdown character
+    escaped, so a crafted name or error can draw no link, image or formatting (nothing is fetched)."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+
+
 def variant_line(variant: str) -> str:
     """'variant official — reproduces the official code, …': what a run's variant means, in one line."""
-    return f"variant **{variant}** — {VARIANT_TEXT.get(variant, 'unknown')}"
+    return f"variant **{plain(variant)}** — {VARIANT_TEXT.get(variant, 'unknown')}"
 
 
 def fmt_pct(x) -> str:

@@ -8,7 +8,7 @@ from osp_engine.config import VARIANTS
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, refresh_picker, select_run,
+from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, plain, refresh_picker, select_run,
                           selected_run, send)
 
 
@@ -104,7 +104,7 @@ def run_card(r: RunReader) -> None:
     elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
         top = st.columns([4, 2, 2, 2])
-        top[0].markdown(f"**{r.run_id}**  \n{s['model']} · {s['dataset']} · {s['variant']}"
+        top[0].markdown(f"**{r.run_id}**  \n{plain(s['model'])} · {plain(s['dataset'])} · {plain(s['variant'])}"
                         + ("  \nrunning in another process" if elsewhere else ""))
         top[1].metric("Status", s["status"] + (" (paused)" if live and live["paused"] else ""))
         top[2].metric("Phase", s["phase"] or "–")
@@ -113,7 +113,7 @@ def run_card(r: RunReader) -> None:
         st.progress(min(s["epochs"] / max(s["total_epochs"] or 1, 1), 1.0),
                     text=f"epoch {s['epochs']}/{s['total_epochs']} · best accuracy {best}")
         if s["status"] == "failed":
-            st.error(f"Failed: {s['error']}")
+            st.error(f"Failed: {plain(s['error'])}")
         if s["status"] == "stale":
             st.warning("No heartbeat for over a minute: the process writing this run has stopped. "
                        "Every completed epoch is still readable.")

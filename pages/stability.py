@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 from osp_engine.analysis import early_bird_epoch
 from osp_engine.store import RunReader
 from pages.common import (empty_state, enter_frame, epochs_frame, header, manager, reader, require_run, run_key, send,
-                          similarity, variant_line)
+                          plain, similarity, variant_line)
 from pages.figures import hline, label, matrix_figure, phase_bands, vline
 
 
@@ -84,8 +84,8 @@ def live_view(run: RunReader) -> None:
     key = run_key(run)
     info = run.info()
     df = epochs_frame(*key)
-    st.markdown(f"**{run.run_id}** · {info['display_status']} · phase **{info['phase']}** · "
-                f"{len(df)} epochs" + (f" · pruned after epoch {info['t_star']} ({info['prune_reason']})"
+    st.markdown(f"**{run.run_id}** · {plain(info['display_status'])} · phase **{plain(info['phase'])}** · "
+                f"{len(df)} epochs" + (f" · pruned after epoch {info['t_star']} ({plain(info['prune_reason'])})"
                                       if info["t_star"] is not None else ""))
     st.caption(variant_line(info["config"].get("variant", "unrecorded")))
     controls(run.run_id, info, df)

@@ -306,7 +306,7 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
                     root)
     assert corrected.execute() == "finished"
     at = _page("runs", run_id)
-    cards = [m.value for m in at.markdown if "digits-resnet14" in m.value]
+    cards = [m.value for m in at.markdown if "digits\\-resnet14" in m.value]     # escaped: plain text
     assert sorted(c.split(" · ")[-1] for c in cards) == ["corrected", "official"]
     at = _page("stability", corrected.run_id)
     assert at.caption[1].value.startswith("variant **corrected** — fixes the official code's known quirks")
@@ -403,3 +403,24 @@ def test_resume_button_continues_a_cancelled_run_to_the_end(tmp_path, monkeypatc
     assert s["status"] == "finished" and s["epochs"] == 8 and s["t_star"] is not None
     assert [e["kind"] for e in reader.events()].count("resume") == 1
     assert not RunManager(root).resumable(run.run_id)    # finished and exported: nothing left to resume
+
+
+def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
+    """A crafted run.db (a model name with an image and a link, an error with HTML) draws no link or image."""
+    from osp_engine.store import RunStore
+
+    root, run_id = filled_root
+    shutil.copytree(root / run_id, root / "zz-crafted")
+    store = RunStore(root / "zz-crafted")
+    cfg = RunReader(root / "zz-crafted").info()["config"]
+    cfg["model"] = "![x](http://example.invalid/x.png) [click](http://example.invalid)"
+    store.update_run(config=json.dumps(cfg), status="failed", error="<img src=http://example.invalid/y.png> boom",
+                     phase="**bold**")
+    store.close()
+    at = _page("runs", "zz-crafted")
+    assert not at.exception
+    card = next(m.value for m in at.markdown if m.value.startswith("**zz-crafted**"))
+    assert "\\!\\[x\\]\\(http\\:" in card and "](http" not in card
+    assert any(e.value.startswith("Failed: \\<img src=http\\://") for e in at.error)
+    at = _page("stability", "zz-crafted")
+    assert not at.exception and "phase **\\*\\*bold\\*\\***" in at.markdown[0].value
