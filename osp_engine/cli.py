@@ -40,9 +40,9 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .run import Run
+    cfg = apply_overrides(get_preset(args.preset), args.set or []).validate()   # before torch loads: a bad
+    from .run import Run                                                      # setting is answered at once
 
-    cfg = apply_overrides(get_preset(args.preset), args.set or [])
     run = Run(cfg, args.runs_dir)
     run.prepare()
     return _execute(run)

@@ -73,20 +73,19 @@ class Config:
 
         model_registry / dataset_registry False: the model or the data are passed in (osp_engine.api),
         and `model` / `dataset` are only their labels."""
-        from .data import DATASETS
-        from .models import MODELS
+        from .catalog import DATASET_NAMES, MODEL_NAMES
 
         def fail(msg: str) -> None:
             raise ConfigError(msg)
 
-        if model_registry and self.model not in MODELS:
-            fail(f"unknown model {self.model!r}: `python -m osp_engine models` lists the {len(MODELS)} known")
+        if model_registry and self.model not in MODEL_NAMES:
+            fail(f"unknown model {self.model!r}: `python -m osp_engine models` lists the {len(MODEL_NAMES)} known")
         if self.weights and not Path(self.weights).is_file():
             fail(f"weights file {self.weights!r} does not exist: give a local state_dict file (never downloaded)")
         if self.cost_checks < 0:
             fail(f"cost_checks must be >= 0, got {self.cost_checks}")
-        if dataset_registry and self.dataset not in DATASETS:
-            fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASETS))}")
+        if dataset_registry and self.dataset not in DATASET_NAMES:
+            fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASET_NAMES))}")
         if self.variant not in VARIANTS:
             fail(f"unknown variant {self.variant!r}: use official (the official code, exactly) or corrected")
         if self.epochs <= 0:
@@ -128,9 +127,9 @@ class Config:
             fail("monitor_start and sl_start must be >= 0")
         if self.sl_end < self.sl_start:
             fail(f"sl_end ({self.sl_end}) is before sl_start ({self.sl_start}): set sl_end >= sl_start")
-        if self.sl_end + 1 >= self.epochs:
+        if self.sl_end + 2 >= self.epochs:       # the forced prune ends epoch sl_end + 1; one epoch must follow
             fail(f"sl_end ({self.sl_end}) leaves no epoch to fine-tune in {self.epochs}: "
-                 f"set sl_end <= {self.epochs - 2} or raise epochs")
+                 f"set sl_end <= {self.epochs - 3} or raise epochs")
         if self.monitor_start > self.sl_end:
             fail(f"monitor_start ({self.monitor_start}) is after sl_end ({self.sl_end}): lower it")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -78,7 +78,7 @@ def test_prune_refuses_a_model_it_cannot_prune_without_a_folder(tmp_path):
 
     with pytest.raises(ConfigError, match=r"^ShuffleNetV2 on custom: Torch-Pruning cannot trace"):
         osp_engine.prune(torchvision.models.shufflenet_v2_x0_5(num_classes=10), _batches(64, 32), _batches(32, 32),
-                         num_classes=10, runs_dir=tmp_path, epochs=4, sl_start=1, sl_end=2)
+                         num_classes=10, runs_dir=tmp_path, epochs=4, sl_start=1, sl_end=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -90,7 +90,7 @@ def test_no_training_batch_is_an_error_not_a_finished_run(tmp_path):
                           nn.Flatten(), nn.Linear(8, 10))
     with pytest.raises(ConfigError, match=r"gives no batch .*batch_size=32"):
         osp_engine.prune(model, _batches(20, drop_last=True), _batches(20), num_classes=10, runs_dir=tmp_path,
-                         epochs=4, sl_start=1, sl_end=2)
+                         epochs=4, sl_start=1, sl_end=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -101,7 +101,7 @@ def test_a_failure_inside_your_loop_is_recorded_and_raised(tmp_path):
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
     with pytest.raises(KeyError):
         with osp_engine.attach(model, torch.zeros(1, 3, 16, 16), num_classes=10, epochs=4, runs_dir=tmp_path,
-                               sl_start=1, sl_end=2) as pruner:
+                               sl_start=1, sl_end=1) as pruner:
             pruner.begin_epoch(0)
             raise KeyError("lost batch")
     (run_dir,) = tmp_path.iterdir()

@@ -211,7 +211,7 @@ def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
     from osp_engine.store import RunStore
 
     root, run_id = filled_root
-    failed = Run(apply_overrides(get_preset("demo"), ["epochs=4", "sl_start=1", "sl_end=2", "lr=1e30"]), root)
+    failed = Run(apply_overrides(get_preset("demo"), ["epochs=4", "sl_start=1", "sl_end=1", "lr=1e30"]), root)
     assert failed.execute() == "failed"
     for name, beat in (("zz-stale", 0.0), ("zz-elsewhere", time.time())):  # as a crashed / a live CLI writer leaves it
         shutil.copytree(root / run_id, root / name)

@@ -14,6 +14,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..catalog import TORCHVISION_CLASSIFIERS
+
 from .cifar_resnet import CifarResNet
 from .mobilenetv2 import MobileNetV2
 from .vgg import VGG
@@ -39,10 +41,8 @@ def _torchvision(arch: str) -> Callable[[int, int, int], nn.Module]:
 
 
 def torchvision_names() -> list[str]:
-    """Every classification model torchvision lists, in its own order."""
-    import torchvision
-
-    return list(torchvision.models.list_models(module=torchvision.models))
+    """Every classification model torchvision lists, in its own order (catalog.py keeps the list torch-free)."""
+    return list(TORCHVISION_CLASSIFIERS)
 
 
 def _cifar_resnet(depth: int) -> Callable[[int, int, int], nn.Module]:
