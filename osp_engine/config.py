@@ -63,6 +63,7 @@ class Config:
     amp: bool = True                      # bf16 autocast on CUDA (decisions stay fp32); ignored on CPU
     channels_last: bool = True            # on CUDA only
     synthetic_size: int = 10000           # images in the synthetic throughput set
+    threads: int = 0                      # CPU threads; 0: the cores shared among this machine's live CPU runs
     num_workers: int = 4                  # ImageFolder loaders only
     cost_checks: int = 2                  # pruned copies counted by Torch-Pruning at start (0: trust the model)
     preset: str = ""                      # the preset this config came from (informational)
@@ -134,6 +135,8 @@ class Config:
             fail(f"monitor_start ({self.monitor_start}) is after sl_end ({self.sl_end}): lower it")
         if self.device not in ("auto", "cpu", "cuda"):
             fail(f"device {self.device!r} is unknown: use auto, cpu or cuda")
+        if self.threads < 0:
+            fail(f"threads must be >= 0 (0: share the cores among the live CPU runs), got {self.threads}")
         if self.synthetic_size <= 0:
             fail("synthetic_size must be positive")
         return self

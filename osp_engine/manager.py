@@ -1,6 +1,9 @@
 """The run manager: starts runs in background threads, lists them, and forwards commands.
 
 It holds no UI state and never imports Streamlit; the app keeps one instance per server process.
+At most `per_device` runs train at once on each device (default 1: two runs sharing two CPU cores
+each take longer than both one after the other); the others wait in a queue, in the order started,
+and can be cancelled there. A queued run has no folder until it starts.
 A run another process is writing (the command line, osp_engine.prune or attach) is steered through
 its store: the command is queued in run.db and that process applies it within about a second.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 from .config import Config
@@ -16,10 +20,13 @@ from .store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
 
 
 class RunManager:
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, per_device: int = 1) -> None:
         self.root = runs_root(None if root is None else str(root))
+        self.per_device = per_device
         self._lock = threading.Lock()
         self._runs: dict[str, tuple[Run, threading.Thread]] = {}
+        self._slots: dict[str, threading.Semaphore] = {}
+        self._queue: list[Run] = []                   # started, waiting for a slot on their device
 
     def start(self, cfg: Config) -> str:
         """Validate, load the data, then train in a daemon thread; returns the run id (ConfigError on bad input)."""
@@ -40,17 +47,67 @@ class RunManager:
 
     def _launch(self, run: Run) -> str:
         run.prepare()
-        thread = threading.Thread(target=run.execute, name=f"osp-run-{run.run_id}", daemon=True)
         with self._lock:
+            slot = self._slots.setdefault(str(run.device), threading.Semaphore(self.per_device))
+            device_waits = any(str(r.device) == str(run.device) for r in self._queue)
+            now = not device_waits and slot.acquire(blocking=False)      # never ahead of the queue
+            if not now:
+                self._queue.append(run)
+            thread = threading.Thread(target=self._drive, args=(run, slot, now), name=f"osp-run-{run.run_id}",
+                                      daemon=True)
             self._runs[run.run_id] = (run, thread)
         thread.start()
-        run.store_ready.wait(timeout=60)              # the run is listed from the moment start returns
+        if now:
+            run.store_ready.wait(timeout=60)          # the run is listed from the moment start returns
         return run.run_id
 
+    def _drive(self, run: Run, slot: threading.Semaphore, holding: bool) -> None:
+        """Wait for the device's slot (unless cancelled in the queue), train, hand the slot on."""
+        while not holding:
+            if run.commands.cancelled:
+                with self._lock:
+                    self._queue.remove(run)
+                return
+            with self._lock:                          # first come, first served on each device
+                first = next(r for r in self._queue if str(r.device) == str(run.device)) is run
+            if not first:
+                time.sleep(0.2)
+                continue
+            holding = slot.acquire(timeout=0.2)
+            if holding:
+                with self._lock:
+                    self._queue.remove(run)
+        try:
+            run.execute()
+        finally:
+            slot.release()
+
+    def queued(self) -> list[tuple[str, str, int]]:
+        """[(run id, device, runs ahead of it on that device)] of the runs waiting for a slot, in order."""
+        with self._lock:
+            waiting = list(self._queue)
+        ahead: dict[str, int] = {}
+        out = []
+        for run in waiting:
+            device = str(run.device)
+            out.append((run.run_id, device, ahead.get(device, 0)))
+            ahead[device] = ahead.get(device, 0) + 1
+        return out
+
     def owned(self, run_id: str) -> Run | None:
+        """This process's run if it is training now (not queued, not ended)."""
         with self._lock:
             entry = self._runs.get(run_id)
-        return entry[0] if entry and entry[1].is_alive() else None
+            waiting = entry is not None and entry[0] in self._queue
+        return entry[0] if entry and entry[1].is_alive() and not waiting else None
+
+    def cancel_queued(self, run_id: str) -> None:
+        """Take a run out of the queue before it starts (nothing was written for it)."""
+        with self._lock:
+            entry = self._runs.get(run_id)
+        if entry is not None:
+            entry[0].commands.cancel("cancelled in the queue")
+            entry[1].join(timeout=5)
 
     def command(self, run_id: str, name: str, *args) -> None:
         """cancel | pause | resume | prune_now | set_threshold | set_auto_prune; RuntimeError if not live."""

@@ -34,6 +34,7 @@ from .network import Prunable, prepare_network
 from .pruner import Pruner
 from .schedule import learning_rate, schedule_epoch, shrink_lr
 from .store import RunReader, RunStore, runs_root
+from .threads import live_cpu_runs, thread_share, usable_cores
 from .train import evaluate, train_epoch
 
 
@@ -265,6 +266,7 @@ class Run:
             atomic_save(ckpt, self.dir / "checkpoint.pt")
 
         for epoch in range(start, cfg.epochs):
+            self._share_threads(store, epoch)
             # 1. search the candidate sub-network at the start of the epoch
             pruner.begin_epoch(epoch)
             # 2. train one epoch on the one LR cycle, shrinking the marked slices after every step
@@ -307,6 +309,18 @@ class Run:
         cfg = self.cfg
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
+
+    def _share_threads(self, store: RunStore, epoch: int) -> None:
+        """On CPU, take this epoch's share of the cores (threads.py); a change is an event of the run."""
+        if self.device.type != "cpu":
+            return
+        cores, live = usable_cores(), live_cpu_runs(self.root)
+        ceiling = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or cores
+        n = thread_share(self.cfg.threads, ceiling, live, cores)
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+            why = "the threads setting" if self.cfg.threads else f"{cores} cores shared by {live} live CPU run(s)"
+            store.event("threads", f"{n} CPU thread(s): {why}", epoch=epoch, threads=n)
 
     def _between_batches(self, store: RunStore) -> None:
         store.heartbeat()

@@ -5,7 +5,7 @@ import streamlit as st
 
 from osp_engine.analysis import kept_fraction, settle_order
 from osp_engine.store import RunReader
-from pages.common import empty_state, enter_frame, header, mask_data, require_run, run_key
+from pages.common import chart_text, empty_state, enter_frame, header, mask_data, require_run, run_key
 from pages.figures import IMAGE_ROWS, matrix_figure
 
 KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for pruning, kept
@@ -78,7 +78,7 @@ def render() -> None:
                     "No sub-network searched yet: the search starts at epoch monitor_start. Wait a few seconds.")
         return
     sizes = [g["size"] for g in groups]
-    names = [f"{g['gid']:>2} {g['name']} ({g['size']})" for g in groups]
+    names = [chart_text(f"{g['gid']:>2} {g['name']} ({g['size']})") for g in groups]
     st.markdown(f"**{run.run_id}** · {len(epochs)} searched epochs ({epochs[0]}–{epochs[-1]}) · "
                 f"{kept.shape[1]} channels in {len(groups)} groups")
     x = np.array(epochs)

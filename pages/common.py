@@ -5,6 +5,7 @@ here imports torch.
 """
 from __future__ import annotations
 
+import html
 import re
 import runpy
 from pathlib import Path
@@ -197,6 +198,12 @@ def plain(value) -> str:
     """Text read from a run.db as literal text inside Markdown: one line, every Markdown character
     escaped, so a crafted name or error can draw no link, image or formatting (nothing is fetched)."""
     return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def chart_text(value) -> str:
+    """Text read from a run.db as literal text inside a Plotly chart: Plotly draws <a href>, <img>-free
+    pseudo-HTML in names, ticks and annotations, so every tag character becomes an entity it shows as is."""
+    return html.escape(" ".join(str(value).split()), quote=False)
 
 
 def variant_line(variant: str) -> str:

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import empty_state, enter_frame, epochs_frame, header, manager, pick_runs, run_key
+from pages.common import chart_text, empty_state, enter_frame, epochs_frame, header, manager, pick_runs, run_key
 
 
 DASH = {"official": "solid", "corrected": "dot"}      # an official and a corrected run of one seed stay apart
@@ -49,7 +49,7 @@ def render() -> None:
             continue
         x = df["epoch"].to_numpy()
         variant = r.summary()["variant"]
-        style = dict(name=f"{r.run_id} ({variant})", line=dict(dash=DASH.get(variant, "dashdot")))
+        style = dict(name=chart_text(f"{r.run_id} ({variant})"), line=dict(dash=DASH.get(variant, "dashdot")))
         psi.add_trace(go.Scatter(x=x, y=df["psi_smoothed"].to_numpy(dtype=float), **style))
         acc.add_trace(go.Scatter(x=x, y=df["val_acc"].to_numpy(dtype=float), **style))
     psi.update_layout(title="Smoothed PSI", xaxis_title="epoch", height=340)

@@ -24,6 +24,9 @@ def start(cfg: Config) -> None:
     except ConfigError as e:
         st.error(f"Could not start: {e}")
         return
+    if run_id in [q[0] for q in manager().queued()]:
+        st.toast(f"Queued {run_id}: it starts when the run training on its device ends")
+        return
     select_run(run_id)
     st.toast(f"Started {run_id}")
 
@@ -148,8 +151,18 @@ def unreadable_card(run_id: str, problem: str) -> None:
                 n.button("Keep it", key=f"no_{run_id}", on_click=keep)
 
 
+def queued_card(run_id: str, device: str, ahead: int) -> None:
+    """A run waiting for its device: one at a time trains per device, the others wait here in order."""
+    with st.container(border=True):
+        st.text(f"{run_id}\nqueued for {device}: starts when " +
+                ("the run training there ends" if ahead == 0 else f"{ahead + 1} runs ahead of it have ended"))
+        st.button("Cancel", key=f"unqueue_{run_id}", on_click=manager().cancel_queued, args=(run_id,))
+
+
 @st.fragment(run_every=2)
 def run_table() -> None:
+    for run_id, device, ahead in manager().queued():
+        queued_card(run_id, device, ahead)
     for run_id, problem in manager().unreadable():
         unreadable_card(run_id, problem)
     for r in manager().list():

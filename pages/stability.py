@@ -7,7 +7,7 @@ from plotly.subplots import make_subplots
 
 from osp_engine.analysis import early_bird_epoch
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, epochs_frame, header, manager, reader, require_run, run_key, send,
+from pages.common import (chart_text, empty_state, enter_frame, epochs_frame, header, manager, reader, require_run, run_key, send,
                           plain, similarity, variant_line)
 from pages.figures import hline, label, matrix_figure, phase_bands, vline
 
@@ -62,7 +62,7 @@ def stability_figure(df, info) -> go.Figure:
     eb_thr = info["config"].get("eb_threshold", 0.1)
     shapes = phase_bands(x.tolist(), df["phase"].tolist())
     shapes += [hline(info["threshold"], "#c53030"), hline(eb_thr, "#38a169", yref="y2", dash="dot")]
-    notes = [label(0, info["threshold"], f"threshold {info['threshold']}", "#c53030", xref="x domain", yref="y")]
+    notes = [label(0, info["threshold"], chart_text(f"threshold {info['threshold']}"), "#c53030", xref="x domain", yref="y")]
     drawn = early_bird_epoch(x.tolist(), df["eb_distance"].tolist(), eb_thr)
     if drawn is not None:
         shapes.append(vline(drawn, "#38a169", xref="x2", yref="y2 domain", dash="dot"))
@@ -70,7 +70,7 @@ def stability_figure(df, info) -> go.Figure:
     for name, epoch, colour in (("t_sl_start", info["t_sl_start"], "#dd6b20"), ("t*", info["t_star"], "#c53030")):
         if epoch is not None:
             shapes.append(vline(epoch, colour))
-            notes.append(label(epoch, 1, f"{name} = {epoch}", colour, yref="y domain"))
+            notes.append(label(epoch, 1, chart_text(f"{name} = {epoch}"), colour, yref="y domain"))
     fig.update_layout(shapes=shapes, annotations=list(fig.layout.annotations) + notes, height=720,
                       margin=dict(t=40, b=20), legend=dict(orientation="h", y=-0.05))
     fig.update_yaxes(rangemode="tozero", row=4, col=1)

@@ -275,6 +275,9 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
         assert not at.exception and at.title[0].value == "Stability"
         assert [r.run_id for r in mgr.list()] == [demo]
         mgr.command(demo, "cancel")
+        deadline = time.time() + 120                # one run trains per device: the next one waits for it
+        while mgr.owned(demo) is not None and time.time() < deadline:
+            time.sleep(0.05)
         at.session_state["page"] = "runs"
         at.run()
         at.number_input(key="knob_demo_sl_start").set_value(25)
@@ -416,6 +419,8 @@ def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     cfg["model"] = "![x](http://example.invalid/x.png) [click](http://example.invalid)"
     store.update_run(config=json.dumps(cfg), status="failed", error="<img src=http://example.invalid/y.png> boom",
                      phase="**bold**")
+    store.con.execute("UPDATE groups SET name = '<a href=\"http://example.invalid\">x</a>' WHERE gid = 0")
+    store.con.commit()                                   # a layer name with a link: drawn as text in charts
     store.close()
     at = _page("runs", "zz-crafted")
     assert not at.exception
@@ -424,3 +429,6 @@ def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     assert any(e.value.startswith("Failed: \\<img src=http\\://") for e in at.error)
     at = _page("stability", "zz-crafted")
     assert not at.exception and "phase **\\*\\*bold\\*\\***" in at.markdown[0].value
+    at = _page("channels", "zz-crafted")
+    ticks = json.loads(_figures(at)[0])["data"][0]["y"]
+    assert not at.exception and ticks[0].startswith('0 &lt;a href="http://example.invalid"&gt;x&lt;/a&gt; (')

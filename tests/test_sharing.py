@@ -1,0 +1,71 @@
+"""Sharing one machine: each CPU run's share of the cores, and the studio's queue of one run per device."""
+import time
+
+import torch
+
+from osp_engine import get_preset
+from osp_engine.config import apply_overrides
+from osp_engine.manager import RunManager
+from osp_engine.store import RunReader, list_runs
+from osp_engine.threads import live_cpu_runs, thread_share
+
+TINY = ["epochs=6", "sl_start=1", "sl_end=3", "reg=0.02", "reg_delta=0.02"]
+
+
+def test_thread_share_divides_the_cores_and_keeps_the_ceiling():
+    assert thread_share(0, ceiling=16, live_runs=1, cores=16) == 16
+    assert thread_share(0, ceiling=16, live_runs=3, cores=16) == 5
+    assert thread_share(0, ceiling=4, live_runs=1, cores=16) == 4        # OMP_NUM_THREADS=4 stays the most
+    assert thread_share(0, ceiling=2, live_runs=5, cores=2) == 1         # never below one
+    assert thread_share(0, ceiling=2, live_runs=0, cores=2) == 2
+    assert thread_share(3, ceiling=2, live_runs=5, cores=2) == 3         # threads=3: as asked
+
+
+def _wait(condition, seconds=180):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_the_queue_trains_one_run_per_device_in_order(tmp_path):
+    """Three runs started at once: one trains, the second waits its turn and then finishes, the third is
+    cancelled in the queue and never gets a folder; never two running at once."""
+    torch.set_num_threads(2)
+    mgr = RunManager(tmp_path, per_device=1)
+    cfg = apply_overrides(get_preset("demo"), TINY)
+    first = mgr.start(cfg)
+    mgr.command(first, "pause")                                   # holds the slot however fast this machine is
+    second = mgr.start(apply_overrides(cfg, ["seed=1"]))
+    third = mgr.start(apply_overrides(cfg, ["seed=2"]))
+    assert mgr.queued() == [(second, "cpu", 0), (third, "cpu", 1)]
+    assert [r.run_id for r in list_runs(tmp_path)] == [first]      # a queued run has no folder yet
+    assert live_cpu_runs(tmp_path) == 1                          # the paused run, written by this process
+    mgr.cancel_queued(third)
+    assert mgr.queued() == [(second, "cpu", 0)]
+    running_at_once = []
+    mgr.command(first, "resume")
+    def both_done():
+        running_at_once.append(sum(r.info()["status"] == "running" for r in list_runs(tmp_path)))
+        return all(r.info()["status"] == "finished" for r in list_runs(tmp_path)) and len(list_runs(tmp_path)) == 2
+    _wait(both_done)
+    assert max(running_at_once) == 1 and mgr.queued() == []
+    assert sorted(r.run_id for r in list_runs(tmp_path)) == sorted([first, second])
+    assert live_cpu_runs(tmp_path) == 0
+    mgr.shutdown()
+
+
+def test_a_run_takes_its_share_of_the_cores(tmp_path, monkeypatch):
+    """Alone on the machine a run keeps the threads it started with; threads=1 is recorded as an event.
+    (PyTorch's thread count belongs to the calling thread under OpenMP: each studio run sets its own.)"""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)
+    mgr = RunManager(tmp_path)
+    run_id = mgr.start(apply_overrides(get_preset("demo"), TINY + ["threads=1"]))
+    _wait(lambda: mgr.reader(run_id).info()["status"] == "finished")
+    threads = [e for e in mgr.reader(run_id).events() if e["kind"] == "threads"]
+    assert [e["message"] for e in threads] == ["1 CPU thread(s): the threads setting"] and threads[0]["epoch"] == 0
+    alone = mgr.start(apply_overrides(get_preset("demo"), TINY + ["seed=3"]))
+    _wait(lambda: mgr.reader(alone).info()["status"] == "finished")
+    shares = [e["data"]["threads"] for e in mgr.reader(alone).events() if e["kind"] == "threads"]
+    assert shares in ([], [2])                  # all of the 2 cores: kept, or taken back from the last run's 1
