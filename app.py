@@ -13,4 +13,9 @@ nav = st.navigation([
     st.Page(compare.render, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
 ])
 sidebar_run_picker()
+with st.sidebar:
+    st.toggle("Teaching mode", key="teaching",
+              help="explainers beside the charts, and fonts sized for a projector (1280x720)")
+if st.session_state.get("teaching"):
+    st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}</style>")
 nav.run()

@@ -7,7 +7,8 @@ instead of hiding the model.
 """
 from __future__ import annotations
 
-OWN_MODELS = ("resnet20", "resnet32", "resnet56", "resnet110", "vgg16", "vgg19", "mobilenetv2", "digits-resnet14")
+OWN_MODELS = ("resnet20", "resnet32", "resnet56", "resnet110", "vgg16", "vgg19", "mobilenetv2", "digits-resnet14",
+              "digits-resnet8")
 
 TORCHVISION_CLASSIFIERS = (
     "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121",

@@ -6,8 +6,11 @@ workers. ImageFolder trees (ImageNet, custom) use torchvision's DataLoader pipel
 """
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -81,19 +84,39 @@ class TensorLoader:
             yield x, y
 
 
-def _digits(cfg: Config) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
-    """scikit-learn's bundled 1,797 8x8 digits; a fixed stratified 80/20 split (seed 0)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 1,797 8x8 digits, read from the file the package ships: images (1797, 8, 8)
+    float32 in [0, 1] (0 = background) and labels (1797,) int64. The file is read directly because
+    importing scikit-learn (and SciPy with it) takes longer than the whole first demo epoch."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the digits demo needs scikit-learn's bundled data: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)       # (1797, 65): 64 pixels 0..16, label
+    return (table[:, :64] / 16.0).reshape(-1, 8, 8), table[:, 64].astype(np.int64)
 
-    d = load_digits()
-    x = d.images.astype(np.float32) / 16.0                       # (1797, 8, 8) in [0, 1], 0 = background
-    xtr, xva, ytr, yva = train_test_split(x, d.target, test_size=0.2, stratify=d.target, random_state=0)
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: each class shuffled with `seed` and its first round(fraction * n) to val."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        val.append(members[:round(val_fraction * len(members))])
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
+
+
+def _digits(cfg: Config) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
+    """The digits with a fixed stratified 80/20 split (seed 0, whatever the run's seed)."""
+    images, labels = digits_arrays()
+    tr, va = stratified_split(labels, 0.2, seed=0)
     def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).unsqueeze(1)                    # (N, 1, 8, 8)
-    train = TensorLoader(t(xtr), torch.from_numpy(ytr).long(), cfg.batch_size, True, pad=1, seed=cfg.seed)
-    val = TensorLoader(t(xva), torch.from_numpy(yva).long(), 512, False)
-    return train, val, DatasetInfo(10, 8, 1, "digits (scikit-learn, 1,437 train / 360 val)")
+        return torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)     # (N, 1, 8, 8)
+    train = TensorLoader(t(images[tr]), torch.from_numpy(labels[tr]), cfg.batch_size, True, pad=1, seed=cfg.seed)
+    val = TensorLoader(t(images[va]), torch.from_numpy(labels[va]), 512, False)
+    return train, val, DatasetInfo(10, 8, 1, f"digits (scikit-learn, {len(tr):,} train / {len(va):,} val)")
 
 
 _CIFAR_FILES = {

@@ -131,6 +131,10 @@ class RunManager:
         except (FileNotFoundError, ValueError):
             return None
 
+    def runs(self) -> tuple[list[RunReader], list[tuple[str, str]]]:
+        """(readable runs newest first, [(folder name, why it is unreadable)]) in one pass over the folder."""
+        return split_runs(self.root)
+
     def list(self) -> list[RunReader]:
         """The readable runs, newest first (a damaged one never takes a page down: see unreadable())."""
         return split_runs(self.root)[0]

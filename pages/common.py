@@ -35,6 +35,8 @@ def enter_frame() -> None:
 
 @st.cache_resource(on_release=lambda m: m.shutdown())
 def _manager(root: str) -> RunManager:
+    import sys
+    sys.setswitchinterval(float(__import__("os").environ.get("OSP_SWITCH", "0.005")))
     return RunManager(root)
 
 
@@ -128,6 +130,11 @@ def send(run_id: str, name: str, *args) -> bool:
 
 def explain(text: str) -> None:
     st.caption(text)
+
+
+def teaching() -> bool:
+    """Teaching mode (the sidebar toggle): explainers beside the charts and projector-sized fonts."""
+    return bool(st.session_state.get("teaching", False))
 
 
 def empty_state(text: str) -> None:

@@ -5,55 +5,86 @@ import streamlit as st
 
 from osp_engine.store import RunReader
 from pages.common import chart_text, empty_state, enter_frame, epochs_frame, header, manager, pick_runs, run_key
+from pages.stability_chart import defined_psi
+from pages.tradeoff import RUN_COLOURS
 
 
 DASH = {"official": "solid", "corrected": "dot"}      # an official and a corrected run of one seed stay apart
+MODEL_BYTES_CAP = 200e6                                # larger models are downloaded with `export`, not the page
 
 
 def final_figures(r: RunReader) -> dict:
-    """One table row: how the run ended and what it kept."""
+    """One table row: how the run ended and what it kept, in the units the other pages use."""
     s = r.summary()
-    return dict(run=r.run_id, variant=s["variant"], status=s["status"], model=s["model"], t_star=s["t_star"],
-                reason=s["prune_reason"],
-                target=s["target_flops_reduction"], flops_reduction=s["flops_reduction"],
-                params_reduction=s["params_reduction"], dense_acc_at_prune=s["dense_acc_at_prune"],
-                final_acc=s["final_acc"], best_acc=s["best_acc"], seconds=round(s["wall_seconds"], 1))
+    def pct(x):
+        return None if x is None else round(100 * x, 1)
+    return {"run": r.run_id, "variant": s["variant"], "status": s["status"], "model": s["model"],
+            "pruned after epoch (t*)": s["t_star"], "why": s["prune_reason"],
+            "FLOPs target (%)": pct(s["target_flops_reduction"]), "FLOPs removed (%)": pct(s["flops_reduction"]),
+            "parameters removed (%)": pct(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
+            "final accuracy (%)": s["final_acc"], "best accuracy (%)": s["best_acc"],
+            "wall time (s)": round(s["wall_seconds"], 1)}
 
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:
-    """Metrics as CSV; the pruned model read from disk only when the button is pressed."""
+    """Metrics as CSV, and the pruned model's bytes, read once per page draw; a model is only promised
+    while the run can still finish."""
     c1, c2 = st.columns(2)
     c1.download_button(f"metrics of {r.run_id} (CSV)", df.to_csv(index=False).encode(), f"{r.run_id}-metrics.csv",
                        "text/csv", key=f"csv_{r.run_id}")
-    model = r.dir / "model.pt"
-    if model.is_file():
-        c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes,
+    model, status = r.dir / "model.pt", r.info()["display_status"]
+    if model.is_file() and model.stat().st_size <= MODEL_BYTES_CAP:
+        c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes(),
                            f"{r.run_id}-pruned.pt", "application/octet-stream", key=f"model_{r.run_id}")
-    else:
+    elif model.is_file():
+        c2.caption(f"The pruned model is {model.stat().st_size / 1e6:.0f} MB: "
+                   f"`python -m osp_engine export {r.run_id} --out FILE` copies it.")
+    elif status == "running":
         c2.caption("The pruned model is exported when the run finishes.")
+    else:
+        c2.caption(f"No pruned model: the run is {status}" +
+                   (" (Resume on the Runs page finishes it)." if status in ("cancelled", "failed", "stale") else "."))
+
+
+def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Figure, go.Figure]:
+    """Smoothed PSI and validation accuracy of every run: a colour per run, a dash per variant, each
+    run's t* as a dotted line of its colour and the threshold(s) on the PSI."""
+    psi, acc = go.Figure(), go.Figure()
+    thresholds = set()
+    for i, (r, df) in enumerate(zip(readers, frames)):
+        if df.empty:
+            continue
+        info, x = r.info(), df["epoch"].to_numpy()
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        variant = info["config"].get("variant", "unrecorded")
+        style = dict(name=chart_text(f"{r.run_id[-9:]} ({variant})"), line=dict(color=colour, dash=DASH.get(variant, "dashdot")))
+        psi.add_trace(go.Scatter(x=x, y=defined_psi(df)[1], **style))
+        acc.add_trace(go.Scatter(x=x, y=df["val_acc"].to_numpy(dtype=float), **style))
+        if info["t_star"] is not None:
+            for fig in (psi, acc):
+                fig.add_vline(x=int(info["t_star"]), line=dict(color=colour, dash="dot", width=1.5))
+        thresholds.add(float(info["threshold"]))
+    for thr in sorted(thresholds):
+        psi.add_hline(y=thr, line=dict(color="#c53030", dash="dash", width=1),
+                      annotation_text=f"threshold {thr:g}", annotation_position="bottom right")
+    for fig, title, y in ((psi, "Smoothed PSI (dotted lines: each run's t*)", "PSI (0-1)"),
+                          (acc, "Validation accuracy", "accuracy (%)")):
+        fig.update_layout(title=title, xaxis_title="epoch (counted from 0)", yaxis_title=y, height=380,
+                          font=dict(size=15), legend=dict(orientation="h", yanchor="top", y=-0.25))
+    return psi, acc
 
 
 def render() -> None:
     header("Compare", "Overlay runs to see how the target, the threshold or the regulariser change when the "
            "sub-network settles and what accuracy it keeps. The table lists each run's final figures; download any "
            "run's metrics as CSV or its pruned model.")
-    chosen = pick_runs("compare_runs", default=[r.run_id for r in manager().list()[:3]])
+    chosen = pick_runs("compare_runs")
     if not chosen:
         empty_state("Pick one or more runs above.")
         return
     readers = [manager().reader(run_id) for run_id in chosen]
     frames = [epochs_frame(*run_key(r)) for r in readers]
-    psi, acc = go.Figure(), go.Figure()
-    for r, df in zip(readers, frames):
-        if df.empty:
-            continue
-        x = df["epoch"].to_numpy()
-        variant = r.summary()["variant"]
-        style = dict(name=chart_text(f"{r.run_id} ({variant})"), line=dict(dash=DASH.get(variant, "dashdot")))
-        psi.add_trace(go.Scatter(x=x, y=df["psi_smoothed"].to_numpy(dtype=float), **style))
-        acc.add_trace(go.Scatter(x=x, y=df["val_acc"].to_numpy(dtype=float), **style))
-    psi.update_layout(title="Smoothed PSI", xaxis_title="epoch", height=340)
-    acc.update_layout(title="Validation accuracy", xaxis_title="epoch", yaxis_title="%", height=340)
+    psi, acc = overlay(readers, frames)
     c1, c2 = st.columns(2)
     c1.plotly_chart(psi, key="compare_psi")
     c2.plotly_chart(acc, key="compare_acc")

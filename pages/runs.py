@@ -99,39 +99,79 @@ def keep() -> None:
     st.session_state.pop("confirm_delete", None)
 
 
+def card_title(s: dict) -> str:
+    """'digits-resnet8 · digits · target 50 % · official': what the run is, from its config."""
+    target = "dense baseline" if s.get("baseline") else f"target {100 * (s['target_flops_reduction'] or 0):g} %"
+    return " · ".join(plain(v) for v in (s["model"], s["dataset"], target, s["variant"]))
+
+
+def progress_text(s: dict, epoch_rows: list[dict]) -> str:
+    """'epoch 12 of 24 · 0.41 s/epoch · about 5 s left · best 97.2 %' (epochs counted as stored, from 0)."""
+    done, total = s["epochs"], s["total_epochs"] or 0
+    parts = [f"{done} of {total} epochs done"]
+    recent = [row["epoch_seconds"] for row in epoch_rows[-5:] if row.get("epoch_seconds")]
+    if recent:
+        per = sum(recent) / len(recent)
+        parts.append(f"{per:.2f} s/epoch")
+        if s["status"] == "running" and total > done:
+            parts.append(f"about {per * (total - done):.0f} s left")
+    if s["best_acc"] is not None:
+        parts.append(f"best accuracy {s['best_acc']:.2f} %")
+    return " · ".join(parts)
+
+
+def ask_cancel(run_id: str) -> None:
+    st.session_state["confirm_cancel"] = run_id
+
+
+def cancel(run_id: str) -> None:
+    send(run_id, "cancel")
+    st.session_state.pop("confirm_cancel", None)
+
+
 def run_card(r: RunReader) -> None:
-    """One run: status, phase, progress, best accuracy, and the buttons that apply to it now."""
+    """One run: what it is, where it stands, how it ended, and the buttons that apply to it now."""
     mgr = manager()
     s = r.summary()
+    s["baseline"] = r.info()["config"].get("baseline", False)
     live = mgr.controls(r.run_id)
     elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
-        top = st.columns([4, 2, 2, 2])
-        top[0].markdown(f"**{r.run_id}**  \n{plain(s['model'])} · {plain(s['dataset'])} · {plain(s['variant'])}"
-                        + ("  \nrunning in another process" if elsewhere else ""))
-        top[1].metric("Status", s["status"] + (" (paused)" if live and live["paused"] else ""))
-        top[2].metric("Phase", s["phase"] or "–")
-        top[3].metric("FLOPs reduction", fmt_pct(s["flops_reduction"]))
-        best = "–" if s["best_acc"] is None else f"{s['best_acc']:.2f} %"
-        st.progress(min(s["epochs"] / max(s["total_epochs"] or 1, 1), 1.0),
-                    text=f"epoch {s['epochs']}/{s['total_epochs']} · best accuracy {best}")
+        top = st.columns([5, 2, 2, 2, 2])
+        top[0].markdown(f"**{card_title(s)}**  \n{r.run_id}" + ("  \nrunning in another process" if elsewhere else ""))
+        top[1].metric("Status", s["status"])
+        if live and live["paused"]:
+            top[1].caption("paused")
+        top[2].metric("Pruned after", "–" if s["t_star"] is None else f"epoch {s['t_star']}",
+                      help=None if s["prune_reason"] is None else f"why: {s['prune_reason']}")
+        top[3].metric("FLOPs removed", fmt_pct(s["flops_reduction"]))
+        top[4].metric("Final accuracy", "–" if s["final_acc"] is None else f"{s['final_acc']:.2f} %")
+        st.progress(min(s["epochs"] / max(s["total_epochs"] or 1, 1), 1.0), text=progress_text(s, r.epochs(s["epochs"] - 6)))
         if s["status"] == "failed":
             st.error(f"Failed: {plain(s['error'])}")
         if s["status"] == "stale":
             st.warning("No heartbeat for over a minute: the process writing this run has stopped. "
                        "Every completed epoch is still readable.")
         b = st.columns(5)                    # every button acts in its callback: see start()
-        b[0].button("Open", key=f"open_{r.run_id}", disabled=selected_run() == r.run_id,
-                    on_click=select_run, args=(r.run_id,))
+        picked = selected_run() == r.run_id
+        b[0].button("Shown in the pages" if picked else "Show in the pages", key=f"open_{r.run_id}", disabled=picked,
+                    on_click=select_run, args=(r.run_id,), help="the Stability, Channels and other pages follow this run")
         if live:
             b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}",
                         on_click=send, args=(r.run_id, "resume" if live["paused"] else "pause"))
-            b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=send, args=(r.run_id, "cancel"))
+            b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=ask_cancel, args=(r.run_id,))
         elif mgr.resumable(r.run_id):
             b[1].button("Resume", key=f"resume_{r.run_id}", on_click=resume, args=(r.run_id,),
                         help="continue after the last completed epoch, as if it had never stopped")
         b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere, on_click=ask_delete, args=(r.run_id,),
                     help="a run another process is writing can be deleted once it ends" if elsewhere else None)
+        if live and st.session_state.get("confirm_cancel") == r.run_id:
+            st.warning(f"Cancel {r.run_id}? It stops at the next batch; every completed epoch is kept and Resume "
+                       f"continues it later.")
+            y, n = st.columns(2)
+            y.button("Yes, cancel", key=f"yes_cancel_{r.run_id}", type="primary", on_click=cancel, args=(r.run_id,))
+            n.button("Keep running", key=f"no_cancel_{r.run_id}", on_click=st.session_state.pop,
+                     args=("confirm_cancel", None))
         if st.session_state.get("confirm_delete") == r.run_id:
             st.warning(f"Delete {r.run_id} and all its files?")
             y, n = st.columns(2)
@@ -163,9 +203,10 @@ def queued_card(run_id: str, device: str, ahead: int) -> None:
 def run_table() -> None:
     for run_id, device, ahead in manager().queued():
         queued_card(run_id, device, ahead)
-    for run_id, problem in manager().unreadable():
+    readable, unreadable = manager().runs()
+    for run_id, problem in unreadable:
         unreadable_card(run_id, problem)
-    for r in manager().list():
+    for r in readable:
         run_card(r)
     refresh_picker()                        # Open or Delete acted inside this fragment
 
@@ -177,7 +218,7 @@ def render() -> None:
     st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
               help="digits, 40 epochs, CPU: the whole one-cycle pruning in about 30 s")
     start_form()
-    if not manager().list() and not manager().unreadable():
+    if manager().queued() == [] and manager().runs() == ([], []):
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")
         return
     run_table()

@@ -1,77 +1,110 @@
-"""Trade-off: accuracy against FLOPs for dense, candidate and pruned models, beside the paper's points."""
+"""Trade-off: accuracy against FLOPs of measured models (each run's dense and pruned network), beside published points."""
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import enter_frame, epochs_frame, header, manager, pick_runs, run_key
+from pages.common import (chart_text, enter_frame, epochs_frame, header, manager, pick_runs, plain, run_key,
+                          teaching)
 from pages.figures import phase_bands
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
-PHASE_MARKERS = (("dense", "#718096"), ("sparsity", "#dd6b20"), ("pruned", "#2b6cb0"))
+
+
+RUN_COLOURS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#c53030", "#d69e2e", "#319795", "#b83280",
+               "#4a5568", "#2c7a7b")           # one per run, in the order picked (then again, dashed)
 
 
 @st.cache_data(show_spinner=False)
 def reference_points() -> pd.DataFrame:
-    """The published (model, dataset, method, FLOPs kept %, top-1 %) points, with their sources."""
-    return pd.read_csv(REFERENCE_CSV)
+    """The published (model, dataset, method, FLOPs kept %, top-1 %) points; 'same' in the source column
+    means the source of the row above, and is resolved here."""
+    ref = pd.read_csv(REFERENCE_CSV)
+    ref["source"] = ref["source"].mask(ref["source"] == "same").ffill()
+    return ref
 
 
-def add_run(fig: go.Figure, run_id: str, df: pd.DataFrame) -> None:
-    """The run's model through its phases, and its candidate sub-network at the dense model's accuracy."""
-    short = run_id[-9:]
-    for phase, colour in PHASE_MARKERS:
-        part = df[df["phase"] == phase]
-        if len(part):
-            fig.add_trace(go.Scatter(x=part["model_flops"].to_numpy() / 1e6, y=part["val_acc"].to_numpy(),
-                                     mode="markers", name=f"{short} {phase}", marker=dict(color=colour)))
-    cand = df.dropna(subset=["cand_flops"])
-    if len(cand):
-        fig.add_trace(go.Scatter(x=cand["cand_flops"].to_numpy() / 1e6, y=cand["val_acc"].to_numpy(), mode="markers",
-                                 name=f"{short} candidate (dense accuracy)",
-                                 marker=dict(symbol="circle-open", color="#38a169")))
+def published_network(model: str) -> str:
+    """The network name the published points use: a registry name without its torchvision prefix."""
+    return model.removeprefix("tv-")
 
 
-def add_paper_points(fig: go.Figure, model: str, dataset: str, dense_mflops: float) -> None:
+def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epoch: bool) -> None:
+    """A run as measured models only: its dense network (best accuracy before the prune) and its pruned
+    network (accuracy at the end), joined; with every_epoch, each epoch's evaluated model, faded."""
+    pruned = df[df["phase"] == "pruned"]
+    dense = df[df["phase"] != "pruned"]
+    points = []
+    if len(dense):
+        points.append((dense["model_flops"].iloc[-1] / 1e6, float(dense["val_acc"].max()), "dense (best epoch)"))
+    if len(pruned):
+        points.append((pruned["model_flops"].iloc[-1] / 1e6, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
+    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                             name=label, line=dict(color=colour), text=[p[2] for p in points],
+                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
+                                         line=dict(width=2, color=colour)),
+                             hovertemplate="%{text}: %{x:.3f} M FLOPs, %{y:.2f} %<extra></extra>"))
+    if every_epoch:
+        fig.add_trace(go.Scatter(x=df["model_flops"].to_numpy() / 1e6, y=df["val_acc"].to_numpy(dtype=float),
+                                 mode="markers", name=f"{label}: every epoch", opacity=0.35,
+                                 marker=dict(size=6, color=colour), text=df["epoch"].to_numpy(),
+                                 hovertemplate="epoch %{text}: %{y:.2f} %<extra></extra>"))
+
+
+def add_paper_points(fig: go.Figure, model: str, dataset: str, dense_mflops: float) -> list[str]:
+    """The published points for exactly this network and dataset; returns their sources (none: [])."""
     ref = reference_points()
-    for method, part in ref[(ref["model"] == model) & (ref["dataset"] == dataset)].groupby("method"):
+    mine = ref[(ref["model"] == published_network(model)) & (ref["dataset"] == dataset)]
+    for method, part in mine.groupby("method"):
         fig.add_trace(go.Scatter(x=part["flops_kept_pct"].to_numpy() / 100 * dense_mflops,
-                                 y=part["top1_pct"].to_numpy(), mode="markers", name=f"paper: {method} ({model})",
-                                 marker=dict(symbol="star" if method == "OCSPruner" else "diamond", size=11)))
+                                 y=part["top1_pct"].to_numpy(), mode="markers",
+                                 name=f"published: {method} ({published_network(model)}, {dataset})",
+                                 marker=dict(symbol="star" if method == "OCSPruner" else "diamond", size=11),
+                                 hovertemplate=f"{method}: %{{y:.2f}} %<extra></extra>"))
+    return sorted(set(mine["source"]))
 
 
 def curves_figure(run_id: str, df: pd.DataFrame) -> go.Figure:
     x = df["epoch"].to_numpy()
     fig = go.Figure()
-    for name, colour in (("train_acc", "#a0aec0"), ("val_acc", "#2b6cb0")):
-        fig.add_trace(go.Scatter(x=x, y=df[name].to_numpy(dtype=float), name=name, line=dict(color=colour)))
-    fig.update_layout(shapes=phase_bands(x.tolist(), df["phase"].tolist()), xaxis_title="epoch", yaxis_title="%",
-                      title=f"Training and validation accuracy: {run_id}", height=380)
+    for name, label, colour in (("train_acc", "training accuracy", "#a0aec0"),
+                                ("val_acc", "validation accuracy", "#2b6cb0")):
+        fig.add_trace(go.Scatter(x=x, y=df[name].to_numpy(dtype=float), name=label, line=dict(color=colour)))
+    fig.update_layout(shapes=phase_bands(x.tolist(), df["phase"].tolist()), xaxis_title="epoch (counted from 0)",
+                      yaxis_title="accuracy (%)", title=f"Accuracy through the run: {run_id}", height=380,
+                      font=dict(size=16))
     return fig
 
 
 def render() -> None:
-    header("Trade-off", "Every point is a model's validation accuracy against its FLOPs: the dense network while it "
-           "trains, then the pruned one through fine-tuning; the published points of the paper and its rivals sit "
-           "beside it for the same network. Look for the pruned run ending near the dense accuracy at about half "
-           "the FLOPs.")
+    header("Trade-off", "Each run is two measured models joined by a line: its dense network at its best accuracy "
+           "(open circle) and its pruned network at the end of fine-tuning (filled). Look for the pruned model "
+           "ending near the dense accuracy at about half the FLOPs; published points appear for the networks "
+           "they were published for.")
     chosen = pick_runs("tradeoff_runs")
-    readers = [manager().reader(run_id) for run_id in chosen]
-    frames = {r.run_id: (r, epochs_frame(*run_key(r))) for r in readers}
-    fig, networks = go.Figure(), {}
-    for run_id, (r, df) in frames.items():
+    every_epoch = st.toggle("Every epoch's model", key="tradeoff_every_epoch",
+                            help="each epoch's evaluated model too: the dense one while it trains, the pruned one after")
+    frames = {run_id: (r, epochs_frame(*run_key(r))) for run_id in chosen for r in [manager().reader(run_id)]}
+    fig, networks, sources = go.Figure(), {}, []
+    for i, (run_id, (r, df)) in enumerate(frames.items()):
         if df.empty:
             continue
-        add_run(fig, run_id, df)
         cfg = r.info()["config"]
+        label = chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} %")
+        add_run(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch)
         networks.setdefault((cfg["model"], cfg["dataset"]), df["dense_flops"].iloc[0] / 1e6)
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
-        add_paper_points(fig, model, dataset, dense_mflops)
-    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520)
+        sources += add_paper_points(fig, model, dataset, dense_mflops)
+    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520,
+                      font=dict(size=18 if teaching() else 16), legend=dict(orientation="h", yanchor="top", y=-0.2))
     st.plotly_chart(fig, key="tradeoff_chart")
-    st.caption("Paper points are placed at their published share of the dense FLOPs of this run's network; "
-               "assets/reference_points.csv names the source of each.")
+    if sources:
+        st.caption("Published points sit at their published share of this run's dense FLOPs. Sources: "
+                   + "; ".join(plain(s) for s in sources))
+    else:
+        st.caption("No published points exist for these networks (the paper reports CIFAR-10 ResNet-56 and "
+                   "VGG-16, and ImageNet ResNet-18 and ResNet-50).")
     if chosen and not frames[chosen[0]][1].empty:
         st.plotly_chart(curves_figure(chosen[0], frames[chosen[0]][1]), key="curves_chart")
 

@@ -63,8 +63,12 @@ def test_runs_page_lists_the_run(filled_root):
     text = " ".join(m.value for m in at.markdown)
     assert run_id in text
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Status"] == "finished" and metrics["Phase"] == "pruned"
-    assert metrics["FLOPs reduction"].endswith("%") and 49.0 <= float(metrics["FLOPs reduction"].split()[0]) <= 51.0
+    s = RunReader(root / run_id).summary()
+    assert metrics["Status"] == "finished" and metrics["Pruned after"] == f"epoch {s['t_star']}"
+    assert metrics["FLOPs removed"] == f"{100 * s['flops_reduction']:.1f} %"
+    assert metrics["Final accuracy"] == f"{s['final_acc']:.2f} %"
+    bar = at.get("progress")[0].proto.text
+    assert bar.startswith("16 of 16 epochs done · ") and " s/epoch · best accuracy " in bar and "left" not in bar
     assert any(b.label == "Delete" for b in at.button)
     delete = next(b for b in at.button if b.label == "Delete")
     at = delete.click().run()
@@ -80,14 +84,63 @@ def test_stability_page_plots_psi_threshold_and_markers(filled_root):
     specs = _figures(at)
     assert len(specs) == 2                                    # the stability chart and the similarity matrix
     fig = json.loads(specs[0])
+    info, rows = RunReader(root / run_id).info(), RunReader(root / run_id).epochs()
     names = [t.get("name") for t in fig["data"]]
-    assert names[:2] == ["PSI raw", "PSI smoothed"] and "Early-Bird distance" in names and "regulariser" in names
-    assert len(fig["data"][1]["x"]["bdata"] if isinstance(fig["data"][1]["x"], dict) else fig["data"][1]["x"]) > 0
-    annotations = " ".join(a.get("text", "") for a in fig["layout"]["annotations"])
-    assert "threshold 0.999" in annotations and "t* =" in annotations and "t_sl_start =" in annotations
+    assert names[:5] == ["PSI (raw)", "PSI (smoothed, decides the prune)", "Early-Bird distance",
+                         "regulariser strength", "learning rate"]
+    assert f"t* = {info['t_star']}: pruned: PSI reached the threshold" in names or info["prune_reason"] != "stable"
+    assert "threshold 0.999" in names and f"regulariser starts: epoch {info['t_sl_start']}" in names
+    assert {"dense training", "shrinking (regulariser on)", "pruned, fine-tuning"} <= set(names)   # phase legend
+    smooth = _array(fig["data"][1]["y"])
+    assert np.isnan(smooth[:3]).all()                         # epoch 0 unsearched, epochs 1-2: no PSI yet (a gap)
+    assert smooth[3] == pytest.approx(rows[3]["psi_smoothed"])
+    assert fig["data"][3]["line"]["shape"] == "hv"            # the regulariser is a step
+    layout = fig["layout"]
+    assert layout["yaxis"]["title"]["text"] == "PSI (Jaccard, 0-1)"
+    assert layout["xaxis3"]["title"]["text"] == "epoch (counted from 0)"
+    assert layout["font"]["size"] >= 16 and layout["height"] <= 660
+    assert layout["xaxis"]["range"] == [0.5, info["t_star"] + 3.5]       # the search window: epoch 1 to t* + 3
+    assert layout["legend"]["y"] < 0                          # under the x-axis title, never over a plot
     sim = json.loads(specs[1])
-    assert sim["data"][0]["type"] == "heatmap"
+    assert sim["data"][0]["type"] == "heatmap" and (sim["data"][0]["zmin"], sim["data"][0]["zmax"]) == (0, 1)
+    assert [sh["x0"] for sh in sim["layout"]["shapes"]][:1] == [info["t_star"]]       # t* on the matrix
     assert not any(b.label.startswith("✂") for b in at.button)   # the run is finished: no prune button
+    at.toggle(key="psi_log").set_value(True).run()          # 1 - PSI on a log axis: 0.999 and 1 apart
+    at.toggle(key="psi_whole").set_value(True).run()
+    fig = json.loads(_figures(at)[0])
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert fig["layout"]["yaxis"]["ticktext"] == ["0", "0.9", "0.99", "0.999", "0.9999", "1"]
+    logged = _array(fig["data"][1]["y"])
+    assert logged[3] == pytest.approx(max(1 - rows[3]["psi_smoothed"], 1e-5))
+    assert fig["layout"]["xaxis"]["range"] == [-0.5, len(rows) - 0.5]
+
+
+def test_a_manual_prune_is_drawn_apart_and_one_epoch_draws_a_chart():
+    import pandas as pd
+    from pages.stability_chart import stability_figure
+
+    one = pd.DataFrame([dict(epoch=0, psi_raw=None, psi_smoothed=None, eb_distance=None, reg=0.0, lr=0.1,
+                             phase="dense")])
+    info = dict(threshold=0.999, t_star=None, t_sl_start=None, prune_reason=None, config={})
+    fig = stability_figure(one, info)
+    assert fig.layout.xaxis.range == (-0.5, 0.5) and len(fig.data) >= 5
+    manual = pd.DataFrame([dict(epoch=e, psi_raw=0.5, psi_smoothed=0.5, eb_distance=0.2, reg=0.01, lr=0.1,
+                                phase="sparsity" if e < 6 else "pruned") for e in range(8)])
+    fig = stability_figure(manual, dict(info, t_star=5, prune_reason="manual"))
+    line = next(t for t in fig.data if t.name == "t* = 5: pruned by hand (Prune now)")
+    assert line.line.dash == "dashdot" and line.line.color == "#805ad5"
+
+
+def test_teaching_mode_explains_with_the_engines_numbers(filled_root):
+    root, run_id = filled_root
+    at = AppTest.from_string("import streamlit as st\nst.session_state['teaching'] = True\n"
+                             "from pages.stability import render\nrender()\n", default_timeout=60)
+    at.session_state["run_id"] = run_id
+    at.run()
+    assert not at.exception
+    example = " ".join(t.value for t in at.text)
+    assert "PSI (mean over groups) = 0.667" in example and "Early-Bird distance = 0.333" in example
+    assert json.loads(_figures(at)[0])["layout"]["font"]["size"] == 18
 
 
 def _array(value) -> np.ndarray:
@@ -130,14 +183,23 @@ def test_tradeoff_and_compare_pages(filled_root):
     root, run_id = filled_root
     at = _page("tradeoff", run_id)
     assert not at.exception
-    names = [t["name"] for t in json.loads(_figures(at)[0])["data"]]
-    assert any(n.endswith("pruned") for n in names) and any(n.endswith("dense") for n in names)
+    fig = json.loads(_figures(at)[0])
+    s = RunReader(root / run_id).summary()
+    (run,) = fig["data"]                                      # one run: its dense and its pruned model, measured
+    assert run["name"].startswith(run_id[-9:]) and "target 50 %" in run["name"]
+    assert list(_array(run["x"])) == pytest.approx([s["dense_flops"] / 1e6, s["final_flops"] / 1e6])
+    assert list(_array(run["y"])) == pytest.approx([max(r["val_acc"] for r in RunReader(root / run_id).epochs()
+                                                        if r["phase"] != "pruned"), s["final_acc"]])
+    assert "No published points exist" in at.caption[-1].value          # digits: nothing was published for it
     at = _page("compare", run_id)
     assert not at.exception
     df = at.dataframe[0].value
     assert list(df["run"]) == [run_id] and df["status"][0] == "finished"
-    assert abs(df["flops_reduction"][0] - 0.5) < 0.005
+    assert abs(df["FLOPs removed (%)"][0] - 50) < 2 and df["FLOPs target (%)"][0] == 50.0
     assert len(at.get("download_button")) == 2
+    psi = json.loads(_figures(at)[0])
+    assert [sh["x0"] for sh in psi["layout"]["shapes"]] == [s["t_star"], 0]      # t*, then the threshold line
+    assert psi["layout"]["shapes"][1]["y0"] == 0.999
 
 
 def test_bad_run_id_never_reaches_the_file_system(filled_root):
@@ -192,7 +254,7 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     at = _page("runs")
     knobs = {n.label: n.value for n in at.number_input}
-    assert knobs["Epochs"] == 40 and knobs["Regulariser start (sl_start)"] == 6          # the demo's recipe
+    assert knobs["Epochs"] == 24 and knobs["Regulariser start (sl_start)"] == 4          # the demo's recipe
     at.selectbox(key="start_preset").set_value("cifar10-resnet56").run()
     knobs = {n.label: n.value for n in at.number_input}
     assert knobs["Epochs"] == 300 and knobs["FLOPs reduction target"] == 0.5
@@ -227,7 +289,11 @@ def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
     assert sorted(status) == ["failed", "finished", "running", "stale"]
     assert at.button(key="delete_zz-elsewhere").disabled and not at.button(key="delete_zz-stale").disabled
     assert not any(b.key == "cancel_zz-stale" for b in at.button)       # nobody left to steer
-    at.button(key="cancel_zz-elsewhere").click().run()                  # steered through its run.db
+    at.button(key="cancel_zz-elsewhere").click().run()                  # asks first
+    store = RunStore(root / "zz-elsewhere")
+    assert store.take_commands() == [] and any(w.value.startswith("Cancel zz-elsewhere?") for w in at.warning)
+    store.close()
+    at.button(key="yes_cancel_zz-elsewhere").click().run()              # steered through its run.db
     store = RunStore(root / "zz-elsewhere")
     assert store.take_commands() == [("cancel", [])] and store.take_commands() == []
     store.close()
@@ -280,13 +346,13 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
             time.sleep(0.05)
         at.session_state["page"] = "runs"
         at.run()
-        at.number_input(key="knob_demo_sl_start").set_value(25)
+        at.number_input(key="knob_demo_sl_start").set_value(12)
         next(b for b in at.button if b.label == "Start").click()
         at.session_state["page"] = "stability"
         at.run()
         run_id = at.session_state["run_id"]
         assert run_id != demo and {r.run_id for r in mgr.list()} == {demo, run_id}
-        assert mgr.reader(run_id).info()["config"]["sl_start"] == 25
+        assert mgr.reader(run_id).info()["config"]["sl_start"] == 12
         mgr.command(run_id, "pause")                               # stays unpruned however slow this machine is
         at.run()
         at.button(key="prune_now").click()
@@ -309,8 +375,9 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
                     root)
     assert corrected.execute() == "finished"
     at = _page("runs", run_id)
-    cards = [m.value for m in at.markdown if "digits\\-resnet14" in m.value]     # escaped: plain text
-    assert sorted(c.split(" · ")[-1] for c in cards) == ["corrected", "official"]
+    cards = [m.value for m in at.markdown if "digits\\-resnet8" in m.value]     # escaped: plain text
+    assert sorted(c.split("**")[1].split(" · ")[-1] for c in cards) == ["corrected", "official"]
+    assert all(" · digits · target 50 % · " in c for c in cards)
     at = _page("stability", corrected.run_id)
     assert at.caption[1].value.startswith("variant **corrected** — fixes the official code's known quirks")
     at = _page("compare", run_id)
@@ -319,8 +386,10 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
     assert dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["variant"])) == {
         run_id: "official", corrected.run_id: "corrected"}
     psi = json.loads(_figures(at)[0])["data"]
-    assert {t["name"]: t["line"]["dash"] for t in psi} == {f"{run_id} (official)": "solid",
-                                                            f"{corrected.run_id} (corrected)": "dot"}
+    from pages.tradeoff import RUN_COLOURS
+    assert {t["name"]: (t["line"]["dash"], t["line"]["color"]) for t in psi} == {
+        f"{run_id[-9:]} (official)": ("solid", RUN_COLOURS[0]),
+        f"{corrected.run_id[-9:]} (corrected)": ("dot", RUN_COLOURS[1])}
 
 
 def test_the_start_form_starts_the_chosen_variant(tmp_path, monkeypatch):
@@ -424,7 +493,7 @@ def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     store.close()
     at = _page("runs", "zz-crafted")
     assert not at.exception
-    card = next(m.value for m in at.markdown if m.value.startswith("**zz-crafted**"))
+    card = next(m.value for m in at.markdown if m.value.endswith("zz-crafted"))
     assert "\\!\\[x\\]\\(http\\:" in card and "](http" not in card
     assert any(e.value.startswith("Failed: \\<img src=http\\://") for e in at.error)
     at = _page("stability", "zz-crafted")

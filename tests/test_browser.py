@@ -69,15 +69,16 @@ def test_demo_in_a_real_browser(server):
         page.goto(server)
         page.get_by_text("Start a run from a preset").click()
         # a late regulariser keeps the indicator below its threshold long enough to prune by hand
-        for label, value in (("Regulariser start (sl_start)", "25"), ("Forced prune after (sl_end)", "36")):
+        for label, value in (("Epochs", "80"), ("Regulariser start (sl_start)", "60"),
+                             ("Forced prune after (sl_end)", "70")):
             box = page.get_by_label(label)
             box.fill(value)
             box.press("Tab")
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Start", exact=True).click()
-        page.get_by_text("Open", exact=True).first.wait_for(timeout=60000)
+        page.get_by_text("Shown in the pages", exact=True).first.wait_for(timeout=60000)
         page.get_by_role("link", name="Stability").click()
-        page.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+        page.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
         first = _epochs_shown(page)
         deadline = time.time() + 60
         while _epochs_shown(page) < max(first + 2, 4) and time.time() < deadline:
@@ -104,7 +105,7 @@ def _healthy(page, where: str) -> None:
 def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
     runs = tmp_path / "runs"                              # the server's runs folder (the fixture's OSP_RUNS_DIR)
     cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
-                            "--set", "epochs=60", "--set", "sl_end=20"], cwd=ROOT, env=ONE_THREAD,
+                            "--set", "epochs=200", "--set", "sl_end=20"], cwd=ROOT, env=ONE_THREAD,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         cli_run = re.match(r"run (\S+) -> ", cli.stdout.readline()).group(1)     # its first line, once it started
@@ -115,7 +116,7 @@ def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
             first.goto(server)
             first.get_by_text("Start a run from a preset").click()
             box = first.get_by_label("Epochs")                # long enough to stay live while the tabs watch
-            box.fill("120")
+            box.fill("400")
             box.press("Tab")
             first.wait_for_timeout(500)
             first.get_by_role("button", name="Start", exact=True).click()
@@ -123,13 +124,13 @@ def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
             first.wait_for_function("cli => (new URLSearchParams(location.search).get('run') || cli) !== cli",
                                     arg=cli_run, timeout=60000)
             app_run = re.search(r"run=([A-Za-z0-9._-]+)", first.url).group(1)
-            first.locator(f".st-key-open_{app_run} button[disabled]").wait_for(timeout=30000)   # its card, picked
+            first.locator(f".st-key-open_{app_run} button[disabled]").first.wait_for(timeout=30000)   # its card, picked
             first.get_by_role("link", name="Stability").click()
-            first.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+            first.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
             assert f"run={app_run}" in first.url
             second = context.new_page()                     # a second tab on the same live run
             second.goto(f"{server}/stability?run={app_run}")
-            second.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+            second.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
             start = {id(pg): _epochs_shown(pg) for pg in (first, second)}
             assert RunReader(runs / cli_run).info()["status"] == "running"      # all three at once
             for name in ["Channels", "Trade-off", "Compare", "Stability"]:   # the second tab browses meanwhile
@@ -145,16 +146,16 @@ def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
             assert all(now >= was + 3 for was, now in shown), f"a tab stopped updating: {shown}, {stored} stored"
             assert app_run in second.inner_text("body")
             first.get_by_role("link", name="Runs").click()
-            first.locator(f".st-key-pause_{app_run} button").click()         # frees the cores for the CLI run
-            first.get_by_text("running (paused)").wait_for(timeout=20000)
-            assert cli.wait(180) == 0
+            first.locator(f".st-key-pause_{app_run} button").first.click()         # frees the cores for the CLI run
+            first.locator(f".st-key-pause_{app_run} button", has_text="Resume").first.wait_for(timeout=20000)
+            assert cli.wait(300) == 0
             first.wait_for_timeout(2500)
             listed = [d.name for d in runs.iterdir()]
             assert len(listed) == 2 and all(name in first.inner_text("body") for name in listed)
             _healthy(first, "Runs")
             assert sorted(listed) == sorted([app_run, cli_run])
             # Open moves the sidebar's pick, and the pick follows the user to the next page and the URL
-            first.locator(f".st-key-open_{cli_run} button").click()      # Streamlit's class for key open_<id>
+            first.locator(f".st-key-open_{cli_run} button").first.click()      # Streamlit's class for key open_<id>
             first.wait_for_function(f"id => document.querySelector('{PICKER} input').value === id", arg=cli_run,
                                     timeout=20000)                   # the sidebar follows at once, on the Runs page
             first.get_by_role("link", name="Stability").click()
@@ -181,7 +182,7 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{server}/stability?run={finished_run.run_id}")
-        page.get_by_text("PSI smoothed").first.wait_for(timeout=60000)
+        page.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
         nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
         assert "Trade-off" in nav and "common" not in nav and "figures" not in nav, nav
         assert f"{finished_run.run_id} · finished" in page.inner_text("body")
@@ -199,4 +200,16 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         saved = tmp_path / "downloaded.pt"
         download.value.save_as(saved)
         assert saved.read_bytes() == (finished_run.dir / "model.pt").read_bytes()
+        page.locator(".st-key-compare_runs").click()                # a second run: both downloads must work
+        page.get_by_role("option", name="zz-copy").click()
+        page.keyboard.press("Escape")
+        for run_id in ("zz-copy", finished_run.run_id):
+            button = page.get_by_role("button", name=re.compile(f"pruned model of {run_id}"))
+            button.wait_for(timeout=30000)
+            with page.expect_download(timeout=30000) as download:
+                button.click()
+            saved = tmp_path / f"{run_id}.pt"
+            download.value.save_as(saved)
+            assert saved.read_bytes() == (tmp_path / "runs" / run_id / "model.pt").read_bytes(), run_id
+        _healthy(page, "Compare with two runs")
         browser.close()

@@ -54,7 +54,7 @@ BAD = [
     (["run", "--set", "epochs=-3"], "epochs"),
     (["run", "--set", "sl_start=10", "--set", "sl_end=5"], "before sl_start"),
     (["run", "--set", "batch_size=0"], "batch_size"),
-    (["run", "--set", "epochs=32"], "set sl_end <= 29"),       # demo sl_end 30: the forced prune would end the run
+    (["run", "--set", "epochs=18"], "set sl_end <= 15"),       # demo sl_end 16: the forced prune would end the run
     (["run", "--set", "epochs"], "malformed"),
     (["run", "--set", "epochs=ten"], "not a valid"),
     (["run", "--set", "colour=red"], "unknown setting"),

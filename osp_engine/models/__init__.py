@@ -1,8 +1,8 @@
 """Model registry: a name -> builder table, and the input shape each family expects.
 
 `build_model(name, num_classes, image_size, in_channels)` returns a freshly initialised network.
-CIFAR-family models are the official code's definitions; `digits-resnet14` is the demo's residual
-network for 8x8 one-channel digits; `tv-<name>` is every classification model torchvision lists
+CIFAR-family models are the official code's definitions; `digits-resnet8` is the demo's residual
+network for 8x8 one-channel digits (`digits-resnet14`, 4x wider and deeper, the earlier demo's); `tv-<name>` is every classification model torchvision lists
 (`torchvision.models.list_models(module=torchvision.models)`), built with weights=None (never a
 download) and the dataset's class count. Attention models (ViT, Swin, MaxViT) are listed but
 refused when a run starts (groups.check_convolutional).
@@ -59,6 +59,8 @@ MODELS: dict[str, ModelSpec] = {
     "mobilenetv2": ModelSpec(lambda nc, size, ch: MobileNetV2(nc), "cifar"),
     "digits-resnet14": ModelSpec(lambda nc, size, ch: CifarResNet(14, nc, (32, 64, 128), pool=2, in_channels=ch),
                                  "digits"),
+    "digits-resnet8": ModelSpec(lambda nc, size, ch: CifarResNet(8, nc, (16, 32, 64), pool=2, in_channels=ch),
+                                "digits"),
 }
 MODELS.update({f"tv-{arch}": ModelSpec(_torchvision(arch), "imagenet") for arch in torchvision_names()})
 

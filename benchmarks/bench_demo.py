@@ -1,0 +1,108 @@
+"""The demo's timings, side by side in one invocation:
+
+1. the command line: the previous demo preset (digits-resnet14, 40 epochs) against today's demo
+   (digits-resnet8, 24 epochs), wall seconds of the whole process and the run's own seconds;
+2. the studio in a real browser (Debian's chromium driven by Playwright, the Stability page open while
+   the run trains): seconds from the click on "Start the demo run" to the first chart and to "finished",
+   and the run's own seconds against the command line's (the studio/CLI ratio).
+
+    python benchmarks/bench_demo.py [--repeat 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from osp_engine.store import RunReader  # noqa: E402
+
+PREVIOUS = ["model=digits-resnet14", "epochs=40", "sl_start=6", "sl_end=30"]     # the demo preset before this one
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update"]
+
+
+def cli_demo(root: Path, settings: list[str]) -> tuple[float, dict]:
+    """(process wall seconds, the run's summary) of one command-line demo run."""
+    cmd = [sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(root)]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd + [a for s in settings for a in ("--set", s)], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    wall = time.perf_counter() - t0
+    run_dir = re.match(r"run \S+ -> (.+)", out.splitlines()[0]).group(1)
+    return wall, RunReader(run_dir).summary()
+
+
+def studio_demo(root: Path) -> dict:
+    """Click "Start the demo run", open Stability, wait for the first chart and for "finished"."""
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                               "--server.headless", "true"], cwd=ROOT, env={**os.environ, "OSP_RUNS_DIR": str(root)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            deadline = time.time() + 60
+            while True:
+                try:
+                    page.goto(f"http://localhost:{port}")
+                    break
+                except Exception:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.3)
+            page.get_by_role("button", name="Start the demo run").wait_for(timeout=60000)
+            t_click = time.perf_counter()
+            page.get_by_role("button", name="Start the demo run").click()
+            page.get_by_role("link", name="Stability").click()
+            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120000)
+            t_chart = time.perf_counter()
+            page.get_by_text("· finished").first.wait_for(timeout=600000)
+            t_done = time.perf_counter()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    (run_dir,) = [d for d in root.iterdir() if d.is_dir()]
+    return dict(first_chart=t_chart - t_click, finished=t_done - t_click, summary=RunReader(run_dir).summary())
+
+
+def line(label: str, wall: float, s: dict) -> str:
+    return (f"{label:<34} {wall:6.1f} s process, {s['wall_seconds']:6.1f} s run · t* = {s['t_star']} "
+            f"({s['prune_reason']}), FLOPs -{100 * s['flops_reduction']:.1f} %, final accuracy {s['final_acc']:.2f} %")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args()
+    print(f"{len(os.sched_getaffinity(0))} cores")
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            old_wall, old = cli_demo(Path(tmp) / "old", PREVIOUS)
+            new_wall, new = cli_demo(Path(tmp) / "new", [])
+            print(line("previous demo (digits-resnet14, 40)", old_wall, old))
+            print(line("demo (digits-resnet8, 24)", new_wall, new))
+            print(f"demo speed-up: {old_wall / new_wall:.2f}x (process), {old['wall_seconds'] / new['wall_seconds']:.2f}x (run)")
+            if not args.no_browser:
+                st = studio_demo(Path(tmp) / "studio")
+                print(f"studio: first chart {st['first_chart']:.1f} s after the click, finished {st['finished']:.1f} s "
+                      f"after it; run {st['summary']['wall_seconds']:.1f} s, "
+                      f"{st['summary']['wall_seconds'] / new['wall_seconds']:.2f}x the command line's run")
+
+
+if __name__ == "__main__":
+    main()
