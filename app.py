@@ -5,17 +5,22 @@ from pages import channels, compare, runs, stability, tradeoff
 from pages.common import sidebar_run_picker
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
-nav = st.navigation([
-    st.Page(runs.render, title="Runs", icon=":material/play_circle:", url_path="runs", default=True),
+listed = [
+    st.Page(runs.render, title="Runs", icon=":material/play_circle:", url_path="home", default=True),
     st.Page(stability.render, title="Stability", icon=":material/show_chart:", url_path="stability"),
     st.Page(channels.render, title="Channels", icon=":material/grid_on:", url_path="channels"),
     st.Page(tradeoff.render, title="Trade-off", icon=":material/balance:", url_path="tradeoff"),
     st.Page(compare.render, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
-])
-sidebar_run_picker()
+]
+# The default page is served at "/" only: an unlisted second route to it answers the deep links
+# /runs and /runs?run=<id> instead of "Page not found". The links are drawn here, so it stays unlisted.
+nav = st.navigation(listed + [st.Page(runs.render, title="Runs", url_path="runs")], position="hidden")
 with st.sidebar:
+    for page in listed:
+        st.page_link(page)
     st.toggle("Teaching mode", key="teaching",
               help="explainers beside the charts, and fonts sized for a projector (1280x720)")
 if st.session_state.get("teaching"):
     st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}</style>")
+sidebar_run_picker()
 nav.run()

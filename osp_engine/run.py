@@ -354,7 +354,7 @@ def _set_rng_state(state: dict, train) -> None:
 def _progress_line(row: dict, total: int) -> str:
     psi = row.get("psi_smoothed")
     cand = row.get("cand_flops")
-    return (f"epoch {row['epoch'] + 1:>3}/{total} {row['phase']:<8} loss {row['train_loss']:.3f} "
+    return (f"epoch {row['epoch']:>3} of 0-{total - 1} {row['phase']:<8} loss {row['train_loss']:.3f} "
             f"val acc {row['val_acc']:6.2f}% PSI {'  -   ' if psi is None else f'{psi:.4f}'} "
             f"candidate {'-' if cand is None else f'{cand / 1e6:.3f} M'} FLOPs  "
             f"model {row['model_flops'] / 1e6:.3f} M  ({row['epoch_seconds']:.1f} s)")

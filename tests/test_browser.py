@@ -183,7 +183,7 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{server}/stability?run={finished_run.run_id}")
         page.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
-        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        nav = page.locator('[data-testid="stSidebar"]').inner_text()
         assert "Trade-off" in nav and "common" not in nav and "figures" not in nav, nav
         assert f"{finished_run.run_id} · finished" in page.inner_text("body")
         assert f"run={finished_run.run_id}" in page.url
@@ -194,6 +194,9 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         page.get_by_role("option", name="zz-later").wait_for(timeout=10000)
         page.keyboard.press("Escape")
         assert f"{finished_run.run_id} · finished" in page.inner_text("body")   # and the pick stays
+        page.goto(f"{server}/runs?run={finished_run.run_id}")     # the Runs page's own deep link
+        page.locator(f".st-key-open_{finished_run.run_id} button[disabled]").first.wait_for(timeout=60000)
+        assert "Page not found" not in page.inner_text("body") and f"run={finished_run.run_id}" in page.url
         page.get_by_role("link", name="Compare").click()           # the pruned model, read when clicked
         with page.expect_download(timeout=30000) as download:
             page.get_by_role("button", name=re.compile(f"pruned model of {finished_run.run_id}")).click()

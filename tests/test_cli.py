@@ -27,7 +27,9 @@ def test_run_show_list_export(tmp_path):
     res = cli("run", "--preset", "demo", "--runs-dir", str(runs), "--set", "epochs=12", "--set", "sl_start=2",
               "--set", "sl_end=8", "--set", "reg=0.02", "--set", "reg_delta=0.02")
     assert res.returncode == 0, res.stderr
-    assert "epoch  12/12" in res.stdout and "PSI" in res.stdout and "finished: t* =" in res.stdout
+    lines = [l for l in res.stdout.splitlines() if l.startswith("epoch ")]
+    assert [l.split(" of ")[0] for l in lines] == [f"epoch {e:>3}" for e in range(12)]     # from 0, as stored
+    assert all(" of 0-11 " in l for l in lines) and "PSI" in res.stdout and "finished: t* =" in res.stdout
     assert res.stdout.rstrip().endswith("variant official")
     (run_dir,) = runs.iterdir()
     shown = json.loads(cli("show", str(run_dir), "--json").stdout)
