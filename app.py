@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pages import channels, compare, runs, stability, tradeoff
-from pages.common import sidebar_run_picker
+from pages.common import sidebar_replay, sidebar_run_picker
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
 listed = [
@@ -23,4 +23,5 @@ with st.sidebar:
 if st.session_state.get("teaching"):
     st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}</style>")
 sidebar_run_picker()
+sidebar_replay()
 nav.run()

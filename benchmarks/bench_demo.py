@@ -40,8 +40,8 @@ def cli_demo(root: Path, settings: list[str]) -> tuple[float, dict]:
     return wall, RunReader(run_dir).summary()
 
 
-def studio_demo(root: Path) -> dict:
-    """Click "Start the demo run", open Stability, wait for the first chart and for "finished"."""
+def _studio(root: Path):
+    """(server process, browser page at its Runs page) inside a Playwright context the caller closes."""
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -50,33 +50,58 @@ def studio_demo(root: Path) -> dict:
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                "--server.headless", "true"], cwd=ROOT, env={**os.environ, "OSP_RUNS_DIR": str(root)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            deadline = time.time() + 60
-            while True:
-                try:
-                    page.goto(f"http://localhost:{port}")
-                    break
-                except Exception:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.3)
-            page.get_by_role("button", name="Start the demo run").wait_for(timeout=60000)
-            t_click = time.perf_counter()
-            page.get_by_role("button", name="Start the demo run").click()
-            page.get_by_role("link", name="Stability").click()
-            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120000)
-            t_chart = time.perf_counter()
-            page.get_by_text("· finished").first.wait_for(timeout=600000)
-            t_done = time.perf_counter()
-            browser.close()
-    finally:
+    p = sync_playwright().start()
+    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    deadline = time.time() + 60
+    while True:
+        try:
+            page.goto(f"http://localhost:{port}")
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+    page.get_by_role("button", name="Start the demo run").wait_for(timeout=60000)
+
+    def close():
+        browser.close()
+        p.stop()
         server.terminate()
         server.wait(30)
+    return page, port, close
+
+
+def studio_demo(root: Path) -> dict:
+    """Click "Start the demo run", open Stability, wait for the first chart and for "finished"."""
+    page, _, close = _studio(root)
+    try:
+        t_click = time.perf_counter()
+        page.get_by_role("button", name="Start the demo run").click()
+        page.get_by_role("link", name="Stability").click()
+        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120000)
+        t_chart = time.perf_counter()
+        page.get_by_text("· finished").first.wait_for(timeout=600000)
+        t_done = time.perf_counter()
+    finally:
+        close()
     (run_dir,) = [d for d in root.iterdir() if d.is_dir()]
     return dict(first_chart=t_chart - t_click, finished=t_done - t_click, summary=RunReader(run_dir).summary())
+
+
+def watched_cli_demo(root: Path) -> dict:
+    """A command-line demo run with the studio's Stability page open on it from its first epoch: the
+    browser's and the server's share of the cores, without training inside the server."""
+    page, port, close = _studio(root)
+    try:
+        cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(root)],
+                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        run_id = re.match(r"run (\S+) -> ", cli.stdout.readline()).group(1)
+        page.goto(f"http://localhost:{port}/stability?run={run_id}")
+        cli.communicate()
+    finally:
+        close()
+    return RunReader(root / run_id).summary()
 
 
 def line(label: str, wall: float, s: dict) -> str:
@@ -99,9 +124,12 @@ def main() -> None:
             print(f"demo speed-up: {old_wall / new_wall:.2f}x (process), {old['wall_seconds'] / new['wall_seconds']:.2f}x (run)")
             if not args.no_browser:
                 st = studio_demo(Path(tmp) / "studio")
+                watched = watched_cli_demo(Path(tmp) / "watched")
                 print(f"studio: first chart {st['first_chart']:.1f} s after the click, finished {st['finished']:.1f} s "
                       f"after it; run {st['summary']['wall_seconds']:.1f} s, "
-                      f"{st['summary']['wall_seconds'] / new['wall_seconds']:.2f}x the command line's run")
+                      f"{st['summary']['wall_seconds'] / new['wall_seconds']:.2f}x the command line's run alone, "
+                      f"{st['summary']['wall_seconds'] / watched['wall_seconds']:.2f}x the command line's run watched "
+                      f"by the same page ({watched['wall_seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

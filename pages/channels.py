@@ -5,7 +5,7 @@ import streamlit as st
 
 from osp_engine.analysis import kept_fraction, settle_order
 from osp_engine.store import RunReader
-from pages.common import chart_text, empty_state, enter_frame, header, mask_data, require_run, run_key
+from pages.common import chart_text, empty_state, enter_frame, header, require_run, run_masks
 from pages.figures import IMAGE_ROWS, matrix_figure
 
 KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for pruning, kept
@@ -46,7 +46,7 @@ def channel_views(x: np.ndarray, kept: np.ndarray, sizes: list[int], names: list
 def saliency_views(run: RunReader, epochs: list[int], sizes: list[int], names: list[str]) -> None:
     """At a chosen epoch: saliency of marked against kept channels, and kept against total per group."""
     st.subheader("Saliency of marked against kept channels")
-    epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key="hist_epoch")
+    epoch = st.select_slider("Epoch", options=epochs, value=epochs[-1], key=f"hist_epoch_{epochs[-1]}")
     masks = run.masks(epoch)
     kept = np.concatenate(masks)                                      # (N,) bool
     logv = np.log10(np.maximum(np.concatenate(run.saliency(epoch)), 1e-12))
@@ -70,7 +70,7 @@ def render() -> None:
            "share of its channels the candidate sub-network keeps at each epoch. Look for rows that stop changing: "
            "the regulariser drives the saliency of the marked channels toward zero, splitting the histogram in two.")
     run = require_run()
-    epochs, kept, groups = mask_data(*run_key(run))                   # kept (E, N) bool, groups in gid order
+    epochs, kept, groups = run_masks(run)                             # kept (E, N) bool, groups in gid order
     if not epochs:
         info = run.info()
         empty_state("This run searched no sub-network: it is a dense baseline, or it ended before epoch "

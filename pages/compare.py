@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import chart_text, empty_state, enter_frame, epochs_frame, header, manager, pick_runs, run_key
+from pages.common import chart_text, empty_state, enter_frame, header, manager, pick_runs, run_frame, run_info
 from pages.stability_chart import defined_psi
 from pages.tradeoff import RUN_COLOURS
 
@@ -54,7 +54,7 @@ def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Fi
     for i, (r, df) in enumerate(zip(readers, frames)):
         if df.empty:
             continue
-        info, x = r.info(), df["epoch"].to_numpy()
+        info, x = run_info(r), df["epoch"].to_numpy()
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         variant = info["config"].get("variant", "unrecorded")
         style = dict(name=chart_text(f"{r.run_id[-9:]} ({variant})"), line=dict(color=colour, dash=DASH.get(variant, "dashdot")))
@@ -83,7 +83,7 @@ def render() -> None:
         empty_state("Pick one or more runs above.")
         return
     readers = [manager().reader(run_id) for run_id in chosen]
-    frames = [epochs_frame(*run_key(r)) for r in readers]
+    frames = [run_frame(r) for r in readers]
     psi, acc = overlay(readers, frames)
     c1, c2 = st.columns(2)
     c1.plotly_chart(psi, key="compare_psi")

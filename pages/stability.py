@@ -3,8 +3,8 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, epochs_frame, header, manager, plain, reader, require_run,
-                          run_key, send, similarity, teaching, variant_line)
+from pages.common import (empty_state, enter_frame, header, manager, plain, reader, require_run, run_frame, run_info,
+                          run_similarity, send, teaching, variant_line)
 from pages.stability_chart import similarity_figure, stability_figure
 from pages.teaching import explain_stability
 
@@ -59,12 +59,11 @@ def view_options() -> tuple[bool, bool]:
 def run_view(run: RunReader, live: bool) -> None:
     """The header line, the controls and both figures. `live`: called by the 2 s fragment; a run that
     has ended reruns the page once and is then drawn without any timer (no redraws for ended runs)."""
-    key = run_key(run)
-    info = run.info()
-    ended = info["display_status"] != "running"
+    info = run_info(run)
+    ended = run.info()["display_status"] != "running"
     if live and ended:
         st.rerun()
-    df = epochs_frame(*key)
+    df = run_frame(run)
     st.markdown(f"**{run.run_id}** · {plain(info['display_status'])} · phase **{plain(info['phase'])}** · "
                 f"{len(df)} epochs" + (f" · pruned after epoch {info['t_star']} ({plain(info['prune_reason'])})"
                                       if info["t_star"] is not None else ""))
@@ -77,7 +76,7 @@ def run_view(run: RunReader, live: bool) -> None:
     log_view, whole = st.session_state.get("psi_log", False), st.session_state.get("psi_whole", False)
     font = 18 if teaching() else 16
     st.plotly_chart(stability_figure(df, info, log_view, whole, font), key="stability_chart")
-    epochs, sim = similarity(*key)
+    epochs, sim = run_similarity(run)
     if len(epochs) >= 2:
         st.plotly_chart(similarity_figure(epochs, sim, info["t_star"], font), key="similarity_chart")
         st.caption("A bright square block forming late in the run is the early-bird ticket: "

@@ -5,8 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import (chart_text, enter_frame, epochs_frame, header, manager, pick_runs, plain, run_key,
-                          teaching)
+from pages.common import chart_text, enter_frame, header, manager, pick_runs, plain, run_frame, teaching
 from pages.figures import phase_bands
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
@@ -85,7 +84,7 @@ def render() -> None:
     chosen = pick_runs("tradeoff_runs")
     every_epoch = st.toggle("Every epoch's model", key="tradeoff_every_epoch",
                             help="each epoch's evaluated model too: the dense one while it trains, the pruned one after")
-    frames = {run_id: (r, epochs_frame(*run_key(r))) for run_id in chosen for r in [manager().reader(run_id)]}
+    frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
     fig, networks, sources = go.Figure(), {}, []
     for i, (run_id, (r, df)) in enumerate(frames.items()):
         if df.empty:

@@ -501,3 +501,36 @@ def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     at = _page("channels", "zz-crafted")
     ticks = json.loads(_figures(at)[0])["data"][0]["y"]
     assert not at.exception and ticks[0].startswith('0 &lt;a href="http://example.invalid"&gt;x&lt;/a&gt; (')
+
+
+def test_replay_moves_every_page_to_the_chosen_epoch(filled_root):
+    """The sidebar's replay slider on a finished run: every page shows the run as it stood at epoch 5,
+    before its prune (t* is later), and the slider's value is the epoch every page stops at."""
+    root, run_id = filled_root
+    t_star = RunReader(root / run_id).info()["t_star"]
+    assert t_star > 5
+    at = AppTest.from_string("from pages.common import sidebar_replay\nsidebar_replay()\n", default_timeout=60)
+    at.session_state["run_id"] = run_id
+    at.run()
+    at.toggle(key="replay_on").set_value(True).run()
+    at.slider(key=f"replay_{run_id}").set_value(5).run()
+    assert at.session_state["replay"] == (run_id, 5)
+
+    def page(name):
+        at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
+        at.session_state["run_id"] = run_id
+        at.session_state["replay"] = (run_id, 5)
+        return at.run()
+
+    stab = page("stability")
+    fig = json.loads(_figures(stab)[0])
+    assert not stab.exception and "replay at epoch 5 of finished" in stab.markdown[0].value
+    assert _array(fig["data"][0]["x"]).max() == 5
+    assert not any(str(t.get("name", "")).startswith("t* =") for t in fig["data"])      # not pruned yet at 5
+    chan = page("channels")
+    assert not chan.exception and _array(json.loads(_figures(chan)[0])["data"][0]["x"]).max() == 5
+    trade = page("tradeoff")
+    (run,) = [t for t in json.loads(_figures(trade)[0])["data"] if t["name"].startswith(run_id[-9:])]
+    assert len(_array(run["x"])) == 1                          # the dense model only: the prune comes later
+    comp = page("compare")
+    assert not comp.exception and _array(json.loads(_figures(comp)[0])["data"][0]["x"]).max() == 5
