@@ -1,6 +1,8 @@
 """Runs: start a run from a preset, see every run's progress, and steer or delete them."""
 import dataclasses
 
+import pandas as pd
+
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
@@ -19,10 +21,11 @@ def start(cfg: Config) -> None:
     so a click followed at once by a page change still starts the run (an `if st.button(...)` body
     is skipped when the rerun lands on another page).
     """
+    st.session_state.pop("start_error", None)
     try:
         run_id = manager().start(cfg)
-    except ConfigError as e:
-        st.error(f"Could not start: {e}")
+    except ConfigError as e:                 # shown beside the form, which stays open with the values
+        st.session_state["start_error"] = str(e)
         return
     if run_id in [q[0] for q in manager().queued()]:
         st.toast(f"Queued {run_id}: it starts when the run training on its device ends")
@@ -48,7 +51,8 @@ def start_form() -> None:
 
     The knobs' keys carry the preset's name: picking another preset draws fresh widgets at its values.
     """
-    with st.expander("Start a run from a preset", expanded=False):
+    error = st.session_state.get("start_error")
+    with st.expander("Start a run from a preset", expanded=error is not None):
         name = st.selectbox("Preset", list(PRESETS), format_func=lambda n: f"{n} — {DESCRIPTIONS.get(n, '')}",
                             key="start_preset")
         base = get_preset(name)
@@ -71,6 +75,8 @@ def start_form() -> None:
             c9.selectbox("Variant", VARIANTS, index=VARIANTS.index(base.variant), key=key["variant"],
                          help="official: the official code exactly, quirks included; corrected: the quirks fixed")
             st.form_submit_button("Start", on_click=start_knobs, args=(name,))
+            if error:
+                st.error(f"Could not start: {plain(error)}")
 
 
 def ask_delete(run_id: str) -> None:
@@ -199,6 +205,18 @@ def queued_card(run_id: str, device: str, ahead: int) -> None:
         st.button("Cancel", key=f"unqueue_{run_id}", on_click=manager().cancel_queued, args=(run_id,))
 
 
+def table_row(r: RunReader) -> dict:
+    """One line of the compact view: what the run is and how it stands, in percent and seconds."""
+    s = r.summary()
+    rows = r.epochs(s["epochs"] - 6)
+    per = [row["epoch_seconds"] for row in rows if row.get("epoch_seconds")]
+    return {"run": r.run_id, "model": s["model"], "dataset": s["dataset"],
+            "target (%)": None if s["target_flops_reduction"] is None else round(100 * s["target_flops_reduction"], 1),
+            "variant": s["variant"], "status": s["status"], "epochs": f"{s['epochs']}/{s['total_epochs']}",
+            "t*": s["t_star"], "FLOPs removed (%)": None if s["flops_reduction"] is None else round(100 * s["flops_reduction"], 1),
+            "final accuracy (%)": s["final_acc"], "s/epoch": round(sum(per) / len(per), 2) if per else None}
+
+
 @st.fragment(run_every=2)
 def run_table() -> None:
     for run_id, device, ahead in manager().queued():
@@ -206,21 +224,28 @@ def run_table() -> None:
     readable, unreadable = manager().runs()
     for run_id, problem in unreadable:
         unreadable_card(run_id, problem)
-    for r in readable:
-        run_card(r)
+    if st.session_state.get("runs_compact", len(readable) > 6):
+        st.dataframe(pd.DataFrame([table_row(r) for r in readable]), hide_index=True, key="runs_compact_table")
+        st.caption("Pick a run in the sidebar to open it; switch the table off for its buttons.")
+    else:
+        for r in readable:
+            run_card(r)
     refresh_picker()                        # Open or Delete acted inside this fragment
 
 
 def render() -> None:
     header("Runs", "Each run trains a network from scratch, searches its pruned sub-network every epoch and prunes "
            "it when the sub-network stops changing. Start the demo to watch the whole cycle on the bundled digits "
-           "in about half a minute; the other pages follow the run picked in the sidebar.")
+           "(about 10 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
     st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
-              help="digits, 40 epochs, CPU: the whole one-cycle pruning in about 30 s")
+              help="digits, 24 epochs, CPU: the whole one-cycle pruning in about 10 s of training on 2 cores")
     start_form()
-    if manager().queued() == [] and manager().runs() == ([], []):
+    readable = manager().runs()
+    if manager().queued() == [] and readable == ([], []):
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")
         return
+    st.toggle("Compact table", key="runs_compact", value=len(readable[0]) > 6,
+              help="one line per run; on by default from seven runs")
     run_table()
 
 

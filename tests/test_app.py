@@ -263,7 +263,10 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
     at.text_input(key="knob_cifar10-resnet56_data_root").set_value(str(tmp_path / "no-cifar"))
     next(b for b in at.button if b.label == "Start").click().run()          # no data there: said, no run made
     assert not at.exception and len(at.error) == 1
-    assert at.error[0].value.startswith("Could not start: cifar10 not found under") and "no-cifar" in at.error[0].value
+    assert at.error[0].value.startswith("Could not start: cifar10 not found under") and "no\\-cifar" in at.error[0].value
+    form = at.expander[0]                                   # beside the form, which stays open with the values
+    assert form.proto.expanded and [e.value for e in form.error] == [at.error[0].value]
+    assert at.text_input(key="knob_cifar10-resnet56_data_root").value == str(tmp_path / "no-cifar")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -534,3 +537,19 @@ def test_replay_moves_every_page_to_the_chosen_epoch(filled_root):
     assert len(_array(run["x"])) == 1                          # the dense model only: the prune comes later
     comp = page("compare")
     assert not comp.exception and _array(json.loads(_figures(comp)[0])["data"][0]["x"]).max() == 5
+
+
+def test_many_runs_fold_into_a_compact_table(filled_root):
+    root, run_id = filled_root
+    for i in range(6):
+        shutil.copytree(root / run_id, root / f"{run_id[:-4]}c0p{i}")
+    at = _page("runs", run_id)
+    assert not at.exception and at.toggle(key="runs_compact").value is True        # seven runs: the table
+    table = at.dataframe[0].value
+    s = RunReader(root / run_id).summary()
+    row = table[table["run"] == run_id].iloc[0]
+    assert len(table) == 7 and row["t*"] == s["t_star"] and row["target (%)"] == 50.0
+    assert row["FLOPs removed (%)"] == round(100 * s["flops_reduction"], 1) and row["epochs"] == "16/16"
+    assert not any(b.label == "Delete" for b in at.button)
+    at.toggle(key="runs_compact").set_value(False).run()
+    assert sum(b.label == "Delete" for b in at.button) == 7
