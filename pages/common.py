@@ -16,6 +16,7 @@ import streamlit as st
 
 from osp_engine.analysis import pairwise_jaccard
 from osp_engine.manager import RunManager
+from osp_engine.presets import get_preset
 from osp_engine.store import RunReader, runs_root
 
 
@@ -35,9 +36,9 @@ def enter_frame() -> None:
 
 @st.cache_resource(on_release=lambda m: m.shutdown())
 def _manager(root: str) -> RunManager:
-    import sys
-    sys.setswitchinterval(float(__import__("os").environ.get("OSP_SWITCH", "0.005")))
-    return RunManager(root)
+    manager = RunManager(root)
+    manager.warm_up(get_preset("demo"))          # so the first click on "Start the demo run" starts at once
+    return manager
 
 
 def manager() -> RunManager:

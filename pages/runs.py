@@ -148,7 +148,7 @@ def run_card(r: RunReader) -> None:
         top[1].metric("Status", s["status"])
         if live and live["paused"]:
             top[1].caption("paused")
-        top[2].metric("Pruned after", "–" if s["t_star"] is None else f"epoch {s['t_star']}",
+        top[2].metric("Pruned after epoch", "–" if s["t_star"] is None else str(s["t_star"]),
                       help=None if s["prune_reason"] is None else f"why: {s['prune_reason']}")
         top[3].metric("FLOPs removed", fmt_pct(s["flops_reduction"]))
         top[4].metric("Final accuracy", "–" if s["final_acc"] is None else f"{s['final_acc']:.2f} %")

@@ -96,7 +96,8 @@ def render() -> None:
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
         sources += add_paper_points(fig, model, dataset, dense_mflops)
     fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520,
-                      font=dict(size=18 if teaching() else 16), legend=dict(orientation="h", yanchor="top", y=-0.2))
+                      font=dict(size=18 if teaching() else 16), showlegend=True,
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
     st.plotly_chart(fig, key="tradeoff_chart")
     if sources:
         st.caption("Published points sit at their published share of this run's dense FLOPs. Sources: "

@@ -53,12 +53,14 @@ def main() -> None:
                                 raise
                             time.sleep(0.5)
                     page.get_by_role("heading", name=title).first.wait_for(timeout=60000)
-                    if suffix and not page.get_by_label("Teaching mode").is_checked():
+                    switch = page.get_by_role("switch", name="Teaching mode")
+                    if suffix and not switch.is_checked():
                         page.get_by_text("Teaching mode").click()
+                        page.wait_for_timeout(1500)
                     if path != "runs":
                         page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60000)
                     page.wait_for_timeout(2500)                        # charts finish drawing
-                    name = title.lower().replace("-", "-")
+                    name = title.lower()
                     page.screenshot(path=str(ROOT / "assets" / f"page-{name}{suffix}.png"))
                     print(f"assets/page-{name}{suffix}.png")
                 page.close()

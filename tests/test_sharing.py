@@ -69,3 +69,11 @@ def test_a_run_takes_its_share_of_the_cores(tmp_path, monkeypatch):
     _wait(lambda: mgr.reader(alone).info()["status"] == "finished")
     shares = [e["data"]["threads"] for e in mgr.reader(alone).events() if e["kind"] == "threads"]
     assert shares in ([], [2])                  # all of the 2 cores: kept, or taken back from the last run's 1
+
+
+def test_warm_up_writes_nothing_and_a_bad_config_is_left_to_the_start(tmp_path):
+    mgr = RunManager(tmp_path / "runs")
+    mgr.warm_up(apply_overrides(get_preset("demo"), TINY)).join(120)
+    assert list((tmp_path / "runs").iterdir()) == []
+    mgr.warm_up(apply_overrides(get_preset("demo"), TINY + ["model=tv-resnet18"])).join(120)   # cannot fit 8x8
+    assert list((tmp_path / "runs").iterdir()) == []
