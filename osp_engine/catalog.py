@@ -30,3 +30,5 @@ TORCHVISION_CLASSIFIERS = (
 MODEL_NAMES = OWN_MODELS + tuple(f"tv-{arch}" for arch in TORCHVISION_CLASSIFIERS)
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagenet", "folder", "synthetic-cifar10")
+
+ONE_CHANNEL_DATASETS = ("digits",)      # every torchvision classifier's first layer takes 3 channels

@@ -74,7 +74,7 @@ class Config:
 
         model_registry / dataset_registry False: the model or the data are passed in (osp_engine.api),
         and `model` / `dataset` are only their labels."""
-        from .catalog import DATASET_NAMES, MODEL_NAMES
+        from .catalog import DATASET_NAMES, MODEL_NAMES, ONE_CHANNEL_DATASETS
 
         def fail(msg: str) -> None:
             raise ConfigError(msg)
@@ -87,6 +87,9 @@ class Config:
             fail(f"cost_checks must be >= 0, got {self.cost_checks}")
         if dataset_registry and self.dataset not in DATASET_NAMES:
             fail(f"unknown dataset {self.dataset!r}: choose one of {', '.join(sorted(DATASET_NAMES))}")
+        if model_registry and dataset_registry and self.model.startswith("tv-") and self.dataset in ONE_CHANNEL_DATASETS:
+            fail(f"{self.model} takes 3-channel images and {self.dataset} has one channel: "
+                 f"use an ImageFolder dataset (dataset=folder, data_root=DIR) or a CIFAR one")
         if self.variant not in VARIANTS:
             fail(f"unknown variant {self.variant!r}: use official (the official code, exactly) or corrected")
         if self.epochs <= 0:

@@ -139,5 +139,7 @@ def test_models_lists_every_torchvision_classifier_and_refusals_leave_no_folder(
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert res.stderr.startswith("error: tv-vit_b_16 on SYNTHETIC") and "vision transformers are not supported" in res.stderr
     res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-resnet18")          # 3-channel net, 1-channel digits
-    assert res.returncode == 2 and "cannot take 1x8x8 inputs" in res.stderr
+    assert res.returncode == 2 and "tv-resnet18 takes 3-channel images and digits has one channel" in res.stderr
+    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-alexnet", "--set", "dataset=synthetic-cifar10")
+    assert res.returncode == 2 and "cannot take 3x32x32 inputs" in res.stderr         # pooled down to nothing
     assert not runs.exists() or not any(runs.iterdir())
