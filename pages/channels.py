@@ -5,8 +5,9 @@ import streamlit as st
 
 from osp_engine.analysis import kept_fraction, settle_order
 from osp_engine.store import RunReader
-from pages.common import chart_text, empty_state, enter_frame, header, require_run, run_masks
+from pages.common import chart_text, empty_state, enter_frame, header, require_run, run_masks, teaching
 from pages.figures import IMAGE_ROWS, matrix_figure
+from pages.teaching import explain as teaching_explainer
 
 KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for pruning, kept
 
@@ -69,6 +70,8 @@ def render() -> None:
     header("Channels", "Each row is a group of coupled channels (a layer and everything tied to it); colour is the "
            "share of its channels the candidate sub-network keeps at each epoch. Look for rows that stop changing: "
            "the regulariser drives the saliency of the marked channels toward zero, splitting the histogram in two.")
+    if teaching():
+        teaching_explainer("channels")
     run = require_run()
     epochs, kept, groups = run_masks(run)                             # kept (E, N) bool, groups in gid order
     if not epochs:

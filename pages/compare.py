@@ -4,8 +4,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import chart_text, empty_state, enter_frame, header, manager, pick_runs, run_frame, run_info
+from pages.common import (chart_text, empty_state, enter_frame, header, manager, pick_runs, run_frame, run_info,
+                          teaching)
 from pages.stability_chart import defined_psi
+from pages.teaching import explain as teaching_explainer
 from pages.tradeoff import RUN_COLOURS
 
 
@@ -78,6 +80,8 @@ def render() -> None:
     header("Compare", "Overlay runs to see how the target, the threshold or the regulariser change when the "
            "sub-network settles and what accuracy it keeps. The table lists each run's final figures; download any "
            "run's metrics as CSV or its pruned model.")
+    if teaching():
+        teaching_explainer("compare")
     chosen = pick_runs("compare_runs")
     if not chosen:
         empty_state("Pick one or more runs above.")

@@ -36,6 +36,26 @@ def explain_stability() -> None:
                 f"Early-Bird distance = {hamming(EPOCH_B, EPOCH_A):.3f} (2 of 6 channels changed)")
 
 
+EXPLAINERS = {
+    "channels": "**Reading the heatmaps.** One row per group; a cell is the share of the group's channels that the "
+                "candidate of that epoch keeps (dark: all kept). Early on the rows flicker: the saliency ranking still "
+                "changes. Once the regulariser shrinks the marked channels, their saliency collapses toward zero, the "
+                "histogram below splits into two humps, and the rows stop changing: the candidate has settled.",
+    "tradeoff": "**Reading the trade-off.** Each run is two real, evaluated networks: the dense one at its best "
+                "accuracy and the pruned one at the end of fine-tuning. A good prune moves left (fewer FLOPs: "
+                "multiply-accumulates of one image) while staying level (the same accuracy). A star or diamond is a "
+                "number published for the same network by the paper or its rivals.",
+    "compare": "**Reading the overlay.** Each colour is a run. Where its PSI line meets the red threshold, the run "
+               "prunes (its dotted vertical line, t*). A run that reaches the threshold earlier trains fewer epochs "
+               "at full size: an earlier prune saves training time, if its accuracy keeps up.",
+}
+
+
+def explain(page: str) -> None:
+    """Teaching mode's short explainer for a page's charts."""
+    st.info(EXPLAINERS[page])
+
+
 if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
     from pages.common import enter_frame
     enter_frame()

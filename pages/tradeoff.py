@@ -7,6 +7,7 @@ import streamlit as st
 
 from pages.common import chart_text, enter_frame, header, manager, pick_runs, plain, run_frame, teaching
 from pages.figures import phase_bands
+from pages.teaching import explain as teaching_explainer
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
 
@@ -81,6 +82,8 @@ def render() -> None:
            "(open circle) and its pruned network at the end of fine-tuning (filled). Look for the pruned model "
            "ending near the dense accuracy at about half the FLOPs; published points appear for the networks "
            "they were published for.")
+    if teaching():
+        teaching_explainer("tradeoff")
     chosen = pick_runs("tradeoff_runs")
     every_epoch = st.toggle("Every epoch's model", key="tradeoff_every_epoch",
                             help="each epoch's evaluated model too: the dense one while it trains, the pruned one after")

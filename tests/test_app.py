@@ -141,6 +141,14 @@ def test_teaching_mode_explains_with_the_engines_numbers(filled_root):
     example = " ".join(t.value for t in at.text)
     assert "PSI (mean over groups) = 0.667" in example and "Early-Bird distance = 0.333" in example
     assert json.loads(_figures(at)[0])["layout"]["font"]["size"] == 18
+    for name, words in (("channels", "Reading the heatmaps"), ("tradeoff", "Reading the trade-off"),
+                        ("compare", "Reading the overlay")):
+        at = AppTest.from_string("import streamlit as st\nst.session_state['teaching'] = True\n"
+                                 f"from pages.{name} import render\nrender()\n", default_timeout=60)
+        at.session_state["run_id"] = run_id
+        at.run()
+        assert not at.exception and any(words in i.value for i in at.info), name
+        assert not any(words in i.value for i in _page(name, run_id).info), name      # only in teaching mode
 
 
 def _array(value) -> np.ndarray:
