@@ -75,9 +75,9 @@ def _picked(key: str, shown: str) -> None:
         select_run(st.session_state[key])
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=1)
 def follow_runs() -> None:
-    """Every 2 s, rerun the whole app if the sidebar is out of date: the runs folder gained or lost a
+    """Every second, rerun the whole app if the sidebar is out of date: the runs folder gained or lost a
     run (a command-line run started, another tab deleted one), or a button callback moved the pick in
     a rerun that Streamlit cut short before the sidebar was drawn (a page link clicked right after)."""
     if [r.run_id for r in manager().list()] != st.session_state.get("picker_runs"):
