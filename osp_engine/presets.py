@@ -14,7 +14,7 @@ _IMAGENET = dict(dataset="imagenet", epochs=130, batch_size=256, lr=0.1, lr_sche
                  reg_interval=2, sl_auto=True, sl_start=10, sl_end=50, monitor_start=2, threshold=0.999)
 
 PRESETS: dict[str, dict] = {
-    # The whole cycle on the bundled digits in about 11 s on 2 CPU cores (benchmarks/bench_demo.py). The
+    # The whole cycle on the bundled digits in 6-11 s of training on 2 CPU cores (benchmarks/bench_demo.py). The
     # regulariser is much stronger than the paper's (0.01 vs 1e-4) so that the sub-network settles
     # within 24 short epochs.
     "demo": dict(model="digits-resnet8", dataset="digits", epochs=24, batch_size=64, lr=0.1,
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "demo": "digits (bundled), 24 epochs on CPU: the whole cycle in about 11 s on 2 cores",
+    "demo": "digits (bundled), 24 epochs on CPU: the whole cycle in 6-11 s of training on 2 cores",
     "cifar10-resnet56": "paper recipe: 300 epochs, target 0.50, reg every 3 epochs, L_max 0.70",
     "cifar10-resnet32": "official script: target 0.55, reg every epoch, sl_end 110",
     "cifar10-resnet110": "ResNet-56's recipe on ResNet-110",

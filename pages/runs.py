@@ -236,9 +236,9 @@ def run_table() -> None:
 def render() -> None:
     header("Runs", "Each run trains a network from scratch, searches its pruned sub-network every epoch and prunes "
            "it when the sub-network stops changing. Start the demo to watch the whole cycle on the bundled digits "
-           "(about 10 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
+           "(6-11 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
     st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
-              help="digits, 24 epochs, CPU: the whole one-cycle pruning in about 10 s of training on 2 cores")
+              help="digits, 24 epochs, CPU: the whole one-cycle pruning in 6-11 s of training on 2 cores")
     start_form()
     readable = manager().runs()
     if manager().queued() == [] and readable == ([], []):
