@@ -148,11 +148,21 @@ def header(title: str, text: str) -> None:
     explain(text)
 
 
+@st.fragment(run_every=0.5)
+def _await_run(listed: list[str]) -> None:
+    """While a page has no run, look for one twice a second: a run started a moment ago (a click on
+    Start, then at once on a page link) is shown as soon as its folder exists, not at the sidebar's
+    next refresh."""
+    if [r.run_id for r in manager().list()] != listed:
+        st.rerun()
+
+
 def require_run() -> RunReader:
     """The run picked in the sidebar; without one the page shows what to do and stops here."""
     run = reader(selected_run())
     if run is None:
         empty_state("No run selected. Start the demo on the Runs page, then come back here.")
+        _await_run([r.run_id for r in manager().list()])
         st.stop()
     return run
 
