@@ -149,12 +149,8 @@ class RunManager:
         return split_runs(self.root)
 
     def list(self) -> list[RunReader]:
-        """The readable runs, newest first (a damaged one never takes a page down: see unreadable())."""
-        return split_runs(self.root)[0]
-
-    def unreadable(self) -> list[tuple[str, str]]:
-        """[(folder name, reason)] of run folders that cannot be read."""
-        return split_runs(self.root)[1]
+        """The readable runs, newest first (a damaged one never takes a page down: see runs())."""
+        return self.runs()[0]
 
     def reader(self, run_id: str) -> RunReader:
         return RunReader(resolve_run_dir(self.root, run_id))

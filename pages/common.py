@@ -75,12 +75,17 @@ def _picked(key: str, shown: str) -> None:
         select_run(st.session_state[key])
 
 
+def run_ids() -> list[str]:
+    """The ids of the readable runs, newest first, as the sidebar and the pages list them."""
+    return [r.run_id for r in manager().list()]
+
+
 @st.fragment(run_every=1)
 def follow_runs() -> None:
     """Every second, rerun the whole app if the sidebar is out of date: the runs folder gained or lost a
     run (a command-line run started, another tab deleted one), or a button callback moved the pick in
     a rerun that Streamlit cut short before the sidebar was drawn (a page link clicked right after)."""
-    if [r.run_id for r in manager().list()] != st.session_state.get("picker_runs"):
+    if run_ids() != st.session_state.get("picker_runs"):
         st.rerun()
     refresh_picker()
 
@@ -92,7 +97,7 @@ def sidebar_run_picker() -> None:
     keyed by the pick, so a pick made elsewhere draws a fresh widget showing it.
     """
     st.session_state.pop("picker_stale", None)
-    runs = [r.run_id for r in manager().list()]
+    runs = run_ids()
     wanted = st.session_state.get("run_id") or st.query_params.get("run")
     if wanted not in runs:                   # unknown, deleted or malformed: never passed to the file system
         wanted = runs[0] if runs else None
@@ -153,7 +158,7 @@ def _await_run(listed: list[str]) -> None:
     """While a page has no run, look for one twice a second: a run started a moment ago (a click on
     Start, then at once on a page link) is shown as soon as its folder exists, not at the sidebar's
     next refresh."""
-    if [r.run_id for r in manager().list()] != listed:
+    if run_ids() != listed:
         st.rerun()
 
 
@@ -162,14 +167,14 @@ def require_run() -> RunReader:
     run = reader(selected_run())
     if run is None:
         empty_state("No run selected. Start the demo on the Runs page, then come back here.")
-        _await_run([r.run_id for r in manager().list()])
+        _await_run(run_ids())
         st.stop()
     return run
 
 
 def pick_runs(key: str, default: list[str] | None = None) -> list[str]:
     """A multiselect over every run (default: the sidebar's run); without runs the page says so and stops."""
-    runs = [r.run_id for r in manager().list()]
+    runs = run_ids()
     if not runs:
         empty_state("No runs yet. Start the demo on the Runs page.")
         st.stop()
@@ -289,6 +294,17 @@ def chart_text(value) -> str:
 def variant_line(variant: str) -> str:
     """'variant official — reproduces the official code, …': what a run's variant means, in one line."""
     return f"variant **{plain(variant)}** — {VARIANT_TEXT.get(variant, 'unknown')}"
+
+
+def percent(x) -> float | None:
+    """A fraction as a percentage with one decimal, for tables (None stays None)."""
+    return None if x is None else round(100 * x, 1)
+
+
+def seconds_per_epoch(r: RunReader, epochs_done: int) -> float | None:
+    """The mean wall time of the run's last five stored epochs (None before the first)."""
+    recent = [row["epoch_seconds"] for row in r.epochs(epochs_done - 6) if row.get("epoch_seconds")]
+    return sum(recent) / len(recent) if recent else None
 
 
 def fmt_pct(x) -> str:

@@ -4,11 +4,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import (chart_text, empty_state, enter_frame, header, manager, pick_runs, run_frame, run_info,
-                          teaching)
+from pages.common import (chart_text, empty_state, enter_frame, header, manager, percent, pick_runs, run_frame,
+                          run_info, teaching)
+from pages.figures import RUN_COLOURS
 from pages.stability_chart import defined_psi
 from pages.teaching import explain as teaching_explainer
-from pages.tradeoff import RUN_COLOURS
 
 
 DASH = {"official": "solid", "corrected": "dot"}      # an official and a corrected run of one seed stay apart
@@ -18,12 +18,10 @@ MODEL_BYTES_CAP = 200e6                                # larger models are downl
 def final_figures(r: RunReader) -> dict:
     """One table row: how the run ended and what it kept, in the units the other pages use."""
     s = r.summary()
-    def pct(x):
-        return None if x is None else round(100 * x, 1)
     return {"run": r.run_id, "variant": s["variant"], "status": s["status"], "model": s["model"],
             "pruned after epoch (t*)": s["t_star"], "why": s["prune_reason"],
-            "FLOPs target (%)": pct(s["target_flops_reduction"]), "FLOPs removed (%)": pct(s["flops_reduction"]),
-            "parameters removed (%)": pct(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
+            "FLOPs target (%)": percent(s["target_flops_reduction"]), "FLOPs removed (%)": percent(s["flops_reduction"]),
+            "parameters removed (%)": percent(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
             "final accuracy (%)": s["final_acc"], "best accuracy (%)": s["best_acc"],
             "wall time (s)": round(s["wall_seconds"], 1)}
 

@@ -15,6 +15,8 @@ from osp_engine.analysis import phase_spans
 
 PHASE_COLOURS = {"dense": "rgba(120,120,120,0.10)", "sparsity": "rgba(221,107,32,0.12)",
                  "pruned": "rgba(43,108,176,0.12)"}
+RUN_COLOURS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#c53030", "#d69e2e", "#319795", "#b83280",
+               "#4a5568", "#2c7a7b")           # one per run, in the order picked (Trade-off, Compare)
 IMAGE_ROWS = 1000            # a matrix with more rows is sent as one PNG instead of a heatmap's cells
 
 

@@ -10,8 +10,8 @@ from osp_engine.config import VARIANTS
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, plain, refresh_picker, select_run,
-                          selected_run, send)
+from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, percent, plain, refresh_picker,
+                          seconds_per_epoch, select_run, selected_run, send)
 
 
 def start(cfg: Config) -> None:
@@ -111,13 +111,11 @@ def card_title(s: dict) -> str:
     return " · ".join(plain(v) for v in (s["model"], s["dataset"], target, s["variant"]))
 
 
-def progress_text(s: dict, epoch_rows: list[dict]) -> str:
-    """'epoch 12 of 24 · 0.41 s/epoch · about 5 s left · best 97.2 %' (epochs counted as stored, from 0)."""
+def progress_text(s: dict, per: float | None) -> str:
+    """'12 of 24 epochs done · 0.41 s/epoch · about 5 s left · best accuracy 97.2 %'; per: s/epoch."""
     done, total = s["epochs"], s["total_epochs"] or 0
     parts = [f"{done} of {total} epochs done"]
-    recent = [row["epoch_seconds"] for row in epoch_rows[-5:] if row.get("epoch_seconds")]
-    if recent:
-        per = sum(recent) / len(recent)
+    if per is not None:
         parts.append(f"{per:.2f} s/epoch")
         if s["status"] == "running" and total > done:
             parts.append(f"about {per * (total - done):.0f} s left")
@@ -152,7 +150,7 @@ def run_card(r: RunReader) -> None:
                       help=None if s["prune_reason"] is None else f"why: {s['prune_reason']}")
         top[3].metric("FLOPs removed", fmt_pct(s["flops_reduction"]))
         top[4].metric("Final accuracy", "–" if s["final_acc"] is None else f"{s['final_acc']:.2f} %")
-        st.progress(min(s["epochs"] / max(s["total_epochs"] or 1, 1), 1.0), text=progress_text(s, r.epochs(s["epochs"] - 6)))
+        st.progress(min(s["epochs"] / max(s["total_epochs"] or 1, 1), 1.0), text=progress_text(s, seconds_per_epoch(r, s["epochs"])))
         if s["status"] == "failed":
             st.error(f"Failed: {plain(s['error'])}")
         if s["status"] == "stale":
@@ -208,13 +206,12 @@ def queued_card(run_id: str, device: str, ahead: int) -> None:
 def table_row(r: RunReader) -> dict:
     """One line of the compact view: what the run is and how it stands, in percent and seconds."""
     s = r.summary()
-    rows = r.epochs(s["epochs"] - 6)
-    per = [row["epoch_seconds"] for row in rows if row.get("epoch_seconds")]
+    per = seconds_per_epoch(r, s["epochs"])
     return {"run": r.run_id, "model": s["model"], "dataset": s["dataset"],
-            "target (%)": None if s["target_flops_reduction"] is None else round(100 * s["target_flops_reduction"], 1),
-            "variant": s["variant"], "status": s["status"], "epochs": f"{s['epochs']}/{s['total_epochs']}",
-            "t*": s["t_star"], "FLOPs removed (%)": None if s["flops_reduction"] is None else round(100 * s["flops_reduction"], 1),
-            "final accuracy (%)": s["final_acc"], "s/epoch": round(sum(per) / len(per), 2) if per else None}
+            "target (%)": percent(s["target_flops_reduction"]), "variant": s["variant"], "status": s["status"],
+            "epochs": f"{s['epochs']}/{s['total_epochs']}", "t*": s["t_star"],
+            "FLOPs removed (%)": percent(s["flops_reduction"]), "final accuracy (%)": s["final_acc"],
+            "s/epoch": None if per is None else round(per, 2)}
 
 
 @st.fragment(run_every=2)

@@ -48,19 +48,19 @@ def controls(run_id: str, info: dict, df: pd.DataFrame) -> None:
                     on_change=lambda: send(run_id, "set_threshold", float(st.session_state[thr_key])))
 
 
-def view_options() -> tuple[bool, bool]:
-    """(log view, whole run): the two ways to look at the PSI, kept per session."""
+def view_options() -> None:
+    """The two ways to look at the PSI (log view, whole run), kept in session state, where the live
+    fragment reads them."""
     c1, c2 = st.columns(2)
-    log_view = c1.toggle("Log view: 1 − PSI", key="psi_log", help="0.99, 0.999 and 1 sit a decade apart")
-    whole = c2.toggle("Whole run", key="psi_whole", help="the x-axis spans every epoch, not only the search window")
-    return log_view, whole
+    c1.toggle("Log view: 1 − PSI", key="psi_log", help="0.99, 0.999 and 1 sit a decade apart")
+    c2.toggle("Whole run", key="psi_whole", help="the x-axis spans every epoch, not only the search window")
 
 
 def run_view(run: RunReader, live: bool) -> None:
     """The header line, the controls and both figures. `live`: called by the 2 s fragment; a run that
     has ended reruns the page once and is then drawn without any timer (no redraws for ended runs)."""
     info = run_info(run)
-    ended = run.info()["display_status"] != "running"
+    ended = info["display_status"] != "running"            # a replay ("replay at epoch k of ...") has ended
     if live and ended:
         st.rerun()
     df = run_frame(run)

@@ -6,14 +6,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import chart_text, enter_frame, header, manager, pick_runs, plain, run_frame, teaching
-from pages.figures import phase_bands
+from pages.figures import RUN_COLOURS, phase_bands
 from pages.teaching import explain as teaching_explainer
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
 
 
-RUN_COLOURS = ("#2b6cb0", "#dd6b20", "#38a169", "#805ad5", "#c53030", "#d69e2e", "#319795", "#b83280",
-               "#4a5568", "#2c7a7b")           # one per run, in the order picked (then again, dashed)
 
 
 @st.cache_data(show_spinner=False)

@@ -397,7 +397,7 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
     assert dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["variant"])) == {
         run_id: "official", corrected.run_id: "corrected"}
     psi = json.loads(_figures(at)[0])["data"]
-    from pages.tradeoff import RUN_COLOURS
+    from pages.figures import RUN_COLOURS
     assert {t["name"]: (t["line"]["dash"], t["line"]["color"]) for t in psi} == {
         f"{run_id[-9:]} (official)": ("solid", RUN_COLOURS[0]),
         f"{corrected.run_id[-9:]} (corrected)": ("dot", RUN_COLOURS[1])}
