@@ -2,7 +2,7 @@
 import streamlit as st
 
 from pages import channels, compare, runs, stability, tradeoff
-from pages.common import sidebar_replay, sidebar_run_picker
+from pages.common import sidebar_replay, sidebar_run_picker, warm_chart_renderer
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
 listed = [
@@ -24,4 +24,5 @@ if st.session_state.get("teaching"):
     st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}</style>")
 sidebar_run_picker()
 sidebar_replay()
+warm_chart_renderer()
 nav.run()

@@ -79,7 +79,7 @@ def studio_demo(root: Path) -> dict:
         t_click = time.perf_counter()
         page.get_by_role("button", name="Start the demo run").click()
         page.get_by_role("link", name="Stability").click()
-        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=120000)
+        page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=120000)
         t_chart = time.perf_counter()
         page.get_by_text("· finished").first.wait_for(timeout=600000)
         t_done = time.perf_counter()

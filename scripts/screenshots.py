@@ -58,7 +58,7 @@ def main() -> None:
                         page.get_by_text("Teaching mode").click()
                         page.wait_for_timeout(1500)
                     if path != "runs":
-                        page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60000)
+                        page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=60000)
                     page.wait_for_timeout(2500)                        # charts finish drawing
                     name = title.lower()
                     page.screenshot(path=str(ROOT / "assets" / f"page-{name}{suffix}.png"))

@@ -54,6 +54,9 @@ def test_app_entry_renders_navigation_and_picker(filled_root):
     assert not at.exception
     assert at.sidebar.selectbox[0].value == run_id
     assert at.session_state["run_id"] == run_id
+    # the chart library is loaded out of sight on a session's first page, once
+    assert [c.proto.id.endswith("chart_warmup") for c in at.get("plotly_chart")] == [True]
+    assert at.run().get("plotly_chart") == []
 
 
 def test_runs_page_lists_the_run(filled_root):
