@@ -1,7 +1,7 @@
 """osp studio: Streamlit entry. Page config, navigation over the pages' render functions, the run picker."""
 import streamlit as st
 
-from pages import channels, compare, runs, stability, tradeoff
+from pages import branches, channels, compare, runs, stability, tradeoff
 from pages.common import sidebar_replay, sidebar_run_picker, warm_chart_renderer
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
@@ -11,6 +11,7 @@ listed = [
     st.Page(channels.render, title="Channels", icon=":material/grid_on:", url_path="channels"),
     st.Page(tradeoff.render, title="Trade-off", icon=":material/balance:", url_path="tradeoff"),
     st.Page(compare.render, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page(branches.render, title="Branches", icon=":material/call_split:", url_path="branches"),
 ]
 # The default page is served at "/" only: an unlisted second route to it answers the deep links
 # /runs and /runs?run=<id> instead of "Page not found". The links are drawn here, so it stays unlisted.

@@ -1,4 +1,5 @@
-"""Command line: `python -m osp_engine presets | models | run | resume | list | show | export`.
+"""Command line: `python -m osp_engine presets | models | run | resume | branch | sweep | sweep-targets |
+list | show | export`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -56,6 +57,92 @@ def _cmd_resume(args) -> int:
     return _execute(run)
 
 
+def _cmd_branch(args) -> int:
+    from .run import Run
+
+    run = Run.branch(_reader(args.run_dir, args.runs_dir).dir, args.epoch)
+    run.prepare()
+    return _execute(run)
+
+
+def _int_list(text: str, what: str) -> list:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 4,8,12") from None
+
+
+def _cmd_sweep(args) -> int:
+    """Branches of one run at several prune epochs, one after another, then the sweep's table."""
+    from .branch import branch_epochs, branches_of, sweep_epochs
+    from .run import Run
+    from .sweep import indicator_picks, sweep_rows
+
+    parent = _reader(args.run_dir, args.runs_dir)
+    info = parent.info()
+    if info["config"].get("parent"):
+        raise ConfigError(f"{parent.run_id} is itself a branch: sweep its parent {info['config']['parent']}")
+    cfg = info["config"]
+    epochs = sweep_epochs(branch_epochs(parent.dir), args.every, _int_list(args.epochs, "--epochs") if args.epochs else None,
+                          first=info["t_sl_start"] if info["t_sl_start"] is not None else cfg["monitor_start"],
+                          last=cfg["sl_end"])
+    done = {b.info()["config"]["branch_epoch"] for b in branches_of(parent.dir.parent, parent.run_id)
+            if b.info()["status"] == "finished"}
+    todo = [e for e in epochs if e not in done]
+    print(f"sweep of {parent.run_id}: prune epochs {epochs}" + (f" ({len(epochs) - len(todo)} already branched)"
+                                                                  if len(todo) < len(epochs) else ""), flush=True)
+    for i, epoch in enumerate(todo, 1):
+        print(f"branch {i} of {len(todo)}: prune at epoch {epoch}", flush=True)
+        run = Run.branch(parent.dir, epoch)
+        run.prepare()
+        code = _execute(run)
+        if code:
+            return code
+    rows = [r for r in sweep_rows(parent, branches_of(parent.dir.parent, parent.run_id)) if r["epoch"] in epochs]
+    picks = indicator_picks(parent.epochs(), info["threshold"], cfg["eb_threshold"])
+    print(f"{'epoch':>5} {'final acc':>9} {'FLOPs':>7} {'seconds':>8} {'dense-epochs':>12} {'PSI':>7} "
+          f"{'EB dist':>7} {'cand acc':>8}  run")
+    for r in rows:
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+        print(f"{r['epoch']:>5} {f(r['final_acc'], '9.2f')} {f(r['flops_reduction'] and -100 * r['flops_reduction'], '6.1f')}% "
+              f"{r['seconds']:8.1f} {r['dense_epochs']:12.2f} {f(r['psi'], '7.4f')} {f(r['eb_distance'], '7.3f')} "
+              f"{f(r['cand_acc'], '8.2f')}  {r['run_id']}")
+    print(f"the indicators' picks on {parent.run_id}: PSI epoch {picks['psi']}, Early-Bird epoch {picks['early_bird']}; "
+          f"the run itself pruned at epoch {info['t_star']} ({info['prune_reason']})")
+    return 0
+
+
+def _cmd_sweep_targets(args) -> int:
+    """The same recipe at several FLOPs targets plus a dense baseline, one after another."""
+    from .run import Run
+    from .sweep import new_sweep_label, target_sweep, target_sweep_configs
+
+    try:
+        targets = [float(x) for x in args.targets.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--targets {args.targets!r}: give fractions separated by commas, e.g. 0.3,0.5,0.7") from None
+    if not targets:
+        raise ConfigError("--targets: give FLOPs fractions to remove, e.g. --targets 0.3,0.5,0.7")
+    base = apply_overrides(get_preset(args.preset), args.set or []).validate()
+    label = new_sweep_label(base)
+    configs = target_sweep_configs(base, targets, label, baseline=not args.no_baseline)
+    print(f"target sweep {label}: {len(configs)} runs", flush=True)
+    for i, cfg in enumerate(configs, 1):
+        print(f"run {i} of {len(configs)}: " + ("dense baseline" if cfg.baseline else f"target {cfg.target}"), flush=True)
+        run = Run(cfg, args.runs_dir)
+        run.prepare()
+        code = _execute(run)
+        if code:
+            return code
+    result = target_sweep(_root(args.runs_dir), label)
+    for target, reduction, acc, run_id in result["points"]:
+        print(f"target {target:.2f}: FLOPs -{100 * reduction:.1f} %, final accuracy {acc:.2f} %  {run_id}")
+    if result["baseline"] is not None:
+        print(f"dense baseline (same schedule): final accuracy {result['baseline']:.2f} %")
+    return 0
+
+
 def _execute(run) -> int:
     """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome."""
     def stop(signum, frame):
@@ -65,8 +152,9 @@ def _execute(run) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"run {run.run_id} -> {run.dir}" + (f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else ""),
-          flush=True)
+    origin = (f" (branch of {run.cfg.parent}: prunes at epoch {run.cfg.branch_epoch})" if run.parent_dir is not None
+              else f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else "")
+    print(f"run {run.run_id} -> {run.dir}{origin}", flush=True)
     status = run.execute(log=lambda line: print(line, flush=True))
     summary = RunReader(run.dir).summary()
     if status in ("failed", "cancelled"):
@@ -175,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
     rs.add_argument("--runs-dir", default=None)
     rs.set_defaults(fn=_cmd_resume)
+    br = sub.add_parser("branch", help="what if the run had pruned at epoch K: a new run from its checkpoint")
+    br.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    br.add_argument("--epoch", type=int, required=True, help="a searched epoch whose checkpoint the run kept")
+    br.add_argument("--runs-dir", default=None)
+    br.set_defaults(fn=_cmd_branch)
+    sw = sub.add_parser("sweep", help="branches at several prune epochs, one after another, and their table")
+    sw.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    sw.add_argument("--epochs", default=None, help="prune epochs, e.g. 4,6,8 (default: every kept one)")
+    sw.add_argument("--every", type=int, default=None, help="every N-th kept epoch from t_sl_start to sl_end")
+    sw.add_argument("--runs-dir", default=None)
+    sw.set_defaults(fn=_cmd_sweep)
+    st = sub.add_parser("sweep-targets", help="one recipe at several FLOPs targets plus a dense baseline")
+    st.add_argument("--preset", default="demo")
+    st.add_argument("--targets", required=True, help="FLOPs fractions to remove, e.g. 0.3,0.5,0.7")
+    st.add_argument("--no-baseline", action="store_true", help="skip the dense run of the same schedule")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
+    st.add_argument("--runs-dir", default=None)
+    st.set_defaults(fn=_cmd_sweep_targets)
     ls = sub.add_parser("list", help="list runs")
     ls.add_argument("--runs-dir", default=None)
     ls.set_defaults(fn=_cmd_list)

@@ -67,6 +67,12 @@ class Config:
     num_workers: int = 4                  # ImageFolder loaders only
     cost_checks: int = 2                  # pruned copies counted by Torch-Pruning at start (0: trust the model)
     preset: str = ""                      # the preset this config came from (informational)
+    # choosing the prune epoch with its consequences in view (docs/engine.md, 'Branches and sweeps')
+    candidate_every: int = 1              # evaluate the candidate, physically pruned, every k-th searched epoch (0: never)
+    keep_checkpoints: int = 0             # keep every k-th searched epoch's checkpoint for branches (0: none)
+    parent: str = ""                      # a branch: the run it was branched from
+    branch_epoch: int = -1                # a branch: the epoch whose sub-network it pruned
+    sweep: str = ""                       # the target sweep this run belongs to (a label shared by its runs)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def validate(self, model_registry: bool = True, dataset_registry: bool = True) -> "Config":
@@ -140,6 +146,10 @@ class Config:
             fail(f"device {self.device!r} is unknown: use auto, cpu or cuda")
         if self.threads < 0:
             fail(f"threads must be >= 0 (0: share the cores among the live CPU runs), got {self.threads}")
+        if self.candidate_every < 0 or self.keep_checkpoints < 0:
+            fail("candidate_every and keep_checkpoints must be >= 0 (0: never; k: every k-th searched epoch)")
+        if self.sweep and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", self.sweep):
+            fail(f"sweep {self.sweep!r} is not a plain label: use letters, digits, . _ -")
         if self.synthetic_size <= 0:
             fail("synthetic_size must be positive")
         return self

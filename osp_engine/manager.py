@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Config
 from .run import Run
+from .sweep import new_sweep_label, target_sweep_configs
 from .store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
 
 
@@ -57,6 +58,19 @@ class RunManager:
         unexported = info["status"] == "finished" and not (reader.dir / "model.pt").is_file()
         return (ended or unexported) and (reader.dir / "checkpoint.pt").is_file() and \
             info["config"].get("dataset") != "custom"
+
+    def branch(self, run_id: str, epoch: int) -> str:
+        """Queue a branch of `run_id` pruned at `epoch` (osp_engine/branch.py); ConfigError if it cannot."""
+        return self._launch(Run.branch(resolve_run_dir(self.root, run_id), epoch, self.root))
+
+    def sweep(self, run_id: str, epochs: list[int]) -> list[str]:
+        """Queue one branch per prune epoch; they train one after another on the run's device."""
+        return [self.branch(run_id, e) for e in epochs]
+
+    def sweep_targets(self, cfg: Config, targets: list[float], baseline: bool = True) -> list[str]:
+        """Queue `cfg` at each FLOPs target, plus a dense baseline of the same schedule, under one sweep label."""
+        configs = target_sweep_configs(cfg, targets, new_sweep_label(cfg), baseline)
+        return [self.start(c) for c in configs]
 
     def _launch(self, run: Run) -> str:
         run.prepare()

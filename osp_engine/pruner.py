@@ -20,6 +20,7 @@ import torch
 
 from . import saliency as sal
 from .commands import Commands
+from .costcheck import pruned_copy
 from .config import Config
 from .export import export_model
 from .groups import prune_groups
@@ -34,7 +35,8 @@ from .store import RunStore
 class Pruner:
     def __init__(self, cfg: Config, net: Prunable, store: RunStore, commands: Commands | None = None,
                  evaluate=None) -> None:
-        """evaluate(): the model's validation accuracy in percent, measured right after the prune (optional)."""
+        """evaluate(model): a model's validation accuracy in percent (optional): the network's right after
+        the prune, and the candidate's (a physically pruned copy) every `candidate_every`-th searched epoch."""
         self.cfg, self.net, self.store = cfg, net, store
         self.commands = commands or Commands(cfg.threshold)
         self.evaluate = evaluate
@@ -115,6 +117,8 @@ class Pruner:
                         val_acc=val_acc, lr=lr, reg=self.reg,
                         reg_penalty=self.shrinker.penalty() if self.reg > 0 else None,
                         model_flops=cost.flops(self.model_counts), model_params=cost.params(self.model_counts))
+        if self._candidate_due(epoch):
+            self._evaluate_candidate()
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
         self.row["epoch_seconds"] = time.time() - self.t_start
         after = self._prune(reason) if reason is not None else None
@@ -128,6 +132,18 @@ class Pruner:
             self.record_prune(self.prune_record)
         return reason is not None
 
+    def _candidate_due(self, epoch: int) -> bool:
+        every = self.cfg.candidate_every
+        return (self.evaluate is not None and every > 0 and self.masks is not None
+                and (epoch - self.cfg.monitor_start) % every == 0)
+
+    def _evaluate_candidate(self) -> None:
+        """The candidate's accuracy as it would be right after a prune now: M_t's marked channels removed
+        physically from a copy (the network itself is untouched), evaluated on the validation set."""
+        t0 = time.time()
+        twin = pruned_copy(self.net.model, self.net.groups, self.masks, self.net.example)
+        self.row.update(cand_acc=self.evaluate(twin), cand_seconds=time.time() - t0)
+
     def record_prune(self, rec: dict) -> None:
         """Commit a prune: t*, its reason, and the event with the accuracy before and after."""
         before, after = rec["acc_before"], rec["acc_after"]
@@ -137,6 +153,15 @@ class Pruner:
                                   f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
                          epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
 
+    def prune_at(self, epoch: int, save=None) -> None:
+        """Prune with M_t now, as "Prune now" pressed during epoch t (restored by load_state) would have at
+        its end: the same masks, accuracy before and after, checkpoint, then the prune's record."""
+        after = self._prune("manual")
+        self.prune_record = {"epoch": epoch, "reason": "manual", "acc_before": self.row["val_acc"], "acc_after": after}
+        if save is not None:
+            save(self.checkpoint(epoch))
+        self.record_prune(self.prune_record)
+
     def _prune(self, reason: str) -> float | None:
         """Remove M_t's marked channels physically; the accuracy right after, if an evaluate was given."""
         net = self.net
@@ -144,7 +169,7 @@ class Pruner:
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
-        return self.evaluate() if self.evaluate is not None else None
+        return self.evaluate(net.model) if self.evaluate is not None else None
 
     def _search_now(self) -> list[np.ndarray]:
         cfg = self.cfg
@@ -196,6 +221,8 @@ class Pruner:
         self.t_sl_start, self.pruned, self.phase = state["t_sl_start"], state["pruned"], state["phase"]
         self.model_counts = np.array(state["model_counts"], dtype=np.int64)
         self.kept = None if state["keep"] is None else [k.numpy() for k in state["keep"]]
+        self.row = dict(state["row"])
+        self.masks = None if state["masks"] is None else [m.numpy() for m in state["masks"]]
         c = state["commands"]
         self.commands.set_threshold(c["threshold"])
         self.commands.set_auto_prune(c["auto_prune"])

@@ -11,6 +11,7 @@ Exactly one terminal status is written: finished, failed (with the error) or can
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .branch import branch_config, checkpoint_path, keep_checkpoint
 from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
@@ -109,7 +111,8 @@ class Run:
         self.data = data
         self.user_model = model
         self.net: Prunable | None = None
-        self.resumed: dict | None = None              # the checkpoint a resumed run continues from
+        self.resumed: dict | None = None              # the checkpoint a resumed run (or a branch) continues from
+        self.parent_dir: Path | None = None           # a branch: its parent's folder
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
 
     def prepare(self) -> None:
@@ -170,9 +173,33 @@ class Run:
         run.resumed = ckpt
         return run
 
+    @classmethod
+    def branch(cls, parent_dir: str | Path, epoch: int, runs_dir: str | Path | None = None) -> "Run":
+        """A new run that continues `parent_dir` from its kept checkpoint of `epoch`, prunes with M_epoch
+        and fine-tunes to the end of the schedule (osp_engine/branch.py); ConfigError if it cannot."""
+        parent = Path(parent_dir)
+        cfg = branch_config(RunReader(parent), epoch)
+        try:
+            ckpt = torch.load(checkpoint_path(parent, epoch), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"the checkpoint of epoch {epoch} of {parent.name} cannot be read ({type(e).__name__})") from None
+        label = new_run_id(dataclasses.replace(cfg, preset=f"{cfg.preset or cfg.model}-e{epoch}"))
+        run = cls(cfg, runs_dir if runs_dir is not None else parent.parent, run_id=label)
+        run.resumed, run.parent_dir = ckpt, parent
+        return run
+
     def _open_store(self, versions: dict) -> RunStore:
-        """A new store, or for a resumed run its own, marked running again with a 'resume' event."""
+        """A new store (a branch's begins with its parent's history), or for a resumed run its own,
+        marked running again with a 'resume' event."""
         cfg = self.cfg
+        if self.parent_dir is not None:
+            store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
+                                    cfg.dataset)
+            store.event("started", f"branch of {cfg.parent}: prunes the sub-network of epoch {cfg.branch_epoch}, "
+                                   f"then fine-tunes to epoch {cfg.epochs - 1}", epoch=cfg.branch_epoch,
+                        variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
+            store.copy_history(self.parent_dir, cfg.branch_epoch)
+            return store
         if self.resumed is None:
             return RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
                                    cfg.dataset)
@@ -244,7 +271,7 @@ class Run:
         net = self.net
         model = net.model.to(memory_format=torch.channels_last) if cl else net.model
         pruner = Pruner(cfg, net, store, self.commands,
-                        evaluate=lambda: evaluate(model, val, dev, amp, cl, on_batch=store.heartbeat).acc)
+                        evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc)
         if self.resumed is None:
             store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
             store.update_run(dataset=info.label, phase="dense")
@@ -253,17 +280,23 @@ class Run:
                         epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname())
         optimizer = self._optimizer(model)
         start = 0
-        if self.resumed is not None:
-            optimizer, start = self._restore(self.resumed, pruner, model, train, store)
-        self.relay = Relay(store, self.commands)
-        self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
-        n_iter = len(train)
 
         def save(ckpt: dict) -> None:                     # epoch t's checkpoint, before epoch t is committed
             pruned_now = (pruner.prune_record or {}).get("epoch") == ckpt["epoch"]
             ckpt["optimizer"] = None if pruned_now else optimizer.state_dict()     # after a prune: a fresh one
             ckpt["rng"] = _rng_state(train)
             atomic_save(ckpt, self.dir / "checkpoint.pt")
+            if not ckpt["pruned"] and ckpt["pruner"]["masks"] is not None:    # a searched epoch: a branch point
+                keep_checkpoint(self.dir, ckpt["epoch"], cfg.keep_checkpoints)
+
+        if self.resumed is not None:
+            optimizer, start = self._restore(self.resumed, pruner, model, train, store)
+        if self.parent_dir is not None and start == cfg.branch_epoch + 1 and not pruner.pruned:
+            pruner.prune_at(cfg.branch_epoch, save)        # a branch: "Prune now" pressed during epoch t
+            optimizer = self._optimizer(model)
+        self.relay = Relay(store, self.commands)
+        self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
+        n_iter = len(train)
 
         for epoch in range(start, cfg.epochs):
             self._share_threads(store, epoch)

@@ -25,7 +25,8 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "reg", "reg_penalty",
                  "psi_raw", "psi_smoothed", "eb_distance", "cand_flops", "cand_params", "cand_reduction",
-                 "model_flops", "model_params", "dense_flops", "dense_params", "epoch_seconds"]
+                 "model_flops", "model_params", "dense_flops", "dense_params", "epoch_seconds", "cand_acc",
+                 "cand_seconds"]
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT, config TEXT,
@@ -141,6 +142,25 @@ class RunStore:
             self.con.execute("UPDATE commands SET taken = ? WHERE taken IS NULL", (time.time(),))
         return [(name, json.loads(args)) for _, name, args in rows if name in STEERING]
 
+    def copy_history(self, parent: Path, upto: int) -> None:
+        """A branch's start: the parent's groups and its epochs, masks, saliency, phase and regulariser
+        events up to epoch `upto`, in one transaction."""
+        self.con.execute("ATTACH DATABASE ? AS parent", (str(parent / DB_NAME),))
+        try:
+            with self.con:
+                self.con.execute("BEGIN")
+                self.con.execute("INSERT INTO groups SELECT * FROM parent.groups")
+                present = {r[1] for r in self.con.execute("PRAGMA parent.table_info(epochs)")}
+                cols = ", ".join(c for c in EPOCH_COLUMNS if c in present)
+                self.con.execute(f"INSERT INTO epochs ({cols}) SELECT {cols} FROM parent.epochs WHERE epoch <= ?", (upto,))
+                for table in ("masks", "saliency"):
+                    self.con.execute(f"INSERT INTO {table} SELECT * FROM parent.{table} WHERE epoch <= ?", (upto,))
+                self.con.execute("INSERT INTO events (t, epoch, kind, message, data) SELECT t, epoch, kind, message, data"
+                                 " FROM parent.events WHERE epoch <= ? AND kind IN ('phase', 'sl_start') ORDER BY id",
+                                 (upto,))
+        finally:
+            self.con.execute("DETACH DATABASE parent")
+
     def write_controls(self, state: dict) -> None:
         """The live controls (paused, threshold, auto_prune, prune_requested) for other processes to show."""
         self.con.execute("INSERT OR REPLACE INTO controls VALUES (1, ?, ?)", (time.time(), json.dumps(state)))
@@ -232,7 +252,11 @@ class RunReader:
         return -1 if row is None else int(row)
 
     def epochs(self, since: int = -1) -> list[dict]:
-        rows = self._query(f"SELECT {', '.join(EPOCH_COLUMNS)} FROM epochs WHERE epoch > ? ORDER BY epoch", (since,))
+        """Every epoch after `since`, each with every column of EPOCH_COLUMNS (None where a run made by
+        an older osp has no such column)."""
+        present = {r[1] for r in self._query("PRAGMA table_info(epochs)")}
+        cols = [c if c in present else f"NULL AS {c}" for c in EPOCH_COLUMNS]
+        rows = self._query(f"SELECT {', '.join(cols)} FROM epochs WHERE epoch > ? ORDER BY epoch", (since,))
         return [dict(zip(EPOCH_COLUMNS, r)) for r in rows]
 
     def groups(self) -> list[dict]:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
+from osp_engine.branch import branch_epochs, checkpoints_bytes
 from osp_engine.config import VARIANTS
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
@@ -124,6 +125,20 @@ def progress_text(s: dict, per: float | None) -> str:
     return " · ".join(parts)
 
 
+def lineage(r: RunReader) -> str:
+    """A branch's parent and prune epoch; a run's kept checkpoints and their disk use (markdown lines)."""
+    cfg = r.info()["config"]
+    lines = []
+    if cfg.get("parent"):
+        lines.append(f"branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}")
+    if cfg.get("sweep"):
+        lines.append(f"target sweep {plain(cfg['sweep'])}")
+    kept = branch_epochs(r.dir)
+    if kept:
+        lines.append(f"{len(kept)} checkpoints kept for branches · {checkpoints_bytes(r.dir) / 1e6:.1f} MB")
+    return "".join(f"  \n{line}" for line in lines)
+
+
 def ask_cancel(run_id: str) -> None:
     st.session_state["confirm_cancel"] = run_id
 
@@ -142,7 +157,8 @@ def run_card(r: RunReader) -> None:
     elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
         top = st.columns([5, 2, 2, 2, 2])
-        top[0].markdown(f"**{card_title(s)}**  \n{r.run_id}" + ("  \nrunning in another process" if elsewhere else ""))
+        top[0].markdown(f"**{card_title(s)}**  \n{r.run_id}" + ("  \nrunning in another process" if elsewhere else "")
+                        + lineage(r))
         top[1].metric("Status", s["status"])
         if live and live["paused"]:
             top[1].caption("paused")
@@ -211,7 +227,7 @@ def table_row(r: RunReader) -> dict:
             "target (%)": percent(s["target_flops_reduction"]), "variant": s["variant"], "status": s["status"],
             "epochs": f"{s['epochs']}/{s['total_epochs']}", "t*": s["t_star"],
             "FLOPs removed (%)": percent(s["flops_reduction"]), "final accuracy (%)": s["final_acc"],
-            "s/epoch": None if per is None else round(per, 2)}
+            "s/epoch": None if per is None else round(per, 2), "branch of": r.info()["config"].get("parent") or None}
 
 
 @st.fragment(run_every=2)

@@ -7,6 +7,7 @@ from pages.common import (empty_state, enter_frame, header, manager, plain, read
                           run_similarity, send, teaching, variant_line)
 from pages.stability_chart import similarity_figure, stability_figure
 from pages.teaching import explain_stability
+from pages.whatif import what_if
 
 
 def prune_now(run_id: str) -> None:
@@ -83,6 +84,7 @@ def run_view(run: RunReader, live: bool) -> None:
                    "from there on the candidate hardly changes.")
     elif len(df) >= 1:
         st.caption("The similarity matrix appears once two epochs have been searched.")
+    what_if(run.run_id, info)
 
 
 @st.fragment(run_every=0.5)

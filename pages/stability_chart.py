@@ -1,7 +1,7 @@
 """The Stability page's two figures, as pure functions of the stored epochs (no Streamlit here).
 
-Three rows on one epoch axis: the PSI (or 1 - PSI on a log axis), the Early-Bird distance, and the
-schedules (regulariser strength as the step it is, learning rate on a second axis). Every marker line
+Four rows on one epoch axis: the PSI (or 1 - PSI on a log axis), the accuracy of the network and of
+its candidate if pruned at that epoch, the Early-Bird distance, and the schedules (regulariser strength as the step it is, learning rate on a second axis). Every marker line
 has its own legend entry instead of a text label, so nothing can collide however close the epochs are;
 the phase bands have legend entries too. Fonts are sized for a projector.
 """
@@ -57,11 +57,16 @@ def _phase_legend(fig: go.Figure, phases: list[str]) -> None:
                                  marker=dict(symbol="square", size=14, color=colour), hoverinfo="skip"), 1, 1)
 
 
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as floats, NaN (a gap) where a value or the whole column is missing (an older run)."""
+    return df[name].to_numpy(dtype=float) if name in df else np.full(len(df), np.nan)
+
+
 def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole_run: bool = False,
                      font: int = FONT) -> go.Figure:
     """PSI, Early-Bird distance and schedules against the epoch (0-based, as stored)."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.5, 0.22, 0.28],
-                        specs=[[{}], [{}], [{"secondary_y": True}]])
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        row_heights=[0.38, 0.22, 0.17, 0.23], specs=[[{}], [{}], [{}], [{"secondary_y": True}]])
     x = df["epoch"].to_numpy()
     raw, smooth = defined_psi(df)
     threshold = float(info["threshold"])
@@ -72,21 +77,25 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
                              connectgaps=False), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=smooth, name="PSI (smoothed, decides the prune)", mode=mode,
                              line=dict(color="#2b6cb0", width=3), connectgaps=False), 1, 1)
+    fig.add_trace(go.Scatter(x=x, y=_column(df, "val_acc"), name="accuracy of the network as trained",
+                             mode=mode, line=dict(color="#4a5568")), 2, 1)
+    fig.add_trace(go.Scatter(x=x, y=_column(df, "cand_acc"), name="accuracy if pruned now (candidate, before fine-tuning)",
+                             mode="markers", marker=dict(color="#d69e2e", size=9, symbol="x")), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=df["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
-                             mode=mode, line=dict(color="#38a169")), 2, 1)
+                             mode=mode, line=dict(color="#38a169")), 3, 1)
     fig.add_trace(go.Scatter(x=x, y=df["reg"].to_numpy(dtype=float), name="regulariser strength",
-                             line=dict(color="#dd6b20", shape="hv")), 3, 1)
+                             line=dict(color="#dd6b20", shape="hv")), 4, 1)
     fig.add_trace(go.Scatter(x=x, y=df["lr"].to_numpy(dtype=float), name="learning rate",
-                             line=dict(color="#805ad5", shape="hv", dash="dot")), 3, 1, secondary_y=True)
+                             line=dict(color="#805ad5", shape="hv", dash="dot")), 4, 1, secondary_y=True)
 
     shapes = phase_bands(x.tolist(), df["phase"].tolist())
     shapes.append(hline(max(1.0 - threshold, LOG_FLOOR) if log_view else threshold, "#c53030"))
     _legend_line(fig, f"threshold {threshold:g}", "#c53030", "dash")
     eb_thr = float(info["config"].get("eb_threshold", 0.1))
-    shapes.append(hline(eb_thr, "#38a169", yref="y2", dash="dot"))
+    shapes.append(hline(eb_thr, "#38a169", yref="y3", dash="dot"))
     drawn = early_bird_epoch(x.tolist(), df["eb_distance"].tolist(), eb_thr)
     if drawn is not None:
-        shapes.append(vline(drawn, "#38a169", xref="x2", yref="y2 domain", dash="dot"))
+        shapes.append(vline(drawn, "#38a169", xref="x3", yref="y3 domain", dash="dot"))
         _legend_line(fig, f"Early-Bird ticket: epoch {drawn}", "#38a169", "dot")
     if info["t_sl_start"] is not None:
         shapes.append(vline(int(info["t_sl_start"]), "#dd6b20"))
@@ -98,11 +107,11 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
     _phase_legend(fig, df["phase"].tolist())
 
     x_range = [x.min() - 0.5, x.max() + 0.5] if whole_run or len(x) == 1 else list(search_window(df, info))
-    fig.update_layout(shapes=shapes, height=640, font=dict(size=font), margin=dict(t=10, b=150, l=90, r=90),
+    fig.update_layout(shapes=shapes, height=660, font=dict(size=font), margin=dict(t=10, b=150, l=90, r=90),
                       legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, font=dict(size=font - 2)),
                       hovermode="x unified")
     fig.update_xaxes(range=x_range)
-    fig.update_xaxes(title_text="epoch (counted from 0)", row=3, col=1)
+    fig.update_xaxes(title_text="epoch (counted from 0)", row=4, col=1)
     if log_view:
         ticks = [1.0, 0.1, 0.01, 1e-3, 1e-4, LOG_FLOOR]
         fig.update_yaxes(type="log", range=[np.log10(LOG_FLOOR) - 0.2, 0.05], tickvals=ticks,
@@ -110,9 +119,10 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
                          row=1, col=1)
     else:
         fig.update_yaxes(range=[-0.02, 1.02], title_text="PSI (Jaccard, 0-1)", row=1, col=1)
-    fig.update_yaxes(title_text="EB distance", rangemode="tozero", row=2, col=1)
-    fig.update_yaxes(title_text="regulariser λ", rangemode="tozero", row=3, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="learning rate", rangemode="tozero", row=3, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="accuracy (%)", row=2, col=1)
+    fig.update_yaxes(title_text="EB distance", rangemode="tozero", row=3, col=1)
+    fig.update_yaxes(title_text="regulariser λ", rangemode="tozero", row=4, col=1, secondary_y=False)
+    fig.update_yaxes(title_text="learning rate", rangemode="tozero", row=4, col=1, secondary_y=True)
     return fig
 
 

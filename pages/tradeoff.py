@@ -5,6 +5,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from osp_engine import ConfigError, get_preset
+from osp_engine.presets import PRESETS
+from osp_engine.sweep import sweep_labels, target_sweep
 from pages.common import chart_text, enter_frame, header, manager, pick_runs, plain, run_frame, teaching
 from pages.figures import RUN_COLOURS, phase_bands
 from pages.teaching import explain as teaching_explainer
@@ -50,6 +53,56 @@ def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epo
                                  hovertemplate="epoch %{text}: %{y:.2f} %<extra></extra>"))
 
 
+def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame) -> None:
+    """Each evaluated candidate at its own FLOPs and its own accuracy (physically pruned, before any
+    fine-tuning): what pruning at that epoch would have given at once."""
+    measured = df[df["cand_acc"].notna()] if "cand_acc" in df else df.iloc[:0]
+    if measured.empty:
+        return
+    fig.add_trace(go.Scatter(x=measured["cand_flops"].to_numpy() / 1e6, y=measured["cand_acc"].to_numpy(dtype=float),
+                             mode="markers", name=f"{label}: candidate if pruned then", opacity=0.6,
+                             marker=dict(size=8, symbol="x", color=colour), text=measured["epoch"].to_numpy(),
+                             hovertemplate="epoch %{text}: %{x:.3f} M FLOPs, %{y:.2f} % before fine-tuning"
+                                           "<extra></extra>"))
+
+
+def add_target_sweep(fig: go.Figure, label: str, sweep: dict, dense_mflops: float | None) -> None:
+    """One recipe's final accuracy against FLOPs at each target, and its dense baseline as a line."""
+    if sweep["points"] and dense_mflops:
+        fig.add_trace(go.Scatter(x=[(1 - p[1]) * dense_mflops for p in sweep["points"]],
+                                 y=[p[2] for p in sweep["points"]], mode="lines+markers",
+                                 name=f"target sweep {label}", text=[f"target {100 * p[0]:.0f} %" for p in sweep["points"]],
+                                 marker=dict(size=12, symbol="square", color="#2c7a7b"), line=dict(color="#2c7a7b"),
+                                 hovertemplate="%{text}: %{x:.3f} M FLOPs, %{y:.2f} %<extra></extra>"))
+    if sweep["baseline"] is not None:
+        fig.add_hline(y=sweep["baseline"], line=dict(color="#2c7a7b", dash="dot"))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#2c7a7b", dash="dot"),
+                                 name=f"dense baseline, same schedule: {sweep['baseline']:.2f} %"))
+
+
+def start_target_sweep() -> None:
+    """The form's callback: the preset at each target plus its dense baseline, queued one after another."""
+    st.session_state.pop("sweep_error", None)
+    try:
+        targets = [float(t) for t in st.session_state["sweep_targets"].split(",") if t.strip()]
+        manager().sweep_targets(get_preset(st.session_state["sweep_preset"]), targets)
+    except (ConfigError, ValueError) as e:
+        st.session_state["sweep_error"] = str(e) if isinstance(e, ConfigError) else \
+            "targets: give fractions separated by commas, e.g. 0.3,0.5,0.7"
+
+
+def sweep_form() -> None:
+    with st.expander("Sweep FLOPs targets", expanded="sweep_error" in st.session_state):
+        with st.form("sweep_form"):
+            c1, c2 = st.columns(2)
+            c1.selectbox("Preset", list(PRESETS), key="sweep_preset")
+            c2.text_input("Targets (fractions of FLOPs to remove)", "0.3,0.5,0.7", key="sweep_targets")
+            st.form_submit_button("Start the sweep", on_click=start_target_sweep,
+                                  help="one run per target plus a dense baseline of the same schedule, queued")
+        if "sweep_error" in st.session_state:
+            st.error(f"Could not start: {plain(st.session_state['sweep_error'])}")
+
+
 def add_paper_points(fig: go.Figure, model: str, dataset: str, dense_mflops: float) -> list[str]:
     """The published points for exactly this network and dataset; returns their sources (none: [])."""
     ref = reference_points()
@@ -84,7 +137,10 @@ def render() -> None:
         teaching_explainer("tradeoff")
     chosen = pick_runs("tradeoff_runs")
     every_epoch = st.toggle("Every epoch's model", key="tradeoff_every_epoch",
-                            help="each epoch's evaluated model too: the dense one while it trains, the pruned one after")
+                            help="each epoch's evaluated model too: the dense one while it trains, the pruned one "
+                                 "after, and each candidate at its own FLOPs with its own accuracy if pruned then")
+    sweeps = sweep_labels(manager().list())
+    shown_sweeps = st.multiselect("Target sweeps", sweeps, default=sweeps[:1], key="tradeoff_sweeps") if sweeps else []
     frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
     fig, networks, sources = go.Figure(), {}, []
     for i, (run_id, (r, df)) in enumerate(frames.items()):
@@ -93,7 +149,13 @@ def render() -> None:
         cfg = r.info()["config"]
         label = chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} %")
         add_run(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch)
+        if every_epoch:
+            add_candidates(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df)
         networks.setdefault((cfg["model"], cfg["dataset"]), df["dense_flops"].iloc[0] / 1e6)
+    for label in shown_sweeps:
+        sweep = target_sweep(manager().root, label)
+        dense = next((r.summary()["dense_flops"] for r in sweep["runs"] if r.summary()["dense_flops"]), None)
+        add_target_sweep(fig, chart_text(label), sweep, dense and dense / 1e6)
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
         sources += add_paper_points(fig, model, dataset, dense_mflops)
     fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520,
@@ -106,6 +168,7 @@ def render() -> None:
     else:
         st.caption("No published points exist for these networks (the paper reports CIFAR-10 ResNet-56 and "
                    "VGG-16, and ImageNet ResNet-18 and ResNet-50).")
+    sweep_form()
     if chosen and not frames[chosen[0]][1].empty:
         st.plotly_chart(curves_figure(chosen[0], frames[chosen[0]][1]), key="curves_chart")
 

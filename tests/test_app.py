@@ -13,7 +13,7 @@ from osp_engine import get_preset
 from osp_engine.analysis import kept_fraction
 from osp_engine.store import RunReader
 
-PAGES = ["runs", "stability", "channels", "tradeoff", "compare"]
+PAGES = ["runs", "stability", "channels", "tradeoff", "compare", "branches"]
 
 
 @pytest.fixture()
@@ -89,18 +89,22 @@ def test_stability_page_plots_psi_threshold_and_markers(filled_root):
     fig = json.loads(specs[0])
     info, rows = RunReader(root / run_id).info(), RunReader(root / run_id).epochs()
     names = [t.get("name") for t in fig["data"]]
-    assert names[:5] == ["PSI (raw)", "PSI (smoothed, decides the prune)", "Early-Bird distance",
+    assert names[:7] == ["PSI (raw)", "PSI (smoothed, decides the prune)", "accuracy of the network as trained",
+                         "accuracy if pruned now (candidate, before fine-tuning)", "Early-Bird distance",
                          "regulariser strength", "learning rate"]
+    cand = _array(fig["data"][3]["y"])                        # the candidate's own accuracy, as stored
+    assert cand[info["t_star"]] == pytest.approx(rows[info["t_star"]]["cand_acc"]) and np.isnan(cand[0])
     assert f"t* = {info['t_star']}: pruned: PSI reached the threshold" in names or info["prune_reason"] != "stable"
     assert "threshold 0.999" in names and f"regulariser starts: epoch {info['t_sl_start']}" in names
     assert {"dense training", "shrinking (regulariser on)", "pruned, fine-tuning"} <= set(names)   # phase legend
     smooth = _array(fig["data"][1]["y"])
     assert np.isnan(smooth[:3]).all()                         # epoch 0 unsearched, epochs 1-2: no PSI yet (a gap)
     assert smooth[3] == pytest.approx(rows[3]["psi_smoothed"])
-    assert fig["data"][3]["line"]["shape"] == "hv"            # the regulariser is a step
+    assert fig["data"][5]["line"]["shape"] == "hv"            # the regulariser is a step
     layout = fig["layout"]
     assert layout["yaxis"]["title"]["text"] == "PSI (Jaccard, 0-1)"
-    assert layout["xaxis3"]["title"]["text"] == "epoch (counted from 0)"
+    assert layout["xaxis4"]["title"]["text"] == "epoch (counted from 0)"
+    assert layout["yaxis2"]["title"]["text"] == "accuracy (%)"
     assert layout["font"]["size"] >= 16 and layout["height"] <= 660
     assert layout["xaxis"]["range"] == [0.5, info["t_star"] + 3.5]       # the search window: epoch 1 to t* + 3
     assert layout["legend"]["y"] < 0                          # under the x-axis title, never over a plot
@@ -507,7 +511,7 @@ def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     store.close()
     at = _page("runs", "zz-crafted")
     assert not at.exception
-    card = next(m.value for m in at.markdown if m.value.endswith("zz-crafted"))
+    card = next(m.value for m in at.markdown if "  \nzz-crafted" in m.value)
     assert "\\!\\[x\\]\\(http\\:" in card and "](http" not in card
     assert any(e.value.startswith("Failed: \\<img src=http\\://") for e in at.error)
     at = _page("stability", "zz-crafted")

@@ -65,7 +65,7 @@ def _cli(*args, script=None):
 def _store(run_dir):
     con = sqlite3.connect(run_dir / "run.db")
     try:
-        cols = [r[1] for r in con.execute("PRAGMA table_info(epochs)") if r[1] != "epoch_seconds"]
+        cols = [r[1] for r in con.execute("PRAGMA table_info(epochs)") if r[1] not in ("epoch_seconds", "cand_seconds")]
         return dict(epochs=con.execute(f"SELECT {', '.join(cols)} FROM epochs ORDER BY epoch").fetchall(),
                     masks=con.execute("SELECT * FROM masks ORDER BY epoch, gid").fetchall(),
                     saliency=con.execute("SELECT * FROM saliency ORDER BY epoch, gid").fetchall(),

@@ -1,0 +1,213 @@
+"""The prune epoch with its consequences in view: the candidate's own accuracy, branches, sweeps.
+
+Real tiny demo runs throughout: one parent that keeps its checkpoints, its branches, a run that pressed
+"Prune now" at the same epoch, and a target sweep.
+"""
+import dataclasses
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from osp_engine import ConfigError, get_preset
+from osp_engine.branch import branch_epochs, branches_of, checkpoint_path, sweep_epochs
+from osp_engine.cli import main as cli
+from osp_engine.costcheck import pruned_copy
+from osp_engine.data import load_dataset
+from osp_engine.manager import RunManager
+from osp_engine.models import build_model
+from osp_engine.network import prepare_network
+from osp_engine.run import Run
+from osp_engine.store import RunReader
+from osp_engine.sweep import indicator_picks, sweep_rows, target_sweep, training_cost
+from osp_engine.train import evaluate
+
+TIMINGS = ("epoch_seconds", "cand_seconds")
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """(runs folder, the demo parent, its branches at three epochs made by the CLI's sweep)."""
+    root = tmp_path_factory.mktemp("family")
+    parent = Run(get_preset("demo"), root)
+    assert parent.execute() == "finished", parent.error
+    return root, parent
+
+
+def _rows(reader, drop=TIMINGS):
+    return [{k: v for k, v in r.items() if k not in drop} for r in reader.epochs()]
+
+
+def _table(run_dir, table):
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return con.execute(f"SELECT * FROM {table} ORDER BY epoch, gid").fetchall()
+    finally:
+        con.close()
+
+
+def test_candidate_accuracy_is_the_physically_pruned_models(family):
+    """At epoch k, from the kept checkpoint: the model pruned physically with M_k, evaluated with no
+    further training, scores exactly the stored candidate accuracy; at t* it is the prune's own figure."""
+    root, parent = family
+    reader = RunReader(parent.dir)
+    rows = {r["epoch"]: r for r in reader.epochs()}
+    cfg = parent.cfg
+    _, val, info = load_dataset(cfg)
+    for k in (3, 7):
+        ckpt = torch.load(checkpoint_path(parent.dir, k), map_location="cpu", weights_only=True)
+        model = build_model(cfg.model, info.num_classes, info.image_size, info.in_channels)
+        model.load_state_dict(ckpt["model"])
+        net = prepare_network(model, info.num_classes, torch.zeros(1, *info.input_shape), cfg.variant, 0)
+        twin = pruned_copy(net.model, net.groups, reader.masks(k), net.example)
+        assert sum(p.numel() for p in twin.parameters()) < sum(p.numel() for p in model.parameters())
+        acc = evaluate(twin, val, torch.device("cpu"), False, False).acc
+        assert acc == pytest.approx(rows[k]["cand_acc"], abs=1e-9)
+        assert rows[k]["cand_acc"] != pytest.approx(rows[k]["val_acc"])        # not the dense model's figure
+    t_star = reader.info()["t_star"]
+    prune = next(e for e in reader.events() if e["kind"] == "prune")
+    assert rows[t_star]["cand_acc"] == pytest.approx(prune["data"]["acc_after"], abs=1e-9)
+    assert rows[0]["cand_acc"] is None and rows[t_star + 1]["cand_acc"] is None   # unsearched, then pruned
+    assert all(rows[e]["cand_seconds"] > 0 for e in range(1, t_star + 1))
+
+
+def test_candidate_evaluation_changes_nothing_else(family, tmp_path):
+    """The default evaluates every candidate; switched off, the run is the same to the last value."""
+    root, parent = family
+    off = Run(dataclasses.replace(parent.cfg, candidate_every=0, keep_checkpoints=0), tmp_path)
+    assert off.execute() == "finished"
+    assert _rows(RunReader(off.dir), TIMINGS + ("cand_acc",)) == _rows(RunReader(parent.dir), TIMINGS + ("cand_acc",))
+    assert all(r["cand_acc"] is None for r in RunReader(off.dir).epochs())
+    assert _table(off.dir, "masks") == _table(parent.dir, "masks")
+    thinned = Run(dataclasses.replace(parent.cfg, candidate_every=3, keep_checkpoints=0), tmp_path)
+    assert thinned.execute() == "finished"
+    measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]
+    assert measured == [1, 4, 7, 10]                           # every 3rd searched epoch from monitor_start
+
+
+def test_a_branch_is_the_run_that_pressed_prune_now_at_that_epoch(family, tmp_path):
+    root, parent = family
+    k = 8
+    branch = Run.branch(parent.dir, k, tmp_path)
+    assert branch.execute() == "finished", branch.error
+    pressed = Run(dataclasses.replace(parent.cfg, keep_checkpoints=0), tmp_path)
+    pressed.execute(log=lambda line: line.startswith(f"epoch {k - 1:>3} ") and pressed.commands.prune_now())
+    a, b = RunReader(branch.dir), RunReader(pressed.dir)
+    assert (a.info()["t_star"], a.info()["prune_reason"]) == (b.info()["t_star"], b.info()["prune_reason"]) == (k, "manual")
+    assert _rows(a) == _rows(b) and len(_rows(a)) == parent.cfg.epochs
+    for table in ("masks", "saliency"):
+        assert _table(branch.dir, table) == _table(pressed.dir, table)
+    ma = torch.load(branch.dir / "model.pt", weights_only=True)["state_dict"]
+    mb = torch.load(pressed.dir / "model.pt", weights_only=True)["state_dict"]
+    assert ma.keys() == mb.keys() and all(torch.equal(ma[n], mb[n]) for n in ma)
+    cfg = a.info()["config"]
+    assert (cfg["parent"], cfg["branch_epoch"]) == (parent.run_id, k)
+    started = [e for e in a.events() if e["kind"] == "started"]
+    assert len(started) == 1 and started[0]["data"]["parent"] == parent.run_id and a.info()["display_status"] == "finished"
+
+
+def test_a_sweep_of_three_branches_records_parents_children_and_a_summary(family, capsys):
+    root, parent = family
+    before = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] not in (4, 7, 10)]
+    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7,10"]) == 0
+    out = capsys.readouterr().out
+    children = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] in (4, 7, 10)]
+    assert [b.info()["config"]["branch_epoch"] for b in children] == [4, 7, 10]
+    assert all(b.info()["t_star"] == b.info()["config"]["branch_epoch"] for b in children)
+    rows = sweep_rows(RunReader(parent.dir), children)
+    parent_rows = {r["epoch"]: r for r in RunReader(parent.dir).epochs()}
+    for r, b in zip(rows, children):
+        assert r["status"] == "finished" and r["final_acc"] == b.summary()["final_acc"]
+        assert r["psi"] == parent_rows[r["epoch"]]["psi_smoothed"] and r["cand_acc"] == parent_rows[r["epoch"]]["cand_acc"]
+        epochs = b.epochs()
+        assert r["seconds"] == pytest.approx(sum(e["epoch_seconds"] for e in epochs))
+        assert r["dense_epochs"] == pytest.approx(sum(e["model_flops"] / e["dense_flops"] for e in epochs))
+    assert rows[0]["dense_epochs"] < rows[1]["dense_epochs"] < rows[2]["dense_epochs"] < parent.cfg.epochs
+    picks = indicator_picks(RunReader(parent.dir).epochs(), 0.999, 0.1)
+    assert f"PSI epoch {picks['psi']}, Early-Bird epoch {picks['early_bird']}" in out
+    assert all(f"{e:>5} " in out for e in (4, 7, 10))
+    # a second sweep reuses the finished branches
+    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7"]) == 0
+    assert "(2 already branched)" in capsys.readouterr().out
+    assert len(branches_of(root, parent.run_id)) == len(children) + len(before)
+
+
+def test_branches_refuse_what_they_cannot_do(family, capsys):
+    root, parent = family
+    kept = branch_epochs(parent.dir)
+    t_star = RunReader(parent.dir).info()["t_star"]
+    assert kept == list(range(1, t_star))                       # searched epochs before the prune
+    with pytest.raises(ConfigError, match=rf"no checkpoint of epoch 20 .*kept: 1-{t_star - 1}\)"):
+        Run.branch(parent.dir, 20)
+    assert cli(["branch", parent.run_id, "--runs-dir", str(root), "--epoch", "0"]) == 2
+    assert "no checkpoint of epoch 0" in capsys.readouterr().err
+    child = branches_of(root, parent.run_id)[0]
+    with pytest.raises(ConfigError, match="is itself a branch"):
+        Run.branch(child.dir, 3)
+    assert sweep_epochs([2, 3, 4, 5, 6, 7], every=2, first=3, last=6) == [3, 5]
+    with pytest.raises(ConfigError, match=r"no checkpoint of epoch\(s\) \[30\]"):
+        sweep_epochs([1, 2], epochs=[2, 30])
+
+
+def test_the_queue_never_trains_more_than_one_run_per_device(family):
+    root, parent = family
+    manager = RunManager(root, per_device=1)
+    ids = manager.sweep(parent.run_id, [2, 3, 5])
+    assert [q[0] for q in manager.queued()] == ids[1:]          # one trains, two wait, in order
+    for run_id in ids:
+        manager._runs[run_id][1].join(timeout=300)
+    spans = sorted((r.info()["created"], r.info()["ended"]) for r in map(manager.reader, ids))
+    assert all(r.info()["status"] == "finished" for r in map(manager.reader, ids))
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))   # never two at once
+
+
+def test_target_sweep_and_its_trade_off_curve(tmp_path, capsys, monkeypatch):
+    settings = ["--set", "epochs=12", "--set", "sl_start=2", "--set", "sl_end=8", "--set", "keep_checkpoints=0"]
+    assert cli(["sweep-targets", "--preset", "demo", "--targets", "0.3,0.6", "--runs-dir", str(tmp_path), *settings]) == 0
+    out = capsys.readouterr().out
+    (label,) = {RunReader(p).info()["config"]["sweep"] for p in tmp_path.iterdir()}
+    sweep = target_sweep(tmp_path, label)
+    assert [p[0] for p in sweep["points"]] == [0.3, 0.6] and sweep["baseline"] is not None
+    assert sweep["points"][0][1] == pytest.approx(0.3, abs=0.03) and sweep["points"][1][1] == pytest.approx(0.6, abs=0.03)
+    assert "dense baseline (same schedule)" in out and len(list(tmp_path.iterdir())) == 3
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
+    at = AppTest.from_string("from pages.tradeoff import render\nrender()\n", default_timeout=60).run()
+    assert not at.exception and at.multiselect(key="tradeoff_sweeps").value == [label]
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    curve = next(t for t in fig["data"] if t.get("name") == f"target sweep {label}")
+    assert curve["y"] == [p[2] for p in sweep["points"]]
+    assert [s["y0"] for s in fig["layout"]["shapes"]] == [sweep["baseline"]]
+    assert cli(["sweep-targets", "--preset", "demo", "--targets", "0.3,x"]) == 2
+
+
+def test_training_cost_counts_seconds_and_dense_epochs():
+    rows = [dict(epoch_seconds=1.0, model_flops=100, dense_flops=100), dict(epoch_seconds=0.5, model_flops=40,
+                                                                              dense_flops=100)]
+    assert training_cost(rows) == dict(seconds=1.5, dense_epochs=1.4)
+    assert indicator_picks([dict(epoch=1, psi_smoothed=None, eb_distance=0.3), dict(epoch=2, psi_smoothed=0.9991,
+                                                                                     eb_distance=0.05)], 0.999, 0.1) \
+        == dict(psi=2, early_bird=2)
+
+
+def test_the_branches_page_draws_the_sweep(family, monkeypatch):
+    root, parent = family
+    if len(branches_of(root, parent.run_id)) < 3:
+        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7,10"]) == 0
+    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+    at = AppTest.from_string("from pages.branches import render\nrender()\n", default_timeout=60)
+    at.session_state["run_id"] = branches_of(root, parent.run_id)[0].run_id    # a branch picked: its parent's page
+    at.run()
+    assert not at.exception
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    final = fig["data"][0]
+    rows = sweep_rows(RunReader(parent.dir), branches_of(root, parent.run_id))
+    assert final["x"] == [r["epoch"] for r in rows] and final["y"] == [r["final_acc"] for r in rows]
+    names = [t.get("name") for t in fig["data"]]
+    picks = indicator_picks(RunReader(parent.dir).epochs(), 0.999, 0.1)
+    assert f"PSI picks epoch {picks['psi']}" in names and "Early-Bird distance" in names
+    assert fig["layout"]["xaxis3"]["title"]["text"] == "prune epoch (counted from 0)"
+    table = at.dataframe[0].value
+    assert table["prune epoch"].tolist() == [r["epoch"] for r in rows]
