@@ -1,7 +1,8 @@
 """The Branches page's figure, a pure function of the parent's epochs and the sweep's rows (no Streamlit).
 
 Three rows on the parent's epoch axis: accuracy (each branch's final accuracy at its prune epoch, the
-candidate's accuracy if pruned at that epoch, the network's accuracy as trained), the indicators (PSI
+candidate's accuracy if pruned at that epoch, the network's accuracy as trained, the run's own final
+accuracy at its t*), the indicators (PSI
 and Early-Bird distance, each with the epoch it picks), and each branch's training cost.
 """
 from __future__ import annotations
@@ -26,6 +27,11 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                              name="final accuracy of the branch pruned at that epoch", text=[r["run_id"] for r in done],
                              marker=dict(size=14, color="#c53030"), line=dict(color="#c53030", width=3),
                              hovertemplate="pruned at %{x}: %{y:.2f} % (%{text})<extra></extra>"), 1, 1)
+    if info.get("t_star") is not None and info.get("status") == "finished":
+        fig.add_trace(go.Scatter(x=[int(info["t_star"])], y=[float(parent["val_acc"].iloc[-1])], mode="markers",
+                                 name=f"the run itself, pruned at epoch {info['t_star']} ({info['prune_reason']})",
+                                 marker=dict(size=16, symbol="star", color="#4a5568"),
+                                 hovertemplate="the run itself: %{y:.2f} %<extra></extra>"), 1, 1)
     cand = parent["cand_acc"].to_numpy(dtype=float) if "cand_acc" in parent else np.full(len(x), np.nan)
     fig.add_trace(go.Scatter(x=x, y=cand, mode="markers", name="accuracy if pruned then (before fine-tuning)",
                              marker=dict(symbol="x", size=9, color="#d69e2e")), 1, 1)
@@ -36,7 +42,7 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
     fig.add_trace(go.Scatter(x=x, y=parent["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
                              line=dict(color="#38a169")), 2, 1, secondary_y=True)
     fig.add_trace(go.Bar(x=[r["epoch"] for r in done], y=[r["seconds"] for r in done], name="training seconds",
-                         marker_color="#805ad5", text=[f"{r['dense_epochs']:.1f}" for r in done],
+                         marker_color="#805ad5", textangle=0, text=[f"{r['dense_epochs']:.1f} dense-ep" for r in done],
                          hovertemplate="pruned at %{x}: %{y:.1f} s, %{text} dense-epoch FLOPs<extra></extra>"), 3, 1)
     shapes = phase_bands(x.tolist(), parent["phase"].tolist())
     shapes.append(hline(float(info["threshold"]), "#2b6cb0", yref="y2", dash="dot"))
@@ -45,10 +51,6 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
             shapes.append(vline(picks[key], colour, dash="dash"))
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{what} epoch {picks[key]}",
                                      line=dict(color=colour, dash="dash")), 1, 1)
-    if info.get("t_star") is not None:
-        shapes.append(vline(int(info["t_star"]), "#4a5568", dash="dot"))
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#4a5568", dash="dot"),
-                                 name=f"the run pruned at epoch {info['t_star']} ({info['prune_reason']})"), 1, 1)
     last = max([r["epoch"] for r in rows] + [info.get("t_star") or 0]) + 2
     fig.update_layout(shapes=shapes, height=660, font=dict(size=font), barmode="group", hovermode="closest",
                       margin=dict(t=10, b=150, l=90, r=90),
@@ -57,6 +59,6 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
     fig.update_xaxes(title_text="prune epoch (counted from 0)", row=3, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(title_text="PSI", range=[-0.02, 1.02], row=2, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="EB distance", rangemode="tozero", row=2, col=1, secondary_y=True)
+    fig.update_yaxes(title_text="EB distance", rangemode="tozero", tickformat=".2f", row=2, col=1, secondary_y=True)
     fig.update_yaxes(title_text="training s", rangemode="tozero", row=3, col=1)
     return fig

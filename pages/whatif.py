@@ -40,8 +40,8 @@ def what_if(run_id: str, info: dict) -> None:
         epoch = c1.select_slider("Prune epoch", kept, value=default, key=f"whatif_epoch_{run_id}")
         c2.button("What if I had pruned here?", key="whatif_branch", on_click=start_branches,
                   args=(run_id, [epoch]), help="queued: it trains when the device is free")
-        step = max(1, len(kept) // 6)
-        c3.button(f"Sweep: every {step}{'st' if step == 1 else 'th'} kept epoch", key="whatif_sweep",
+        step = max(1, len(kept) // 6)                  # about six branches, whatever the run's length
+        c3.button(f"Sweep {len(kept[::step])} epochs", key="whatif_sweep",
                   on_click=start_branches, args=(run_id, kept[::step]),
                   help=f"branches at epochs {', '.join(map(str, kept[::step]))}, one after another")
         if st.session_state.get("whatif_error"):

@@ -17,7 +17,8 @@ def finished_run(tmp_path_factory):
     from osp_engine.config import apply_overrides
     from osp_engine.run import Run
 
-    cfg = apply_overrides(get_preset("demo"), ["epochs=16", "sl_start=2", "sl_end=10", "reg=0.02", "reg_delta=0.02"])
+    cfg = apply_overrides(get_preset("demo"), ["epochs=16", "sl_start=2", "sl_end=10", "reg=0.02", "reg_delta=0.02",
+                                               "candidate_every=1"])
     run = Run(cfg, tmp_path_factory.mktemp("runs"))
     assert run.execute() == "finished", run.error
     return run

@@ -32,7 +32,7 @@ TIMINGS = ("epoch_seconds", "cand_seconds")
 def family(tmp_path_factory):
     """(runs folder, the demo parent, its branches at three epochs made by the CLI's sweep)."""
     root = tmp_path_factory.mktemp("family")
-    parent = Run(get_preset("demo"), root)
+    parent = Run(dataclasses.replace(get_preset("demo"), candidate_every=1), root)
     assert parent.execute() == "finished", parent.error
     return root, parent
 
@@ -82,6 +82,10 @@ def test_candidate_evaluation_changes_nothing_else(family, tmp_path):
     assert _rows(RunReader(off.dir), TIMINGS + ("cand_acc",)) == _rows(RunReader(parent.dir), TIMINGS + ("cand_acc",))
     assert all(r["cand_acc"] is None for r in RunReader(off.dir).epochs())
     assert _table(off.dir, "masks") == _table(parent.dir, "masks")
+    thinned = Run(get_preset("demo"), tmp_path)               # the demo thins it: every other searched epoch
+    assert thinned.execute() == "finished"
+    measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]
+    assert measured == list(range(1, RunReader(thinned.dir).info()["t_star"] + 1, 2))
     thinned = Run(dataclasses.replace(parent.cfg, candidate_every=3, keep_checkpoints=0), tmp_path)
     assert thinned.execute() == "finished"
     measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]

@@ -216,3 +216,41 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
             assert saved.read_bytes() == (tmp_path / "runs" / run_id / "model.pt").read_bytes(), run_id
         _healthy(page, "Compare with two runs")
         browser.close()
+
+
+def _sweep_points(page) -> list:
+    """The prune epochs of the Branches chart's first trace (final accuracy per branch), read from
+    the plot Plotly drew (the empty one that loads the chart library is skipped); [] while there is none."""
+    return page.evaluate("() => { const g = Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                         ".find(d => d.data && d.data.length); return g ? Array.from(g.data[0].x) : []; }")
+
+
+def test_what_if_starts_a_linked_branch_and_the_sweep_plot_gains_its_point(server, tmp_path, finished_run):
+    shutil.copytree(finished_run.dir, tmp_path / "runs" / finished_run.run_id)
+    info = RunReader(finished_run.dir).info()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/branches?run={finished_run.run_id}")
+        page.get_by_text("No branches yet").wait_for(timeout=60000)
+        assert _sweep_points(page) == []
+        page.get_by_role("link", name="Stability").click()
+        page.get_by_text("What if I had pruned at another epoch?").wait_for(timeout=60000)
+        page.get_by_role("slider").focus()
+        page.keyboard.press("ArrowLeft")                            # one kept epoch earlier than the default
+        page.wait_for_timeout(500)
+        epoch = int(page.get_by_role("slider").get_attribute("aria-valuetext") or
+                    page.get_by_role("slider").get_attribute("aria-valuenow"))
+        assert epoch < info["t_star"]
+        page.get_by_role("button", name="What if I had pruned here?").click()
+        page.get_by_text("Queued:").wait_for(timeout=60000)
+        page.get_by_role("link", name="Branches").click()
+        deadline = time.time() + 120
+        while _sweep_points(page) != [epoch] and time.time() < deadline:
+            page.wait_for_timeout(500)
+        assert _sweep_points(page) == [epoch], "the sweep plot did not gain the branch's point"
+        assert f"{finished_run.run_id} · 1 branch" in page.inner_text("body")
+        _healthy(page, "Branches")
+        page.get_by_role("link", name="Runs").click()               # the branch's card names its parent
+        page.get_by_text(f"branch of {finished_run.run_id}, pruned at epoch {epoch}").wait_for(timeout=60000)
+        browser.close()
