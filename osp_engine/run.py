@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -33,60 +32,13 @@ from .export import atomic_save
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
 from .network import Prunable, prepare_network
+from .placement import load_weights, new_run_id, prepare_root, resolve_device
 from .pruner import Pruner
+from .rng import rng_state, set_rng_state
 from .schedule import learning_rate, schedule_epoch, shrink_lr
-from .store import RunReader, RunStore, runs_root
+from .store import RunReader, RunStore
 from .threads import live_cpu_runs, thread_share, usable_cores
 from .train import evaluate, train_epoch
-
-
-def new_run_id(cfg: Config) -> str:
-    """<start time>-<preset, or the model when none>-<4 hex>; only characters a run id allows."""
-    label = "".join(c if c.isalnum() or c in "._-" else "-" for c in (cfg.preset or cfg.model))[:60]
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{label}-{secrets.token_hex(2)}"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is visible: use --set device=cpu or device=auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def load_weights(model: torch.nn.Module, path: str) -> list[str]:
-    """Load a local state_dict (weights_only) into `model`; entries whose shape differs (a classifier
-    trained for another class count) are left at their initial values and returned by name."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"weights file {path!r} could not be read ({type(e).__name__}): give a state_dict "
-                          f"saved with torch.save(model.state_dict(), ...)") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    skipped = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    fitting = {k: v for k, v in state.items() if k in own and k not in skipped}
-    missing = [k for k in own if k not in state]
-    if not fitting or missing:
-        raise ConfigError(f"weights file {path!r} does not fit the model ({len(missing)} of its tensors missing, "
-                          f"e.g. {missing[:1]}): give weights of the same architecture")
-    model.load_state_dict(fitting, strict=False)
-    return skipped
-
-
-def prepare_root(root: str | Path | None) -> Path:
-    """The runs folder, created if needed; ConfigError if it cannot be used."""
-    path = runs_root(None if root is None else str(root))
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{secrets.token_hex(4)}"
-        probe.write_text("")
-        probe.unlink()
-        list(path.iterdir())
-    except OSError as e:
-        raise ConfigError(f"runs folder {str(path)!r} is not usable ({e.strerror or e}): "
-                          f"pass --runs-dir DIR or set OSP_RUNS_DIR to a writable folder") from None
-    return path
 
 
 class Run:
@@ -214,7 +166,6 @@ class Run:
     # ---------------------------------------------------------------- the cycle
     def execute(self, log=None) -> str:
         """Run the whole cycle in this thread; returns the terminal status. `log(str)` gets progress lines."""
-        cfg, dev = self.cfg, self.device
         self.prepare()
         versions = {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")}
         try:
@@ -284,7 +235,7 @@ class Run:
         def save(ckpt: dict) -> None:                     # epoch t's checkpoint, before epoch t is committed
             pruned_now = (pruner.prune_record or {}).get("epoch") == ckpt["epoch"]
             ckpt["optimizer"] = None if pruned_now else optimizer.state_dict()     # after a prune: a fresh one
-            ckpt["rng"] = _rng_state(train)
+            ckpt["rng"] = rng_state(train)
             atomic_save(ckpt, self.dir / "checkpoint.pt")
             if not ckpt["pruned"] and ckpt["pruner"]["masks"] is not None:    # a searched epoch: a branch point
                 keep_checkpoint(self.dir, ckpt["epoch"], cfg.keep_checkpoints)
@@ -329,7 +280,7 @@ class Run:
         if ckpt["optimizer"] is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
         pruner.load_state(state)
-        _set_rng_state(ckpt["rng"], train)
+        set_rng_state(ckpt["rng"], train)
         if RunReader(self.dir).last_epoch() < ckpt["epoch"]:
             store.write_epoch(state["row"], *[None if a is None else [t.numpy() for t in a]
                                               for a in (state["masks"], state["scores"])])
@@ -364,24 +315,6 @@ class Run:
             if not self.commands.cancelled:
                 store.event("resumed", "resumed")
         self.commands.checkpoint()
-
-
-def _rng_state(train) -> dict:
-    """Every random state the next epochs draw from (tensors and lists only)."""
-    gen = getattr(train, "generator", None)
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "loader": gen.get_state() if gen is not None else None,
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict, train) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["loader"] is not None and getattr(train, "generator", None) is not None:
-        train.generator.set_state(state["loader"])
-    np.random.set_state((state["numpy"][0], np.array(state["numpy"][1], dtype=np.uint32), *state["numpy"][2:]))
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _progress_line(row: dict, total: int) -> str:

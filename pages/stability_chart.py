@@ -134,7 +134,7 @@ def similarity_figure(epochs: list[int], sim: np.ndarray, t_star: int | None, fo
         shapes = [vline(t_star, "#e53e3e", dash="solid"), dict(type="line", xref="paper", yref="y", x0=0, x1=1,
                                                                  y0=t_star, y1=t_star, line=dict(color="#e53e3e"))]
     fig.update_layout(height=520, font=dict(size=font), shapes=shapes, margin=dict(t=40),
-                      title=f"Similarity of the candidates of every pair of epochs" +
+                      title="Similarity of the candidates of every pair of epochs" +
                             (f" (red: t* = {t_star})" if shapes else ""))
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="epoch")

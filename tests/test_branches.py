@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sqlite3
 
-import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
