@@ -51,9 +51,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-resnet56", action="store_true")
+    ap.add_argument("--only-resnet56", action="store_true")
     args = ap.parse_args()
     for name, (preset, settings) in CASES.items():
-        if args.skip_resnet56 and "resnet56" in name:
+        if args.skip_resnet56 and "resnet56" in name or args.only_resnet56 and "resnet56" not in name:
             continue
         base = apply_overrides(preset, settings).validate()
         modes = sorted({1, base.candidate_every}) + [0]          # every epoch, the preset's own, never

@@ -104,7 +104,7 @@ def _cmd_sweep(args) -> int:
           f"{'EB dist':>7} {'cand acc':>8}  run")
     for r in rows:
         def f(v, fmt):
-            return "-" if v is None else format(v, fmt)
+            return format("-", ">" + fmt.split(".")[0]) if v is None else format(v, fmt)
         print(f"{r['epoch']:>5} {f(r['final_acc'], '9.2f')} {f(r['flops_reduction'] and -100 * r['flops_reduction'], '6.1f')}% "
               f"{r['seconds']:8.1f} {r['dense_epochs']:12.2f} {f(r['psi'], '7.4f')} {f(r['eb_distance'], '7.3f')} "
               f"{f(r['cand_acc'], '8.2f')}  {r['run_id']}")

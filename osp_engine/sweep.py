@@ -9,6 +9,8 @@ import dataclasses
 import secrets
 import time
 
+import numpy as np
+
 from .config import Config
 from .store import RunReader, list_runs
 
@@ -31,15 +33,20 @@ def indicator_picks(rows: list[dict], threshold: float, eb_threshold: float) -> 
 
 def sweep_rows(parent: RunReader, branches: list[RunReader]) -> list[dict]:
     """One row per branch, by prune epoch: its status and final figures, its training cost, and the
-    parent's PSI, Early-Bird distance and candidate accuracy at that epoch."""
-    by_epoch = {r["epoch"]: r for r in parent.epochs()}
+    parent's PSI (None where undefined: before the third search), Early-Bird distance and candidate
+    accuracy at that epoch."""
+    rows = parent.epochs()
+    by_epoch = {r["epoch"]: r for r in rows}
+    searched = np.cumsum([r["psi_raw"] is not None for r in rows])     # searches up to each epoch
+    defined = {r["epoch"]: n >= 3 for r, n in zip(rows, searched)}      # a PSI needs M_t and M_{t-2}
     out = []
     for b in branches:
         s, rows = b.summary(), b.epochs()
         k = b.info()["config"]["branch_epoch"]
         at = by_epoch.get(k, {})
         out.append(dict(epoch=k, run_id=b.run_id, status=s["status"], final_acc=s["final_acc"],
-                        flops_reduction=s["flops_reduction"], psi=at.get("psi_smoothed"),
+                        flops_reduction=s["flops_reduction"],
+                        psi=at.get("psi_smoothed") if defined.get(k) else None,
                         eb_distance=at.get("eb_distance"), cand_acc=at.get("cand_acc"),
                         dense_acc=at.get("val_acc"), **training_cost(rows)))
     return sorted(out, key=lambda r: r["epoch"])

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pages.figures import hline, phase_bands, vline
+from pages.stability_chart import defined_psi
 
 FONT = 16
 
@@ -37,7 +38,7 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                              marker=dict(symbol="x", size=9, color="#d69e2e")), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=parent["val_acc"].to_numpy(dtype=float), mode="lines",
                              name="the run's accuracy as trained", line=dict(color="#a0aec0")), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=parent["psi_smoothed"].to_numpy(dtype=float), name="PSI (smoothed)",
+    fig.add_trace(go.Scatter(x=x, y=defined_psi(parent)[1], name="PSI (smoothed)",
                              line=dict(color="#2b6cb0", width=3)), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=parent["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
                              line=dict(color="#38a169")), 2, 1, secondary_y=True)
