@@ -62,9 +62,11 @@ class Config:
     device: str = "auto"                  # "auto", "cpu" or "cuda"
     amp: bool = True                      # bf16 autocast on CUDA (decisions stay fp32); ignored on CPU
     channels_last: bool = True            # on CUDA only
+    gpu_path: bool = False                # run CUDA's code path (bf16 autocast, channels_last) on CPU too: for tests
     synthetic_size: int = 10000           # images in the synthetic throughput set
     threads: int = 0                      # CPU threads; 0: the cores shared among this machine's live CPU runs
     num_workers: int = 4                  # ImageFolder loaders only
+    speed_budget_s: float = 1.0           # seconds spent timing the exported model against the dense one (0: skip)
     cost_checks: int = 2                  # pruned copies counted by Torch-Pruning at start (0: trust the model)
     preset: str = ""                      # the preset this config came from (informational)
     # choosing the prune epoch with its consequences in view (docs/engine.md, 'Branches and sweeps')
@@ -150,6 +152,8 @@ class Config:
             fail("candidate_every and keep_checkpoints must be >= 0 (0: never; k: every k-th searched epoch)")
         if self.sweep and not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", self.sweep):
             fail(f"sweep {self.sweep!r} is not a plain label: use letters, digits, . _ -")
+        if not (math.isfinite(self.speed_budget_s) and self.speed_budget_s >= 0):
+            fail(f"speed_budget_s must be >= 0 seconds (0: skip the speed measurement), got {self.speed_budget_s}")
         if self.synthetic_size <= 0:
             fail("synthetic_size must be positive")
         return self

@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
                  target=0.5, l_max=0.75, monitor_start=1, reg=0.01, reg_delta=0.01, reg_interval=1,
                  sl_start=4, sl_end=16, threshold=0.999, device="cpu",
                  keep_checkpoints=1,              # for branches: about 0.6 MB per searched epoch before the prune
-                 candidate_every=2),              # every other epoch: 5 % of an epoch, not 10 % (bench_candidate)
+                 candidate_every=2, speed_budget_s=0.5),              # every other epoch: 5 % of an epoch, not 10 % (bench_candidate)
     "cifar10-resnet56": dict(_R56, model="resnet56", dataset="cifar10"),
     "cifar10-resnet32": dict(_CIFAR, model="resnet32", dataset="cifar10", target=0.55, reg_interval=1,
                              l_max=0.75, sl_start=30, sl_end=110, monitor_start=2),

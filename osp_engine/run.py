@@ -28,13 +28,14 @@ from .branch import branch_config, checkpoint_path, keep_checkpoint
 from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
-from .export import atomic_save
+from .export import MODEL_FILE, atomic_save, load_pruned
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
 from .network import Prunable, prepare_network
 from .placement import load_weights, new_run_id, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
+from .speed import measure_speed
 from .schedule import learning_rate, schedule_epoch, shrink_lr
 from .store import RunReader, RunStore
 from .threads import live_cpu_runs, thread_share, usable_cores
@@ -217,10 +218,10 @@ class Run:
         train, val, info = self.data
         if hasattr(train, "to"):
             train, val = train.to(dev), val.to(dev)
-        amp = cfg.amp and dev.type == "cuda"
-        cl = cfg.channels_last and dev.type == "cuda"
+        gpu_path = dev.type == "cuda" or cfg.gpu_path           # on CPU only when asked: CI runs CUDA's lines
+        amp, cl = cfg.amp and gpu_path, cfg.channels_last and gpu_path
         net = self.net
-        model = net.model.to(memory_format=torch.channels_last) if cl else net.model
+        model = self._layout(net.model, cl)
         pruner = Pruner(cfg, net, store, self.commands,
                         evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc)
         if self.resumed is None:
@@ -228,7 +229,8 @@ class Run:
             store.update_run(dataset=info.label, phase="dense")
             store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
                                    f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
-                        epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname())
+                        epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
+                        channels_last=cl)
         optimizer = self._optimizer(model)
         start = 0
 
@@ -242,9 +244,10 @@ class Run:
 
         if self.resumed is not None:
             optimizer, start = self._restore(self.resumed, pruner, model, train, store)
+            self._layout(model, cl)                       # a resumed pruned model was pruned again just now
         if self.parent_dir is not None and start == cfg.branch_epoch + 1 and not pruner.pruned:
             pruner.prune_at(cfg.branch_epoch, save)        # a branch: "Prune now" pressed during epoch t
-            optimizer = self._optimizer(model)
+            optimizer = self._optimizer(self._layout(model, cl))
         self.relay = Relay(store, self.commands)
         self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
         n_iter = len(train)
@@ -263,11 +266,13 @@ class Run:
             val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
             if pruner.end_epoch(epoch, stats.loss, stats.acc, val_stats.loss, val_stats.acc,
                                 learning_rate(cfg, position, 0, n_iter), save=save):
-                optimizer = self._optimizer(model)
+                optimizer = self._optimizer(self._layout(model, cl))     # the pruned tensors are new
             log(_progress_line(pruner.row, cfg.epochs))
-        pruner.finish(dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
-                           in_channels=info.in_channels, input_shape=list(info.input_shape),
-                           custom=self.user_model is not None))
+        arch = dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
+                    in_channels=info.in_channels, input_shape=list(info.input_shape), custom=self.user_model is not None)
+        pruner.finish(arch)
+        if cfg.speed_budget_s > 0 and self.user_model is None:
+            self._measure_speed(store, arch)
 
     def _restore(self, ckpt: dict, pruner: Pruner, model: torch.nn.Module, train, store: RunStore):
         """Put model, optimiser, method state and random states back as they were after epoch t; commit
@@ -288,7 +293,27 @@ class Run:
                 pruner.record_prune(state["prune"])
         return optimizer, ckpt["epoch"] + 1
 
+    def _measure_speed(self, store: RunStore, arch: dict) -> None:
+        """Time the exported model against a dense one of the same architecture (osp_engine/speed.py) and
+        store the figures as a 'speed' event; a failure is recorded, and the finished run stays finished."""
+        try:
+            dense = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
+            pruned = load_pruned(self.dir / MODEL_FILE, map_location=str(self.device))
+            batch = 256 if arch["image_size"] <= 64 else 32
+            s = measure_speed(dense, pruned, tuple(arch["input_shape"]), self.device, batch, self.cfg.speed_budget_s)
+        except Exception as e:
+            store.event("speed_failed", f"the speed measurement failed ({type(e).__name__}: {e})")
+            return
+        store.event("speed", f"exported model on {s['device']}: {s['latency_speedup']:.2f}x the dense model's speed at "
+                             f"batch 1, {s['throughput_speedup']:.2f}x its throughput at batch {s['batch']}",
+                    epoch=self.cfg.epochs - 1, **s)
+
     # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _layout(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+        """The model in channels_last when asked: at the start and again after every structural change
+        (a physical prune makes new, contiguous tensors)."""
+        return model.to(memory_format=torch.channels_last) if channels_last else model
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         cfg = self.cfg
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

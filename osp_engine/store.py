@@ -322,7 +322,18 @@ class RunReader:
             best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
+            speed=self.speed(), world_size=self.world_size(),
         )
+
+    def speed(self) -> dict | None:
+        """The exported model's measured speed against the dense one (osp_engine/speed.py), or None."""
+        rows = self._query("SELECT data FROM events WHERE kind = 'speed' ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else None
+
+    def world_size(self) -> int:
+        """How many processes trained the run (torchrun's world size; 1 for a single process)."""
+        rows = self._query("SELECT data FROM events WHERE kind = 'started' ORDER BY id LIMIT 1")
+        return int(json.loads(rows[0][0] or "{}").get("world_size", 1)) if rows else 1
 
 
 def split_runs(root: str | Path) -> tuple[list[RunReader], list[tuple[str, str]]]:

@@ -23,7 +23,10 @@ def final_figures(r: RunReader) -> dict:
             "FLOPs target (%)": percent(s["target_flops_reduction"]), "FLOPs removed (%)": percent(s["flops_reduction"]),
             "parameters removed (%)": percent(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
             "final accuracy (%)": s["final_acc"], "best accuracy (%)": s["best_acc"],
-            "wall time (s)": round(s["wall_seconds"], 1)}
+            "wall time (s)": round(s["wall_seconds"], 1),
+            "speed-up at batch 1 (x)": None if not s["speed"] else round(s["speed"]["latency_speedup"], 2),
+            "throughput speed-up (x)": None if not s["speed"] else round(s["speed"]["throughput_speedup"], 2),
+            "measured on": None if not s["speed"] else s["speed"]["device"]}
 
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:

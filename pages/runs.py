@@ -125,14 +125,21 @@ def progress_text(s: dict, per: float | None) -> str:
     return " · ".join(parts)
 
 
-def lineage(r: RunReader) -> str:
-    """A branch's parent and prune epoch; a run's kept checkpoints and their disk use (markdown lines)."""
+def details(r: RunReader) -> str:
+    """A branch's parent and prune epoch, the world size of a distributed run, the exported model's
+    measured speed-up, the kept checkpoints and their disk use (markdown lines)."""
     cfg = r.info()["config"]
     lines = []
     if cfg.get("parent"):
         lines.append(f"branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}")
     if cfg.get("sweep"):
         lines.append(f"target sweep {plain(cfg['sweep'])}")
+    speed, world = r.speed(), r.world_size()
+    if world > 1:
+        lines.append(f"trained by {world} processes (torchrun, world size {world})")
+    if speed:
+        lines.append(f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1, "
+                     f"{speed['throughput_speedup']:.2f}x its throughput at batch {speed['batch']} ({speed['device']})")
     kept = branch_epochs(r.dir)
     if kept:
         lines.append(f"{len(kept)} checkpoints kept for branches · {checkpoints_bytes(r.dir) / 1e6:.1f} MB")
@@ -158,7 +165,7 @@ def run_card(r: RunReader) -> None:
     with st.container(border=True):
         top = st.columns([5, 2, 2, 2, 2])
         top[0].markdown(f"**{card_title(s)}**  \n{r.run_id}" + ("  \nrunning in another process" if elsewhere else "")
-                        + lineage(r))
+                        + details(r))
         top[1].metric("Status", s["status"])
         if live and live["paused"]:
             top[1].caption("paused")
