@@ -42,17 +42,23 @@ def _cmd_models(args) -> int:
 
 def _cmd_run(args) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.set or []).validate()   # before torch loads: a bad
-    from .run import Run                                                      # setting is answered at once
+    from .distributed import join_world                                       # setting is answered at once
+    from .run import Run, new_run_id
 
-    run = Run(cfg, args.runs_dir)
+    world = join_world(cfg.device)                    # under torchrun: this rank; rank 0 names the run
+    run = Run(cfg, args.runs_dir, run_id=world.broadcast(new_run_id(cfg)), world=world)
     run.prepare()
     return _execute(run)
 
 
 def _cmd_resume(args) -> int:
+    from .distributed import join_world
     from .run import Run
 
-    run = Run.resume(_reader(args.run_dir, args.runs_dir, check=False).dir)
+    path = _reader(args.run_dir, args.runs_dir, check=False).dir
+    world = join_world(RunReader(path).info()["config"].get("device", "auto"))
+    run = Run.resume(path, world)
+    world.barrier()                                   # every rank has checked the run before rank 0 reopens it
     run.prepare()
     return _execute(run)
 
@@ -144,7 +150,8 @@ def _cmd_sweep_targets(args) -> int:
 
 
 def _execute(run) -> int:
-    """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome."""
+    """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome
+    (under torchrun, rank 0 prints)."""
     def stop(signum, frame):
         if run.commands.cancelled:
             raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -152,10 +159,15 @@ def _execute(run) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    leader = run.world.leader
     origin = (f" (branch of {run.cfg.parent}: prunes at epoch {run.cfg.branch_epoch})" if run.parent_dir is not None
               else f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else "")
-    print(f"run {run.run_id} -> {run.dir}{origin}", flush=True)
-    status = run.execute(log=lambda line: print(line, flush=True))
+    if leader:
+        world = f" on {run.world.size} processes" if run.world.size > 1 else ""
+        print(f"run {run.run_id} -> {run.dir}{origin}{world}", flush=True)
+    status = run.execute(log=(lambda line: print(line, flush=True)) if leader else None)
+    if not leader:
+        return {"finished": 0, "cancelled": 3}.get(status, 1)
     summary = RunReader(run.dir).summary()
     if status in ("failed", "cancelled"):
         print(f"run {status}: {run.error}", file=sys.stderr)

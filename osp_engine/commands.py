@@ -92,6 +92,20 @@ class Commands:
         if self._cancel.is_set():
             raise Cancelled()
 
+    def wait_while_paused(self, on_wait=None) -> None:
+        """Block while paused (calling on_wait ~every second); returns on resume or cancel, never raises."""
+        while not self._running.wait(timeout=1.0):
+            if on_wait is not None:
+                on_wait()
+
+    def adopt(self, state: dict) -> None:
+        """Take another rank's settings (snapshot()): threshold, auto-prune, a requested prune; not logged."""
+        self.set_threshold(state["threshold"])
+        self.set_auto_prune(state["auto_prune"])
+        if state["prune_requested"]:
+            self.prune_now()
+        self.drain()
+
     def drain(self) -> list[tuple[str, str]]:
         with self._lock:
             out, self._log = self._log, []

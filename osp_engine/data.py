@@ -47,6 +47,7 @@ class TensorLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.train, self.pad, self.flip = batch_size, train, pad, flip
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.rank, self.world_size = 0, 1                # a training shard: see shard()
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
@@ -55,32 +56,52 @@ class TensorLoader:
         self.images, self.labels = self.images.to(device), self.labels.to(device)
         return self
 
-    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
+    def shard(self, rank: int, world_size: int) -> "TensorLoader":
+        """Under torchrun: every rank draws the same permutation and the same augmentation of each
+        global batch of `batch_size` images and keeps every world_size-th image from position `rank`,
+        so the ranks' shards partition each batch, the random states stay equal on every rank, and the
+        LR schedule counts the same iterations as one process."""
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def _draw(self, n: int, g: torch.Generator) -> tuple:
+        """The random shift (dy, dx) and flip of n images, in the order one process has always drawn them."""
+        dy = dx = flip = None
         if self.pad:
+            dy = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
+            dx = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
+        if self.flip:
+            flip = torch.rand(n, generator=g) < 0.5
+        return dy, dx, flip
+
+    def _augment(self, x: torch.Tensor, dy, dx, flip) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if dy is not None:
             p = self.pad
             padded = torch.nn.functional.pad(x, (p, p, p, p))
             # one (dy, dx) per image, gathered with index arithmetic instead of a Python loop
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=g).to(x.device)
+            dy, dx = dy.to(x.device), dx.to(x.device)
             rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])          # (n, h)
             cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])          # (n, w)
             idx_n = torch.arange(n, device=x.device)[:, None, None]
             x = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-        if self.flip:
-            mask = (torch.rand(n, generator=g) < 0.5).to(x.device)
-            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        if flip is not None:
+            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
         return x.contiguous()
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.train \
             else torch.arange(n, device=self.labels.device)
+        part = slice(self.rank, None, self.world_size) if self.train else slice(None)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            x, y = self.images[idx], self.labels[idx]
+            draws = self._draw(len(idx), self.generator) if self.train else None
+            if len(idx) < self.world_size:               # a rank would get no image: skipped by every rank
+                continue
+            x, y = self.images[idx[part]], self.labels[idx[part]]
             if self.train:
-                x = self._augment(x, self.generator)
+                x = self._augment(x, *(d if d is None else d[part] for d in draws))
             yield x, y
 
 

@@ -21,6 +21,7 @@ import torch
 from . import saliency as sal
 from .commands import Commands
 from .costcheck import pruned_copy
+from .distributed import World, digest
 from .config import Config
 from .export import export_model
 from .groups import prune_groups
@@ -34,12 +35,13 @@ from .store import RunStore
 
 class Pruner:
     def __init__(self, cfg: Config, net: Prunable, store: RunStore, commands: Commands | None = None,
-                 evaluate=None) -> None:
+                 evaluate=None, world: World = World()) -> None:
         """evaluate(model): a model's validation accuracy in percent (optional): the network's right after
         the prune, and the candidate's (a physically pruned copy) every `candidate_every`-th searched epoch."""
         self.cfg, self.net, self.store = cfg, net, store
         self.commands = commands or Commands(cfg.threshold)
         self.evaluate = evaluate
+        self.world = world                # under torchrun: every rank uses rank 0's candidate
         self.relay = None                 # set by osp_engine.attach: commands from the studio, polled per step
         self.shrinker = Shrinker(net.groups)
         self.history: list[list[np.ndarray]] = []
@@ -76,7 +78,7 @@ class Pruner:
         self.scores = sal.all_saliency(net.groups)
         selection = select(sal.weighted_saliency(self.scores, net.pi), net.cost, cfg.target, cfg.l_max, cfg.l_k,
                            cfg.variant)
-        self.masks = selection.keep
+        self.masks = self._agreed(epoch, selection.keep)
         self.history.append(self.masks)
         self.raw.append(psi_raw(self.history))
         self.smooth_by_epoch[epoch] = smoothed(self.raw)
@@ -88,6 +90,16 @@ class Pruner:
             self.t_sl_start = epoch
             self.store.event("sl_start", f"regulariser starts automatically at epoch {epoch}", epoch=epoch)
             self.store.update_run(t_sl_start=epoch)
+
+    def _agreed(self, epoch: int, keep: list[np.ndarray]) -> list[np.ndarray]:
+        """Rank 0's candidate on every rank; a rank whose own search differed is recorded (by rank 0)."""
+        if self.world.size == 1:
+            return keep
+        chosen = self.world.broadcast(keep)
+        if self.world.any(digest(keep) != digest(chosen)):
+            self.store.event("ranks", f"the ranks' searches differed at epoch {epoch}: rank 0's candidate is used",
+                             epoch=epoch)
+        return chosen
 
     # ------------------------------------------------------------------ 2. the shrink after every step
     def after_step(self, lr: float) -> None:
@@ -165,7 +177,7 @@ class Pruner:
     def _prune(self, reason: str) -> float | None:
         """Remove M_t's marked channels physically; the accuracy right after, if an evaluate was given."""
         net = self.net
-        keep = self.masks if self.masks is not None else self._search_now()
+        keep = self.masks if self.masks is not None else self._agreed(-1, self._search_now())
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)

@@ -28,6 +28,7 @@ from .branch import branch_config, checkpoint_path, keep_checkpoint
 from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
+from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
 from .export import MODEL_FILE, atomic_save, load_pruned
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
@@ -50,9 +51,10 @@ class Run:
     """
 
     def __init__(self, cfg: Config, runs_dir: str | Path | None = None, run_id: str | None = None,
-                 model: torch.nn.Module | None = None, data: tuple | None = None) -> None:
+                 model: torch.nn.Module | None = None, data: tuple | None = None, world: World = World()) -> None:
         self.cfg = cfg.validate(model_registry=model is None, dataset_registry=data is None)
-        self.device = resolve_device(cfg.device)
+        self.world = world                            # torchrun's ranks (osp_engine/distributed.py); size 1 alone
+        self.device = resolve_device(cfg.device, world.local_rank)
         if data is None:
             check_dataset(cfg)
         self.root = prepare_root(runs_dir)
@@ -99,7 +101,7 @@ class Run:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
     @classmethod
-    def resume(cls, run_dir: str | Path) -> "Run":
+    def resume(cls, run_dir: str | Path, world: World = World()) -> "Run":
         """The run of `run_dir`, set to continue after its last checkpointed epoch (ConfigError if it cannot)."""
         path = Path(run_dir)
         try:
@@ -122,7 +124,7 @@ class Run:
             raise ConfigError(f"{path.name} has no checkpoint (it ended before its first epoch): start it again") from None
         except Exception as e:
             raise ConfigError(f"{path.name}'s checkpoint.pt cannot be read ({type(e).__name__}): start it again") from None
-        run = cls(Config.from_json(json.dumps(info["config"])), path.parent, run_id=path.name)
+        run = cls(Config.from_json(json.dumps(info["config"])), path.parent, run_id=path.name, world=world)
         run.resumed = ckpt
         return run
 
@@ -145,6 +147,8 @@ class Run:
         """A new store (a branch's begins with its parent's history), or for a resumed run its own,
         marked running again with a 'resume' event."""
         cfg = self.cfg
+        if not self.world.leader:
+            return NullStore(self.dir)                    # rank 0 writes the run folder
         if self.parent_dir is not None:
             store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
                                     cfg.dataset)
@@ -161,7 +165,7 @@ class Run:
         store = RunStore(self.dir)
         store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
         store.event("resume", f"resumed after epoch {self.resumed['epoch']}", epoch=self.resumed["epoch"],
-                    pid=os.getpid(), host=socket.gethostname())
+                    pid=os.getpid(), host=socket.gethostname(), world_size=self.world.size)
         return store
 
     # ---------------------------------------------------------------- the cycle
@@ -213,28 +217,33 @@ class Run:
             pass
 
     def _cycle(self, store: RunStore, log) -> None:
-        cfg, dev = self.cfg, self.device
+        cfg, dev, world = self.cfg, self.device, self.world
         np.random.seed(cfg.seed)
         train, val, info = self.data
         if hasattr(train, "to"):
             train, val = train.to(dev), val.to(dev)
+        train = shard_loader(train, world, cfg)
         gpu_path = dev.type == "cuda" or cfg.gpu_path           # on CPU only when asked: CI runs CUDA's lines
         amp, cl = cfg.amp and gpu_path, cfg.channels_last and gpu_path
         net = self.net
         model = self._layout(net.model, cl)
-        pruner = Pruner(cfg, net, store, self.commands,
-                        evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc)
+        pruner = Pruner(cfg if world.leader else dataclasses.replace(cfg, candidate_every=0), net, store,
+                        self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
+                        world=world)
         if self.resumed is None:
             store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
             store.update_run(dataset=info.label, phase="dense")
             store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
-                                   f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}",
+                                   f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}"
+                                   + (f", {world.size} processes" if world.size > 1 else ""),
                         epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
-                        channels_last=cl)
+                        channels_last=cl, world_size=world.size)
         optimizer = self._optimizer(model)
         start = 0
 
         def save(ckpt: dict) -> None:                     # epoch t's checkpoint, before epoch t is committed
+            if not world.leader:
+                return
             pruned_now = (pruner.prune_record or {}).get("epoch") == ckpt["epoch"]
             ckpt["optimizer"] = None if pruned_now else optimizer.state_dict()     # after a prune: a fresh one
             ckpt["rng"] = rng_state(train)
@@ -248,26 +257,33 @@ class Run:
         if self.parent_dir is not None and start == cfg.branch_epoch + 1 and not pruner.pruned:
             pruner.prune_at(cfg.branch_epoch, save)        # a branch: "Prune now" pressed during epoch t
             optimizer = self._optimizer(self._layout(model, cl))
+        trained = world.wrap(model, dev)                  # what a step runs: the model, or DDP around it
         self.relay = Relay(store, self.commands)
         self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
         n_iter = len(train)
 
         for epoch in range(start, cfg.epochs):
             self._share_threads(store, epoch)
-            # 1. search the candidate sub-network at the start of the epoch
+            set_epoch(train, epoch)
+            # 1. search the candidate sub-network at the start of the epoch (rank 0's, on every rank)
             pruner.begin_epoch(epoch)
             # 2. train one epoch on the one LR cycle, shrinking the marked slices after every step
             position = schedule_epoch(cfg, epoch, pruner.pruned)       # where this epoch sits in the LR cycle
             stats = train_epoch(
-                model, train, optimizer, lambda it: learning_rate(cfg, position, it, n_iter),
+                trained, train, optimizer, lambda it: learning_rate(cfg, position, it, n_iter),
                 lambda it: pruner.after_step(shrink_lr(cfg, position, it, n_iter)),
                 lambda: self._between_batches(store), dev, amp, cl, epoch)
             # 3. evaluate and store the epoch; 4. prune when the stop rule fires, with a new optimiser
             val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
-            if pruner.end_epoch(epoch, stats.loss, stats.acc, val_stats.loss, val_stats.acc,
+            self._share_commands()
+            if pruner.end_epoch(epoch, world.mean(stats.loss), world.mean(stats.acc), val_stats.loss, val_stats.acc,
                                 learning_rate(cfg, position, 0, n_iter), save=save):
+                check_ranks_agree(world, store, epoch, pruner.kept, model)
                 optimizer = self._optimizer(self._layout(model, cl))     # the pruned tensors are new
+                trained = world.wrap(model, dev)
             log(_progress_line(pruner.row, cfg.epochs))
+        if not world.leader:
+            return
         arch = dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                     in_channels=info.in_channels, input_shape=list(info.input_shape), custom=self.user_model is not None)
         pruner.finish(arch)
@@ -323,7 +339,7 @@ class Run:
         """On CPU, take this epoch's share of the cores (threads.py); a change is an event of the run."""
         if self.device.type != "cpu":
             return
-        cores, live = usable_cores(), live_cpu_runs(self.root)
+        cores, live = usable_cores(), live_cpu_runs(self.root) * self.world.size   # torchrun: one per rank
         ceiling = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or cores
         n = thread_share(self.cfg.threads, ceiling, live, cores)
         if n != torch.get_num_threads():
@@ -332,14 +348,27 @@ class Run:
             store.event("threads", f"{n} CPU thread(s): {why}", epoch=epoch, threads=n)
 
     def _between_batches(self, store: RunStore) -> None:
+        """Heartbeat, commands from other processes, pause; under torchrun a cancel on rank 0 stops every
+        rank at the same batch (rank 0 pausing holds the others at this batch's collective)."""
         store.heartbeat()
         self.relay.poll()                                 # commands sent from another process (the studio)
         if self.commands.paused:
             store.event("paused", "paused")
-            self.commands.checkpoint(on_wait=lambda: (store.heartbeat(force=True), self.relay.poll(force=True)))
+            self.commands.wait_while_paused(on_wait=lambda: (store.heartbeat(force=True), self.relay.poll(force=True)))
             if not self.commands.cancelled:
                 store.event("resumed", "resumed")
+        if self.world.any(self.commands.cancelled) and not self.commands.cancelled:
+            self.commands.cancel("cancelled on rank 0")
         self.commands.checkpoint()
+
+    def _share_commands(self) -> None:
+        """At the epoch's end, before the stop rule: every rank takes rank 0's prune now, threshold and
+        auto-prune, so every rank decides the same prune at the same epoch."""
+        if self.world.size == 1:
+            return
+        state = self.world.broadcast(self.commands.snapshot() if self.world.leader else None)
+        if not self.world.leader:
+            self.commands.adopt(state)
 
 
 def _progress_line(row: dict, total: int) -> str:
