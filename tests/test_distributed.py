@@ -69,7 +69,7 @@ def _ranks_event(reader):
     return event
 
 
-def test_two_processes_train_one_run_written_by_rank_0(tmp_path):
+def test_two_processes_train_one_run_written_by_rank_0(tmp_path, monkeypatch):
     res = _torchrun("run", "--runs-dir", str(tmp_path), *SHORT)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("finished: t* =") == 1                # rank 0 reports, rank 1 stays quiet
@@ -84,6 +84,11 @@ def test_two_processes_train_one_run_written_by_rank_0(tmp_path):
     model = load_pruned(run_dir / "model.pt")
     assert sum(p.numel() for p in model.parameters()) == ranks[0]["params"]
     assert not list(run_dir.glob("*.tmp")) and len(reader.epochs()) == 12
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
+    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    card = next(m.value for m in at.markdown if run_dir.name in m.value)
+    assert "trained by 2 processes (torchrun, world size 2)" in card      # the studio shows it like any run
 
 
 def test_prune_now_sent_to_a_distributed_run_takes_effect_on_both_ranks(tmp_path):
