@@ -14,7 +14,7 @@ _IMAGENET = dict(dataset="imagenet", epochs=130, batch_size=256, lr=0.1, lr_sche
                  reg_interval=2, sl_auto=True, sl_start=10, sl_end=50, monitor_start=2, threshold=0.999)
 
 PRESETS: dict[str, dict] = {
-    # The whole cycle on the bundled digits in 6-11 s of training on 2 CPU cores (benchmarks/bench_demo.py). The
+    # The whole cycle on the bundled digits in 4-11 s of training on 2 CPU cores (benchmarks/bench_demo.py). The
     # regulariser is much stronger than the paper's (0.01 vs 1e-4) so that the sub-network settles
     # within 24 short epochs.
     "demo": dict(model="digits-resnet8", dataset="digits", epochs=24, batch_size=64, lr=0.1,
@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
                  target=0.5, l_max=0.75, monitor_start=1, reg=0.01, reg_delta=0.01, reg_interval=1,
                  sl_start=4, sl_end=16, threshold=0.999, device="cpu",
                  keep_checkpoints=1,              # for branches: about 0.6 MB per searched epoch before the prune
-                 candidate_every=2, speed_budget_s=0.5),              # every other epoch: 5 % of an epoch, not 10 % (bench_candidate)
+                 candidate_every=2, speed_budget_s=0.2),              # every other epoch: 5 % of an epoch, not 10 % (bench_candidate)
     "cifar10-resnet56": dict(_R56, model="resnet56", dataset="cifar10"),
     "cifar10-resnet32": dict(_CIFAR, model="resnet32", dataset="cifar10", target=0.55, reg_interval=1,
                              l_max=0.75, sl_start=30, sl_end=110, monitor_start=2),
@@ -35,7 +35,7 @@ PRESETS: dict[str, dict] = {
 }
 
 DESCRIPTIONS: dict[str, str] = {
-    "demo": "digits (bundled), 24 epochs on CPU: the whole cycle in 6-11 s of training on 2 cores",
+    "demo": "digits (bundled), 24 epochs on CPU: the whole cycle in 4-11 s of training on 2 cores",
     "cifar10-resnet56": "paper recipe: 300 epochs, target 0.50, reg every 3 epochs, L_max 0.70",
     "cifar10-resnet32": "official script: target 0.55, reg every epoch, sl_end 110",
     "cifar10-resnet110": "ResNet-56's recipe on ResNet-110",

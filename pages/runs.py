@@ -237,11 +237,29 @@ def table_row(r: RunReader) -> dict:
             "s/epoch": None if per is None else round(per, 2), "branch of": r.info()["config"].get("parent") or None}
 
 
+def with_branches(readers: list[RunReader]) -> list[RunReader]:
+    """Newest first, each run followed by its branches in prune-epoch order (a branch whose parent is
+    gone keeps its own place)."""
+    configs = {r.run_id: r.info()["config"] for r in readers}
+    children: dict[str, list[RunReader]] = {}
+    for r in readers:
+        parent = configs[r.run_id].get("parent")
+        if parent in configs:
+            children.setdefault(parent, []).append(r)
+    out = []
+    for r in readers:
+        if configs[r.run_id].get("parent") not in configs:
+            out.append(r)
+            out += sorted(children.get(r.run_id, []), key=lambda b: configs[b.run_id]["branch_epoch"])
+    return out
+
+
 @st.fragment(run_every=2)
 def run_table() -> None:
     for run_id, device, ahead in manager().queued():
         queued_card(run_id, device, ahead)
     readable, unreadable = manager().runs()
+    readable = with_branches(readable)
     for run_id, problem in unreadable:
         unreadable_card(run_id, problem)
     if st.session_state.get("runs_compact", len(readable) > 6):
@@ -256,9 +274,9 @@ def run_table() -> None:
 def render() -> None:
     header("Runs", "Each run trains a network from scratch, searches its pruned sub-network every epoch and prunes "
            "it when the sub-network stops changing. Start the demo to watch the whole cycle on the bundled digits "
-           "(6-11 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
+           "(4-11 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
     st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
-              help="digits, 24 epochs, CPU: the whole one-cycle pruning in 6-11 s of training on 2 cores")
+              help="digits, 24 epochs, CPU: the whole one-cycle pruning in 4-11 s of training on 2 cores")
     start_form()
     readable = manager().runs()
     if manager().queued() == [] and readable == ([], []):

@@ -1,6 +1,7 @@
 """Screenshots of every studio page for the README, from a real demo run trained here.
 
-Runs the demo preset (and a second seed, so Compare has two runs), starts `streamlit run app.py` on
+Runs the demo preset (and a second seed, so Compare has two runs; four branches of the newest for the
+Branches page), starts `streamlit run app.py` on
 that runs folder and photographs each page with Debian's chromium at 1400x1000 and at a 1280x720
 projector size (teaching mode on) into assets/.
 
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update"]
 PAGES = {"runs": "Runs", "stability": "Stability", "channels": "Channels", "tradeoff": "Trade-off",
-         "compare": "Compare"}
+         "compare": "Compare", "branches": "Branches"}
 
 
 def main() -> None:
@@ -31,6 +32,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
                         "--set", f"seed={seed}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     newest = sorted(p.name for p in runs.iterdir())[-1]
+    subprocess.run([sys.executable, "-m", "osp_engine", "sweep", newest, "--runs-dir", str(runs), "--epochs",
+                    "4,6,8,10"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)      # the Branches page's points
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -214,3 +214,20 @@ def test_the_branches_page_draws_the_sweep(family, monkeypatch):
     assert fig["layout"]["xaxis3"]["title"]["text"] == "prune epoch (counted from 0)"
     table = at.dataframe[0].value
     assert table["prune epoch"].tolist() == [r["epoch"] for r in rows]
+
+
+def test_the_runs_page_shows_each_branch_after_its_parent(family, monkeypatch):
+    root, parent = family
+    if not branches_of(root, parent.run_id):
+        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7"]) == 0
+    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60)
+    at.session_state["runs_compact"] = False
+    at.run()
+    titles = [m.value for m in at.markdown if m.value.startswith("**digits\\-resnet8")]   # markdown-escaped
+    order = [t.split("  \n")[1] for t in titles]
+    children = [b.run_id for b in branches_of(root, parent.run_id)]
+    at_parent = order.index(parent.run_id)
+    assert order[at_parent + 1:at_parent + 1 + len(children)] == children      # right under it, by prune epoch
+    shown = parent.run_id.replace("-", "\\-")                     # as plain() escapes it for markdown
+    assert all(f"branch of {shown}, pruned at epoch" in t for t in titles if t.split("  \n")[1] in children)
