@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import ROOT
 from osp_engine.export import load_pruned
