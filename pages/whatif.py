@@ -7,8 +7,11 @@ from osp_engine.branch import branch_epochs, checkpoints_bytes
 from pages.common import manager, plain
 
 
-def start_branches(run_id: str, epochs: list[int]) -> None:
-    """The buttons' callback: queue one branch per epoch; an error is kept for the next draw."""
+def start_branches(run_id: str, epochs: list[int] | None = None) -> None:
+    """The buttons' callback: queue one branch per epoch (None: the slider's epoch as sent with the
+    click, not as it was when the page was drawn); an error is kept for the next draw."""
+    if epochs is None:
+        epochs = [st.session_state[f"whatif_epoch_{run_id}"]]
     st.session_state.pop("whatif_error", None)
     try:
         started = manager().sweep(run_id, epochs)
@@ -37,9 +40,9 @@ def what_if(run_id: str, info: dict) -> None:
                     f"epoch's candidate and fine-tunes to the end of the same schedule, as a run of its own.")
         default = info["t_star"] if info["t_star"] in kept else kept[len(kept) // 2]
         c1, c2, c3 = st.columns([3, 2, 2])
-        epoch = c1.select_slider("Prune epoch", kept, value=default, key=f"whatif_epoch_{run_id}")
+        c1.select_slider("Prune epoch", kept, value=default, key=f"whatif_epoch_{run_id}")
         c2.button("What if I had pruned here?", key="whatif_branch", on_click=start_branches,
-                  args=(run_id, [epoch]), help="queued: it trains when the device is free")
+                  args=(run_id,), help="queued: it trains when the device is free")
         step = max(1, len(kept) // 6)                  # about six branches, whatever the run's length
         c3.button(f"Sweep {len(kept[::step])} epochs", key="whatif_sweep",
                   on_click=start_branches, args=(run_id, kept[::step]),
