@@ -22,7 +22,8 @@ with st.sidebar:
     st.toggle("Teaching mode", key="teaching",
               help="explainers beside the charts, and fonts sized for a projector (1280x720)")
 if st.session_state.get("teaching"):
-    st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}</style>")
+    st.html("<style>html, .stMarkdown p, .stCaption p, label p {font-size: 18px !important}"
+            '[data-testid="stMainBlockContainer"] {padding-top: 2rem !important}</style>')   # the chart higher up
 sidebar_run_picker()
 sidebar_replay()
 warm_chart_renderer()

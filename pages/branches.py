@@ -8,6 +8,7 @@ from osp_engine.sweep import indicator_picks, sweep_rows
 from pages.common import (empty_state, enter_frame, header, manager, plain, require_run, run_frame, run_info,
                           teaching)
 from pages.sweep_chart import sweep_figure
+from pages.teaching import explain as teaching_explainer
 from pages.whatif import what_if
 
 
@@ -52,6 +53,8 @@ def render() -> None:
     header("Branches", "What pruning at another epoch would have given: each branch continues the run from that "
            "epoch's checkpoint, prunes that epoch's candidate and fine-tunes to the end of the same schedule. "
            "Look for the final accuracy levelling off: from there on, waiting longer to prune buys nothing.")
+    if teaching():
+        teaching_explainer("branches")
     run = require_run()
     sweep_view(parent_of(run.run_id))
 

@@ -44,10 +44,16 @@ EXPLAINERS = {
     "tradeoff": "**Reading the trade-off.** Each run is two real, evaluated networks: the dense one at its best "
                 "accuracy and the pruned one at the end of fine-tuning. A good prune moves left (fewer FLOPs: "
                 "multiply-accumulates of one image) while staying level (the same accuracy). A star or diamond is a "
-                "number published for the same network by the paper or its rivals.",
+                "number published for the same network by the paper or its rivals. With every epoch's model on, a "
+                "cross is the candidate of an epoch pruned right then, before any fine-tuning: what it costs to prune "
+                "that early.",
     "compare": "**Reading the overlay.** Each colour is a run. Where its PSI line meets the red threshold, the run "
                "prunes (its dotted vertical line, t*). A run that reaches the threshold earlier trains fewer epochs "
                "at full size: an earlier prune saves training time, if its accuracy keeps up.",
+    "branches": "**Reading the branches.** Each red point is a whole run of its own: the same training up to that "
+                "epoch, then pruned there and fine-tuned to the end. Where the red line levels off, pruning later "
+                "buys no accuracy, only training time (the bars). Compare where the PSI and the Early-Bird lines "
+                "would have stopped with where the red line levels off.",
 }
 
 

@@ -149,7 +149,7 @@ def test_teaching_mode_explains_with_the_engines_numbers(filled_root):
     assert "PSI (mean over groups) = 0.667" in example and "Early-Bird distance = 0.333" in example
     assert json.loads(_figures(at)[0])["layout"]["font"]["size"] == 18
     for name, words in (("channels", "Reading the heatmaps"), ("tradeoff", "Reading the trade-off"),
-                        ("compare", "Reading the overlay")):
+                        ("compare", "Reading the overlay"), ("branches", "Reading the branches")):
         at = AppTest.from_string("import streamlit as st\nst.session_state['teaching'] = True\n"
                                  f"from pages.{name} import render\nrender()\n", default_timeout=60)
         at.session_state["run_id"] = run_id
