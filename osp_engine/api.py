@@ -30,7 +30,7 @@ from .data import DatasetInfo
 from .groups import UnsupportedModel
 from .network import prepare_network
 from .pruner import Pruner
-from .run import Run, _version, new_run_id, prepare_root, resolve_device
+from .run import Run, new_run_id, package_version, prepare_root, resolve_device
 from .store import RunStore
 
 
@@ -78,7 +78,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     root = prepare_root(runs_dir)
     run_id = new_run_id(cfg)
     store = RunStore.create(root / run_id, run_id, cfg.to_json(),
-                            {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")},
+                            {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
                             str(device), cfg.threshold, "custom")
     shape = list(example.shape[1:])
     store.write_groups([(g.name, g.size, g.layers) for g in net.groups])

@@ -62,3 +62,12 @@ def prepare_root(root: str | Path | None) -> Path:
         raise ConfigError(f"runs folder {str(path)!r} is not usable ({e.strerror or e}): "
                           f"pass --runs-dir DIR or set OSP_RUNS_DIR to a writable folder") from None
     return path
+
+
+def package_version(module: str) -> str:
+    """The installed version of a package ('unknown' if it cannot be read), recorded with each run."""
+    try:
+        from importlib.metadata import version
+        return version(module.replace("_", "-"))
+    except Exception:
+        return "unknown"

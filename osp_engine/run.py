@@ -29,14 +29,14 @@ from .commands import Cancelled, Commands, Relay
 from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
-from .export import MODEL_FILE, atomic_save, load_pruned
+from .export import atomic_save
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
 from .network import Prunable, prepare_network
-from .placement import load_weights, new_run_id, prepare_root, resolve_device
+from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
-from .speed import measure_speed
+from .speed import record_speed
 from .schedule import learning_rate, schedule_epoch, shrink_lr
 from .store import RunReader, RunStore
 from .threads import live_cpu_runs, thread_share, usable_cores
@@ -172,7 +172,7 @@ class Run:
     def execute(self, log=None) -> str:
         """Run the whole cycle in this thread; returns the terminal status. `log(str)` gets progress lines."""
         self.prepare()
-        versions = {"torch": torch.__version__, "torch_pruning": _version("torch_pruning")}
+        versions = {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")}
         try:
             store = self._open_store(versions)
         finally:
@@ -231,13 +231,7 @@ class Run:
                         self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
                         world=world)
         if self.resumed is None:
-            store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-            store.update_run(dataset=info.label, phase="dense")
-            store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
-                                   f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {dev}, variant {cfg.variant}"
-                                   + (f", {world.size} processes" if world.size > 1 else ""),
-                        epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
-                        channels_last=cl, world_size=world.size)
+            self._record_start(store, info, amp, cl)
         optimizer = self._optimizer(model)
         start = 0
 
@@ -282,13 +276,28 @@ class Run:
                 optimizer = self._optimizer(self._layout(model, cl))     # the pruned tensors are new
                 trained = world.wrap(model, dev)
             log(_progress_line(pruner.row, cfg.epochs))
-        if not world.leader:
-            return
+        if world.leader:                                  # 5. export the pruned network, and time it
+            self._finish(pruner, store, info)
+
+    def _record_start(self, store: RunStore, info, amp: bool, cl: bool) -> None:
+        """A new run's groups, dataset and 'started' event (with this process, to tell a stale run)."""
+        cfg, net, world = self.cfg, self.net, self.world
+        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+        store.update_run(dataset=info.label, phase="dense")
+        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
+                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {self.device}, variant "
+                               f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
+                    epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
+                    channels_last=cl, world_size=world.size)
+
+    def _finish(self, pruner: Pruner, store: RunStore, info) -> None:
+        """Export model.pt (with what load_pruned needs to rebuild it), then measure its speed."""
+        cfg = self.cfg
         arch = dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                     in_channels=info.in_channels, input_shape=list(info.input_shape), custom=self.user_model is not None)
         pruner.finish(arch)
         if cfg.speed_budget_s > 0 and self.user_model is None:
-            self._measure_speed(store, arch)
+            record_speed(store, self.dir, arch, self.device, cfg.speed_budget_s, cfg.epochs - 1)
 
     def _restore(self, ckpt: dict, pruner: Pruner, model: torch.nn.Module, train, store: RunStore):
         """Put model, optimiser, method state and random states back as they were after epoch t; commit
@@ -308,21 +317,6 @@ class Run:
             if state["prune"] is not None:
                 pruner.record_prune(state["prune"])
         return optimizer, ckpt["epoch"] + 1
-
-    def _measure_speed(self, store: RunStore, arch: dict) -> None:
-        """Time the exported model against a dense one of the same architecture (osp_engine/speed.py) and
-        store the figures as a 'speed' event; a failure is recorded, and the finished run stays finished."""
-        try:
-            dense = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
-            pruned = load_pruned(self.dir / MODEL_FILE, map_location=str(self.device))
-            batch = 256 if arch["image_size"] <= 64 else 32
-            s = measure_speed(dense, pruned, tuple(arch["input_shape"]), self.device, batch, self.cfg.speed_budget_s)
-        except Exception as e:
-            store.event("speed_failed", f"the speed measurement failed ({type(e).__name__}: {e})")
-            return
-        store.event("speed", f"exported model on {s['device']}: {s['latency_speedup']:.2f}x the dense model's speed at "
-                             f"batch 1, {s['throughput_speedup']:.2f}x its throughput at batch {s['batch']}",
-                    epoch=self.cfg.epochs - 1, **s)
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
@@ -378,11 +372,3 @@ def _progress_line(row: dict, total: int) -> str:
             f"val acc {row['val_acc']:6.2f}% PSI {'  -   ' if psi is None else f'{psi:.4f}'} "
             f"candidate {'-' if cand is None else f'{cand / 1e6:.3f} M'} FLOPs  "
             f"model {row['model_flops'] / 1e6:.3f} M  ({row['epoch_seconds']:.1f} s)")
-
-
-def _version(module: str) -> str:
-    try:
-        from importlib.metadata import version
-        return version(module.replace("_", "-"))
-    except Exception:
-        return "unknown"

@@ -50,3 +50,21 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, .
     out["latency_speedup"] = out["latency_ms"]["dense"] / out["latency_ms"]["pruned"]
     out["throughput_speedup"] = out["throughput"]["pruned"] / out["throughput"]["dense"]
     return out
+
+
+def record_speed(store, run_dir, arch: dict, device: torch.device, budget_s: float, epoch: int) -> None:
+    """Time a run's exported model.pt against a fresh dense model of the same architecture and store the
+    figures as a 'speed' event; a failure is recorded instead (the finished run stays finished)."""
+    from .export import MODEL_FILE, load_pruned
+    from .models import build_model
+    try:
+        dense = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
+        pruned = load_pruned(run_dir / MODEL_FILE, map_location=str(device))
+        batch = 256 if arch["image_size"] <= 64 else 32
+        s = measure_speed(dense, pruned, tuple(arch["input_shape"]), device, batch, budget_s)
+    except Exception as e:
+        store.event("speed_failed", f"the speed measurement failed ({type(e).__name__}: {e})")
+        return
+    store.event("speed", f"exported model on {s['device']}: {s['latency_speedup']:.2f}x the dense model's speed at "
+                         f"batch 1, {s['throughput_speedup']:.2f}x its throughput at batch {s['batch']}",
+                epoch=epoch, **s)
