@@ -236,14 +236,17 @@ def test_what_if_starts_a_linked_branch_and_the_sweep_plot_gains_its_point(serve
         assert _sweep_points(page) == []
         page.get_by_role("link", name="Stability").click()
         page.get_by_text("What if I had pruned at another epoch?").wait_for(timeout=60000)
-        page.get_by_role("slider").focus()
+        slider = page.locator(f".st-key-whatif_epoch_{finished_run.run_id}").get_by_role("slider")
+        shown = slider.get_attribute("aria-valuetext")
+        slider.focus()
         page.keyboard.press("ArrowLeft")                            # one kept epoch earlier than the default
-        page.wait_for_timeout(500)
-        epoch = int(page.get_by_role("slider").get_attribute("aria-valuetext") or
-                    page.get_by_role("slider").get_attribute("aria-valuenow"))
-        assert epoch < info["t_star"]
+        deadline = time.time() + 30
+        while slider.get_attribute("aria-valuetext") == shown and time.time() < deadline:
+            page.wait_for_timeout(200)
+        epoch = int(slider.get_attribute("aria-valuetext"))
+        assert epoch == int(shown) - 1 and epoch < info["t_star"]
         page.get_by_role("button", name="What if I had pruned here?").click()
-        page.get_by_text("Queued:").wait_for(timeout=60000)
+        page.get_by_text(re.compile(r"^Queued: \d")).wait_for(timeout=60000)    # not the button's tooltip
         page.get_by_role("link", name="Branches").click()
         deadline = time.time() + 120
         while _sweep_points(page) != [epoch] and time.time() < deadline:
