@@ -102,21 +102,9 @@ def bench_step(device: torch.device, steps: int) -> None:
         if shrink:
             shrinker.step(1e-4 * 0.1)
 
-    def timed(shrink: bool) -> float:
-        for _ in range(2):
-            step(shrink)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step(shrink)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t) / steps
-
-    plain, reg = timed(False), timed(True)
-    def shrink_seconds(fn, n: int = 200) -> float:
-        fn()
+    def seconds_per_call(fn, n: int, warm: int = 2) -> float:
+        for _ in range(warm):
+            fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -130,7 +118,8 @@ def bench_step(device: torch.device, steps: int) -> None:
         with torch.no_grad():
             for w, marked in shrinker.targets:
                 w.mul_(1.0 - 1e-5 * marked)
-    fused, looped = shrink_seconds(lambda: shrinker.step(1e-5)), shrink_seconds(per_tensor)
+    plain, reg = seconds_per_call(lambda: step(False), steps), seconds_per_call(lambda: step(True), steps)
+    fused, looped = seconds_per_call(lambda: shrinker.step(1e-5), 200, 1), seconds_per_call(per_tensor, 200, 1)
     print(f"resnet56 training step (batch 128): plain {plain * 1e3:.1f} ms, with shrink {reg * 1e3:.1f} ms "
           f"-> ratio {reg / plain:.3f}; the shrink alone {fused * 1e3:.3f} ms per step as one foreach call, "
           f"{looped * 1e3:.3f} ms as a Python loop over its {len(shrinker.targets)} tensors "

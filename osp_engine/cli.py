@@ -97,13 +97,9 @@ def _cmd_sweep(args) -> int:
     todo = [e for e in epochs if e not in done]
     print(f"sweep of {parent.run_id}: prune epochs {epochs}" + (f" ({len(epochs) - len(todo)} already branched)"
                                                                   if len(todo) < len(epochs) else ""), flush=True)
-    for i, epoch in enumerate(todo, 1):
-        print(f"branch {i} of {len(todo)}: prune at epoch {epoch}", flush=True)
-        run = Run.branch(parent.dir, epoch)
-        run.prepare()
-        code = _execute(run)
-        if code:
-            return code
+    code = _in_turn("branch", [(f"prune at epoch {e}", lambda e=e: Run.branch(parent.dir, e)) for e in todo])
+    if code:
+        return code
     rows = [r for r in sweep_rows(parent, branches_of(parent.dir.parent, parent.run_id)) if r["epoch"] in epochs]
     picks = indicator_picks(parent.epochs(), info["threshold"], cfg["eb_threshold"])
     print(f"{'epoch':>5} {'final acc':>9} {'FLOPs':>7} {'seconds':>8} {'dense-epochs':>12} {'PSI':>7} "
@@ -116,6 +112,19 @@ def _cmd_sweep(args) -> int:
               f"{f(r['cand_acc'], '8.2f')}  {r['run_id']}")
     print(f"the indicators' picks on {parent.run_id}: PSI epoch {picks['psi']}, Early-Bird epoch {picks['early_bird']}; "
           f"the run itself pruned at epoch {info['t_star']} ({info['prune_reason']})")
+    return 0
+
+
+def _in_turn(noun: str, jobs: list) -> int:
+    """Run [(label, make a Run)] one after another with progress lines; the first non-zero exit code
+    (a failure or a cancel) stops the rest and is returned."""
+    for i, (label, make) in enumerate(jobs, 1):
+        print(f"{noun} {i} of {len(jobs)}: {label}", flush=True)
+        run = make()
+        run.prepare()
+        code = _execute(run)
+        if code:
+            return code
     return 0
 
 
@@ -134,13 +143,10 @@ def _cmd_sweep_targets(args) -> int:
     label = new_sweep_label(base)
     configs = target_sweep_configs(base, targets, label, baseline=not args.no_baseline)
     print(f"target sweep {label}: {len(configs)} runs", flush=True)
-    for i, cfg in enumerate(configs, 1):
-        print(f"run {i} of {len(configs)}: " + ("dense baseline" if cfg.baseline else f"target {cfg.target}"), flush=True)
-        run = Run(cfg, args.runs_dir)
-        run.prepare()
-        code = _execute(run)
-        if code:
-            return code
+    code = _in_turn("run", [("dense baseline" if c.baseline else f"target {c.target}",
+                             lambda c=c: Run(c, args.runs_dir)) for c in configs])
+    if code:
+        return code
     result = target_sweep(_root(args.runs_dir), label)
     for target, reduction, acc, run_id in result["points"]:
         print(f"target {target:.2f}: FLOPs -{100 * reduction:.1f} %, final accuracy {acc:.2f} %  {run_id}")

@@ -86,9 +86,7 @@ class Commands:
 
     def checkpoint(self, on_wait=None) -> None:
         """At a batch boundary: raise Cancelled, or block while paused (calling on_wait ~every second)."""
-        while not self._running.wait(timeout=1.0):
-            if on_wait is not None:
-                on_wait()
+        self.wait_while_paused(on_wait)
         if self._cancel.is_set():
             raise Cancelled()
 

@@ -324,6 +324,7 @@ class Run:
         """The model in channels_last when asked: at the start and again after every structural change
         (a physical prune makes new, contiguous tensors)."""
         return model.to(memory_format=torch.channels_last) if channels_last else model
+
     def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         cfg = self.cfg
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,

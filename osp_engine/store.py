@@ -172,6 +172,7 @@ class RunReader:
     def __init__(self, run_dir: str | Path) -> None:
         self.dir = Path(run_dir)
         self.db = self.dir / DB_NAME
+        self._epoch_select: str | None = None
         if not self.db.is_file():
             raise FileNotFoundError(f"{self.dir} is not a run folder (no {DB_NAME})")
 
@@ -254,9 +255,10 @@ class RunReader:
     def epochs(self, since: int = -1) -> list[dict]:
         """Every epoch after `since`, each with every column of EPOCH_COLUMNS (None where a run made by
         an older osp has no such column)."""
-        present = {r[1] for r in self._query("PRAGMA table_info(epochs)")}
-        cols = [c if c in present else f"NULL AS {c}" for c in EPOCH_COLUMNS]
-        rows = self._query(f"SELECT {', '.join(cols)} FROM epochs WHERE epoch > ? ORDER BY epoch", (since,))
+        if self._epoch_select is None:                # a run.db's columns never change: asked once per reader
+            present = {r[1] for r in self._query("PRAGMA table_info(epochs)")}
+            self._epoch_select = ", ".join(c if c in present else f"NULL AS {c}" for c in EPOCH_COLUMNS)
+        rows = self._query(f"SELECT {self._epoch_select} FROM epochs WHERE epoch > ? ORDER BY epoch", (since,))
         return [dict(zip(EPOCH_COLUMNS, r)) for r in rows]
 
     def groups(self) -> list[dict]:
@@ -322,18 +324,24 @@ class RunReader:
             best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
-            speed=self.speed(), world_size=self.world_size(),
+            **dict(zip(("speed", "world_size"), self._facts())),
         )
+
+    def _facts(self) -> tuple[dict | None, int]:
+        """(the newest 'speed' event's figures or None, the world size of the first 'started' event) in one
+        query: summary() is read for every run card on every refresh."""
+        rows = self._query("SELECT kind, data FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE kind = "
+                           "'speed' UNION SELECT MIN(id) FROM events WHERE kind = 'started')")
+        data = {kind: json.loads(d or "{}") for kind, d in rows}
+        return data.get("speed"), int(data.get("started", {}).get("world_size", 1))
 
     def speed(self) -> dict | None:
         """The exported model's measured speed against the dense one (osp_engine/speed.py), or None."""
-        rows = self._query("SELECT data FROM events WHERE kind = 'speed' ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0][0]) if rows else None
+        return self._facts()[0]
 
     def world_size(self) -> int:
         """How many processes trained the run (torchrun's world size; 1 for a single process)."""
-        rows = self._query("SELECT data FROM events WHERE kind = 'started' ORDER BY id LIMIT 1")
-        return int(json.loads(rows[0][0] or "{}").get("world_size", 1)) if rows else 1
+        return self._facts()[1]
 
 
 def split_runs(root: str | Path) -> tuple[list[RunReader], list[tuple[str, str]]]:

@@ -65,19 +65,22 @@ def target_sweep_configs(cfg: Config, targets: list[float], label: str, baseline
 
 
 def target_sweep(root, label: str) -> dict:
-    """The runs of target sweep `label` under root: {"points": [(target, FLOPs reduction, final acc,
-    run id)] by target, "baseline": the dense run's final accuracy or None, "runs": every reader}."""
-    runs = [r for r in list_runs(root) if r.problem() is None and r.info()["config"].get("sweep") == label]
-    points, baseline = [], None
-    for r in runs:
+    """The finished runs of target sweep `label` under root: {"points": [(target, FLOPs reduction, final acc,
+    run id)] by target, "baseline": the dense run's final accuracy or None, "dense_flops": the network's
+    dense FLOPs (None before a run has an epoch)}."""
+    points, baseline, dense_flops = [], None, None
+    for r in list_runs(root):
+        if r.problem() is not None or r.info()["config"].get("sweep") != label:
+            continue
         s, cfg = r.summary(), r.info()["config"]
+        dense_flops = dense_flops or s["dense_flops"]
         if s["status"] != "finished":
             continue
         if cfg.get("baseline"):
             baseline = s["final_acc"]
         else:
             points.append((cfg["target"], s["flops_reduction"], s["final_acc"], r.run_id))
-    return dict(points=sorted(points), baseline=baseline, runs=runs)
+    return dict(points=sorted(points), baseline=baseline, dense_flops=dense_flops)
 
 
 def sweep_labels(readers: list[RunReader]) -> list[str]:

@@ -125,16 +125,16 @@ def progress_text(s: dict, per: float | None) -> str:
     return " · ".join(parts)
 
 
-def details(r: RunReader) -> str:
+def details(r: RunReader, s: dict) -> str:
     """A branch's parent and prune epoch, the world size of a distributed run, the exported model's
-    measured speed-up, the kept checkpoints and their disk use (markdown lines)."""
+    measured speed-up, the kept checkpoints and their disk use (markdown lines); s: r.summary()."""
     cfg = r.info()["config"]
     lines = []
     if cfg.get("parent"):
         lines.append(f"branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}")
     if cfg.get("sweep"):
         lines.append(f"target sweep {plain(cfg['sweep'])}")
-    speed, world = r.speed(), r.world_size()
+    speed, world = s["speed"], s["world_size"]
     if world > 1:
         lines.append(f"trained by {world} processes (torchrun, world size {world})")
     if speed:
@@ -165,7 +165,7 @@ def run_card(r: RunReader) -> None:
     with st.container(border=True):
         top = st.columns([5, 2, 2, 2, 2])
         top[0].markdown(f"**{card_title(s)}**  \n{r.run_id}" + ("  \nrunning in another process" if elsewhere else "")
-                        + details(r))
+                        + details(r, s))
         top[1].metric("Status", s["status"])
         if live and live["paused"]:
             top[1].caption("paused")

@@ -57,7 +57,7 @@ def _phase_legend(fig: go.Figure, phases: list[str]) -> None:
                                  marker=dict(symbol="square", size=14, color=colour), hoverinfo="skip"), 1, 1)
 
 
-def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+def column(df: pd.DataFrame, name: str) -> np.ndarray:
     """A column as floats, NaN (a gap) where a value or the whole column is missing (an older run)."""
     return df[name].to_numpy(dtype=float) if name in df else np.full(len(df), np.nan)
 
@@ -77,9 +77,9 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
                              connectgaps=False), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=smooth, name="PSI (smoothed, decides the prune)", mode=mode,
                              line=dict(color="#2b6cb0", width=3), connectgaps=False), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=_column(df, "val_acc"), name="accuracy of the network as trained",
+    fig.add_trace(go.Scatter(x=x, y=column(df, "val_acc"), name="accuracy of the network as trained",
                              mode=mode, line=dict(color="#4a5568")), 2, 1)
-    fig.add_trace(go.Scatter(x=x, y=_column(df, "cand_acc"), name="accuracy if pruned now (candidate, before fine-tuning)",
+    fig.add_trace(go.Scatter(x=x, y=column(df, "cand_acc"), name="accuracy if pruned now (candidate, before fine-tuning)",
                              mode="markers", marker=dict(color="#d69e2e", size=9, symbol="x")), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=df["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
                              mode=mode, line=dict(color="#38a169")), 3, 1)

@@ -7,13 +7,12 @@ and Early-Bird distance, each with the epoch it picks), and each branch's traini
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pages.figures import hline, phase_bands, vline
-from pages.stability_chart import defined_psi
+from pages.stability_chart import column, defined_psi
 
 FONT = 16
 
@@ -33,8 +32,7 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                                  name=f"the run itself, pruned at epoch {info['t_star']} ({info['prune_reason']})",
                                  marker=dict(size=16, symbol="star", color="#4a5568"),
                                  hovertemplate="the run itself: %{y:.2f} %<extra></extra>"), 1, 1)
-    cand = parent["cand_acc"].to_numpy(dtype=float) if "cand_acc" in parent else np.full(len(x), np.nan)
-    fig.add_trace(go.Scatter(x=x, y=cand, mode="markers", name="accuracy if pruned then (before fine-tuning)",
+    fig.add_trace(go.Scatter(x=x, y=column(parent, "cand_acc"), mode="markers", name="accuracy if pruned then (before fine-tuning)",
                              marker=dict(symbol="x", size=9, color="#d69e2e")), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=parent["val_acc"].to_numpy(dtype=float), mode="lines",
                              name="the run's accuracy as trained", line=dict(color="#a0aec0")), 1, 1)

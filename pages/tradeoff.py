@@ -154,8 +154,7 @@ def render() -> None:
         networks.setdefault((cfg["model"], cfg["dataset"]), df["dense_flops"].iloc[0] / 1e6)
     for label in shown_sweeps:
         sweep = target_sweep(manager().root, label)
-        dense = next((r.summary()["dense_flops"] for r in sweep["runs"] if r.summary()["dense_flops"]), None)
-        add_target_sweep(fig, chart_text(label), sweep, dense and dense / 1e6)
+        add_target_sweep(fig, chart_text(label), sweep, sweep["dense_flops"] and sweep["dense_flops"] / 1e6)
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
         sources += add_paper_points(fig, model, dataset, dense_mflops)
     fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520,

@@ -29,14 +29,15 @@ def what_if(run_id: str, info: dict) -> None:
         st.caption(f"This run is a branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}: "
                    f"its parent's Branches page shows it beside the others.")
         return
-    kept = branch_epochs(manager().reader(run_id).dir)
+    run_dir = manager().reader(run_id).dir
+    kept = branch_epochs(run_dir)
     if not kept:
         st.caption("No checkpoints kept, so no branches: start a run with keep_checkpoints=1 (the demo does) "
                    "to ask what pruning at another epoch would have given.")
         return
     with st.container(border=True):
         st.markdown(f"**What if I had pruned at another epoch?** {len(kept)} checkpoints kept "
-                    f"({checkpoints_bytes(manager().reader(run_id).dir) / 1e6:.1f} MB): a branch prunes that "
+                    f"({checkpoints_bytes(run_dir) / 1e6:.1f} MB): a branch prunes that "
                     f"epoch's candidate and fine-tunes to the end of the same schedule, as a run of its own.")
         default = info["t_star"] if info["t_star"] in kept else kept[len(kept) // 2]
         c1, c2, c3 = st.columns([3, 2, 2])
