@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine import saliency as sal  # noqa: E402
 from osp_engine.costcheck import check_cost_model, pruned_copy  # noqa: E402
 from osp_engine.costs import cost_table  # noqa: E402
-from osp_engine.flops import build_cost_model  # noqa: E402
+from osp_engine.probe import build_cost_model  # noqa: E402
 from osp_engine.groups import build_graph, build_groups, find_classifier  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
 from osp_engine.selection import select  # noqa: E402

@@ -2,21 +2,25 @@
 
 At the start of every run (before its folder exists) a few random channel assignments are pruned
 physically from copies of the model and counted with `tp.utils.count_ops_and_params`; the FLOPs and
-parameters from counts must equal the counter's, and the pruned copy must run forward. Otherwise the
-model is refused with one line naming the layer type the cost model could not cost.
+parameters from counts must equal the counter's, and the pruned copy must run forward. Otherwise
+`CheckFailed` names the layers at fault and the groups whose channels reach them: prepare_network
+keeps those groups whole and checks again, and refuses the model when no group can be named.
 """
 from __future__ import annotations
 
 import copy
+import traceback
 from collections import defaultdict
+from fractions import Fraction
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
+from .failure import describe
 from .flops import CostModel, layer_flops
-from .groups import Group, UnsupportedModel, build_graph
+from .groups import Group, UnsupportedModel, build_graph, remove_channels
+from .tp import tp
 
 
 def random_keep(groups: list[Group], rng: np.random.Generator) -> list[np.ndarray]:
@@ -37,35 +41,60 @@ def pruned_copy(model: nn.Module, groups: list[Group], keep: list[np.ndarray], e
     for g, kept in zip(groups, keep):
         drop = np.flatnonzero(~kept).tolist()
         if drop:
-            root = twin.get_submodule(g.name)
-            graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, idxs=drop).prune()
+            remove_channels(graph, twin.get_submodule(g.name), drop)
     return twin
 
 
-def _culprit(cost: CostModel, counts: np.ndarray, twin: nn.Module, counted: dict) -> str:
-    """The first layer whose FLOPs from counts differ from the counter's, as 'Type (name)'."""
-    predicted: dict[str, float] = defaultdict(float)
-    kinds = {}
-    for name, kind, value in layer_flops(cost, counts):
-        predicted[name] += float(value)
-        kinds[name] = kind
-    for name, m in twin.named_modules():
-        if name in predicted and counted.get(m) is not None and predicted[name] != float(counted[m]):
-            return f"{kinds[name]} ({name})"
-    for name, m in twin.named_modules():
-        if name not in predicted and not list(m.children()) and counted.get(m):
-            return f"{type(m).__name__} ({name})"
-    return "a layer it does not see"
+class CheckFailed(UnsupportedModel):
+    """A randomly pruned copy disagreed with the cost model or did not run. suspects: indices of the
+    groups whose channels reach the layers at fault (empty when none can be named)."""
+
+    def __init__(self, message: str, suspects: set[int]) -> None:
+        super().__init__(message)
+        self.suspects = suspects
+
+
+def _groups_in(cost: CostModel, names: set[str]) -> set[int]:
+    """Indices of the groups whose counts enter the charges of the layers (or parameters) `names`."""
+    one = len(cost.sizes)
+    return {k for name, _, form in cost.layers if name in names for pair in form for k in pair if k != one}
+
+
+def _mismatches(cost: CostModel, counts: np.ndarray, twin: nn.Module, counted: dict) -> list[str]:
+    """Names of the layers whose FLOPs from counts differ from the counter's, in forward order."""
+    predicted: dict[str, Fraction] = defaultdict(Fraction)
+    for name, _, value in layer_flops(cost, counts):
+        predicted[name] += value
+    return [name for name, m in twin.named_modules()
+            if name in predicted and counted.get(m) is not None and predicted[name] != counted[m]]
+
+
+def _layers_in_trace(e: BaseException, twin: nn.Module) -> set[str]:
+    """Names of `twin`'s modules on the failing call stack, and of everything inside the innermost one."""
+    names = {id(m): n for n, m in twin.named_modules()}
+    on_stack = [names[id(f.f_locals["self"])] for f, _ in traceback.walk_tb(e.__traceback__)
+                if isinstance(f.f_locals.get("self"), nn.Module) and id(f.f_locals["self"]) in names]
+    inner = on_stack[-1] if on_stack else None
+    if not inner:
+        return set()
+    return {n for n, _ in twin.named_modules() if n == inner or n.startswith(inner + ".")}
+
+
+def _member_groups(groups: list[Group], layers: set[str]) -> set[int]:
+    """Indices of the groups with a weight slice in one of `layers`."""
+    return {i for i, g in enumerate(groups) if any(m.layer.rsplit(".", 1)[0] in layers or m.layer in layers
+                                                   for m in g.members) or set(g.layers) & layers}
 
 
 def check_cost_model(model: nn.Module, groups: list[Group], cost: CostModel, example: torch.Tensor,
                      trials: int = 2, seed: int = 0) -> None:
-    """Raise UnsupportedModel unless FLOPs and params from counts equal the counter on `trials`
-    randomly pruned copies, and each copy runs forward. example: a batch of one."""
+    """Raise CheckFailed unless FLOPs and params from counts equal the counter on `trials` randomly
+    pruned copies, and each copy runs forward. example: a batch of one."""
     rng = np.random.default_rng(seed)
     for _ in range(trials):
         keep = random_keep(groups, rng)
         counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
+        twin = None
         try:
             twin = pruned_copy(model, groups, keep, example)
             with torch.no_grad():
@@ -73,12 +102,18 @@ def check_cost_model(model: nn.Module, groups: list[Group], cost: CostModel, exa
         except UnsupportedModel:
             raise
         except Exception as e:
-            raise UnsupportedModel(f"the pruned model does not run ({type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        flops, params, by_layer, _ = tp.utils.count_ops_and_params(twin, example, layer_wise=True)
+            ran = twin if twin is not None else model
+            raise CheckFailed(f"a pruned copy does not run: {describe(e, ran)}",
+                              _member_groups(groups, _layers_in_trace(e, ran))) from None
+        flops, params, by_layer, params_by_layer = tp.utils.count_ops_and_params(twin, example, layer_wise=True)
         if cost.flops(counts) != int(flops):
-            raise UnsupportedModel(f"the FLOPs model cannot cost {_culprit(cost, counts, twin, by_layer)}: "
-                                   f"{cost.flops(counts)} FLOPs from counts, {int(flops)} counted on the pruned model")
+            wrong = _mismatches(cost, counts, twin, by_layer)
+            where = f"{wrong[0]} and {len(wrong) - 1} more layers" if len(wrong) > 1 else (wrong[0] if wrong else "a layer it does not see")
+            raise CheckFailed(f"Torch-Pruning's prune of a random sub-network disagrees with the cost model at {where}: "
+                              f"{cost.flops(counts)} FLOPs from counts, {int(flops)} counted", _groups_in(cost, set(wrong)))
         if cost.params(counts) != int(params):
-            raise UnsupportedModel(f"the FLOPs model cannot count the parameters: {cost.params(counts)} from "
-                                   f"counts, {int(params)} counted on the pruned model")
+            shapes = {n: p.numel() for n, p in twin.named_parameters()}
+            wrong = {name for name, kind, form in cost.layers if kind == "parameter" and name in shapes
+                     and sum(v * ([*counts, 1][a]) * ([*counts, 1][b]) for (a, b), v in form.items()) != shapes[name]}
+            raise CheckFailed(f"Torch-Pruning's prune of a random sub-network disagrees with the parameter count: "
+                              f"{cost.params(counts)} from counts, {int(params)} counted", _groups_in(cost, wrong))

@@ -17,11 +17,11 @@ import math
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from .flops import CostModel
-from .groups import Group, all_group_roots, build_graph
+from .groups import Group, KeptWhole, all_group_roots, build_graph, remove_channels
+from .tp import tp
 
 
 def flops_weights(costs: np.ndarray, tp_rank: np.ndarray) -> np.ndarray:
@@ -66,21 +66,22 @@ def measured_cost(model: nn.Module, example: torch.Tensor, root: str) -> float:
     if channels < 2:
         return 0.0
     dense, _ = tp.utils.count_ops_and_params(m, example_inputs=example)
-    group = graph.get_pruning_group(layer, handler.prune_out_channels, idxs=list(range(channels - 1)))
-    group.prune()
+    remove_channels(graph, layer, list(range(channels - 1)))
     pruned, _ = tp.utils.count_ops_and_params(m, example_inputs=example)
     return float(dense - pruned) / (channels - 1)
 
 
 def cost_table(model: nn.Module, graph: tp.DependencyGraph, groups: list[Group], cost: CostModel,
-               example: torch.Tensor, variant: str) -> tuple[np.ndarray, np.ndarray]:
-    """(costs, pi), each (G,) float64 by gid, for `variant`. example: a batch of one."""
+               example: torch.Tensor, variant: str, whole: list[KeptWhole] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(costs, pi), each (G,) float64 by gid, for `variant`. example: a batch of one; whole: the groups
+    kept whole, whose entries of Torch-Pruning's list (official) cost 0."""
     own = cost.cost_per_channel()                                   # corrected: each group its own
     tp_rank = np.array([g.tp_rank for g in groups], dtype=np.int64)
     costs = own
-    if variant == "official":
+    if variant == "official":                                       # a group kept whole saves nothing: 0
         by_root = {g.name: own[g.gid] for g in groups}
+        by_root.update({k.name: 0.0 for k in whole})
         all_costs = [by_root[r] if r in by_root else measured_cost(model, example, r)
-                     for r in all_group_roots(model, graph)[:len(groups)]]
+                     for r in all_group_roots(model, graph)[:int(tp_rank.max()) + 1]]
         costs = official_table(tp_rank, np.array(all_costs))
     return costs, flops_weights(costs, tp_rank)

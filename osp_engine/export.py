@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 
+from .groups import build_graph, remove_channels
 from .models import build_model
 
 MODEL_FILE = "model.pt"
@@ -34,7 +35,9 @@ def structure(model: torch.nn.Module) -> dict:
 def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Path) -> Path:
     """Write model.pt and structure.json into run_dir; arch: model, num_classes, image_size, in_channels."""
     path = run_dir / MODEL_FILE
-    atomic_save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    state = model.state_dict()
+    atomic_save({"state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                 "metadata": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()},
                  "pruning_history": history, "arch": arch}, path)
     tmp = run_dir / (STRUCTURE_FILE + ".tmp")
     tmp.write_text(json.dumps({"arch": arch, "layers": structure(model)}, indent=1))
@@ -60,8 +63,10 @@ def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Mod
     if model is None:
         model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
     shape = arch.get("input_shape") or [arch["in_channels"], arch["image_size"], arch["image_size"]]
-    example = torch.zeros(1, *shape)
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-    graph.load_pruning_history(blob["pruning_history"])
-    model.load_state_dict(blob["state_dict"])
+    graph = build_graph(model, torch.zeros(1, *shape))
+    for name, _, idxs in blob["pruning_history"]:          # osp prunes output channels only
+        remove_channels(graph, model.get_submodule(name), list(idxs))
+    state = OrderedDict(blob["state_dict"])
+    state._metadata = OrderedDict(blob.get("metadata", {}))       # per-module versions (MNASNet reads its own)
+    model.load_state_dict(state)
     return model.eval()

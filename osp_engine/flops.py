@@ -8,24 +8,28 @@ groups, a flatten multiplies one by H*W, a grouped conv divides by its groups), 
 at most two varying factors is a quadratic in x and the model is F(x) = [x, 1]^T Q [x, 1].
 
 The affine maps are read off Torch-Pruning itself: a physically pruned copy loses one unit of one
-group at a time, and the change of every dimension is that group's coefficient. Nothing is assumed
+group at a time, and the change of every dimension is that group's coefficient (probe.py, which also
+keeps whole the groups whose removal breaks the model). Nothing is assumed
 about the architecture; `check_cost_model` then compares F against the counter on randomly pruned
 copies and refuses the model with the layer type it could not cost. Coefficients may be fractions
 (a grouped conv's C_out/groups), so Q holds `scale` times the counts, exactly, in int64.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from fractions import Fraction
 from math import lcm, prod
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from .groups import Group, UnsupportedModel, build_graph
+from .groups import UnsupportedModel
+from .tp import tp
+
+if TYPE_CHECKING:
+    from .probe import Probe
 
 _COUNTER = tp.utils.op_counter
 
@@ -105,7 +109,23 @@ FACTORS = {                      # counter hook -> the factors of each charge it
 }
 
 
-def _observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
+def count_subclasses(model: nn.Module) -> None:
+    """Teach Torch-Pruning's counter the subclasses of counted layers that `model` uses (timm's
+    Conv2dSame, ScaledStdConv2d, BatchNormAct2d, ...), each with its nearest counted base class's rule.
+
+    The counter looks layers up by their exact type and would charge such a layer nothing: the FLOPs
+    of a network built from them would leave out most of its convolutions. This adds entries to the
+    counter's table (never changes one), so every later count, ours and the checks', charges them."""
+    for m in model.modules():
+        kind = type(m)
+        if kind in _COUNTER.MODULES_MAPPING:
+            continue
+        base = next((b for b in kind.__mro__[1:] if b in _COUNTER.MODULES_MAPPING), None)
+        if base is not None:
+            _COUNTER.MODULES_MAPPING[kind] = _COUNTER.MODULES_MAPPING[base]
+
+
+def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
     """One batch-1 forward: per counted call (name, type, [factor lists]); per parameter its shape."""
     names = {m: n for n, m in model.named_modules()}
     calls: list = []
@@ -117,9 +137,14 @@ def _observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
             raise UnsupportedModel(f"the FLOPs model cannot cost {type(m).__name__} layers ({names[m]})")
         calls.append((names[m], type(m).__name__, rule(m, inp, out)))
 
-    for m in model.modules():
+    def attach(m: nn.Module) -> None:           # the counter charges a counted layer, not its sub-layers
         if type(m) in _COUNTER.MODULES_MAPPING or type(m) in _COUNTER.CUSTOM_MODULES_MAPPING:
             hooks.append(m.register_forward_hook(hook))
+        else:
+            for child in m.children():
+                attach(child)
+
+    attach(model)
     try:
         with torch.no_grad():
             model(example)
@@ -130,40 +155,9 @@ def _observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
     return calls, shapes
 
 
-def _flat(obs: list) -> list[int]:
+def flat(obs: list) -> list[int]:
+    """Every factor of every charge of `observe`'s lists, in order."""
     return [int(f) for _, _, terms in obs for term in terms for f in term]
-
-
-def remove_one_unit(graph: tp.DependencyGraph, model: nn.Module, group: Group) -> None:
-    """Prune unit 0 of `group` (channels 0, n, 2n, ... of its root) from `model`, a copy."""
-    root = model.get_submodule(group.name)
-    drop = list(range(0, group.size, group.n_units))
-    handler = graph.get_pruner_of_module(root).prune_out_channels
-    graph.get_pruning_group(root, handler, idxs=drop).prune()
-
-
-def _coefficients(model: nn.Module, groups: list[Group], example: torch.Tensor):
-    """Dense factor values (F,) and their per-channel change by group: a list of {gid: Fraction} per factor."""
-    probe = copy.deepcopy(model).eval()
-    graph = build_graph(probe, example)
-    calls, shapes = _observe(probe, example)
-    layout = calls + shapes
-    before = np.array(_flat(layout), dtype=np.int64)
-    dense = before.copy()
-    coef: list[dict[int, Fraction]] = [dict() for _ in before]
-    for g in groups:
-        if g.n_units < 2:
-            continue                                     # its one unit always stays: the count never moves
-        remove_one_unit(graph, probe, g)
-        calls_g, shapes_g = _observe(probe, example)
-        if [c[:2] for c in calls_g] != [c[:2] for c in calls] or len(_flat(calls_g + shapes_g)) != len(before):
-            raise UnsupportedModel(f"removing channels of {g.name} changes which layers run: the model's "
-                                   f"forward depends on its widths")
-        after = np.array(_flat(calls_g + shapes_g), dtype=np.int64)
-        for i in np.flatnonzero(after != before):
-            coef[i][g.gid] = Fraction(int(before[i] - after[i]), g.unit)
-        before = after
-    return layout, dense, coef
 
 
 def _affine(value: int, coef: dict[int, Fraction], sizes: np.ndarray, one: int) -> dict[int, Fraction]:
@@ -202,19 +196,14 @@ def _dense_matrix(form: dict, n: int, scale: int) -> np.ndarray:
     return q
 
 
-def build_cost_model(model: nn.Module, groups: list[Group], example: torch.Tensor) -> CostModel:
-    """The quadratic forms for FLOPs and params of `model` over its groups (example: batch 1).
-
-    Probes a copy (G prunes of one unit and G + 1 batch-1 forwards); `model` is not touched.
-    """
-    if example.shape[0] != 1:
-        raise ValueError("trace with a batch of one")
+def cost_model(probe: "Probe") -> CostModel:
+    """The quadratic forms for FLOPs and params over the probed model's prunable groups (probe.py)."""
+    groups = probe.prunable
     sizes = np.array([g.size for g in groups], dtype=np.int64)
-    layout, dense, coef = _coefficients(model, groups, example)
     one, i, layers = len(groups), 0, []
-    for name, kind, terms in layout:
+    for name, kind, terms in probe.layout:
         n_factors = sum(len(t) for t in terms)
-        layers.append((name, kind, _form(terms, i, dense, coef, sizes, one, f"{kind} layers ({name})")))
+        layers.append((name, kind, _form(terms, i, probe.dense, probe.coef, sizes, one, f"{kind} layers ({name})")))
         i += n_factors
     flops, params = _sum([f for _, k, f in layers if k != "parameter"]), _sum([f for _, k, f in layers if k == "parameter"])
     scale = 1

@@ -10,7 +10,13 @@ the official code).
 
 Channels go in units (`Group.unit`): where a grouped convolution or a GroupNorm sits in the group,
 Torch-Pruning can only remove the same local channel from every one of its `unit` channel groups,
-so unit j is the channel set {j + (C / unit) * k : k < unit} and is kept or removed whole.
+so unit j is the channel set {j + (C / unit) * k : k < unit} and is kept or removed whole. A
+`torch.chunk` of the group's channels into n equal parts works the same way: one channel at the same
+offset of every part goes at once, so the parts stay equal (unit = n).
+
+A group whose one-unit removal breaks the model (a split with sizes fixed in its code, a reshape to
+a fixed channel count, a residual added to part of the channels) is not pruned at all: the cost
+probe (flops.py) keeps it whole and records why as a `KeptWhole`.
 """
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 from torch import nn
+
+from .tp import tp
 
 PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -68,6 +75,7 @@ class Group:
     layers: list[str]         # names of layers whose OUTPUT channels are this group (producers, norms)
     tp_rank: int = 0          # position in Torch-Pruning's own group order (the official cost table uses it)
     unit: int = 1             # channels per removable unit (1, or the conv groups of a grouped conv)
+    whole: str = ""           # why the group must be kept whole, when its structure alone says so
 
     @property
     def n_units(self) -> int:
@@ -76,6 +84,14 @@ class Group:
     def unit_of(self) -> torch.Tensor:
         """(C_g,) int64: the unit of every channel, c % (C_g / unit)."""
         return torch.arange(self.size) % self.n_units
+
+
+@dataclass(frozen=True)
+class KeptWhole:
+    """A group that is never marked, shrunk or pruned: its channels stay and still count in the FLOPs."""
+    name: str                 # the root layer's name
+    size: int                 # its channels
+    reason: str               # one line: the layer and operation that break when it loses a unit
 
 
 class UnsupportedModel(ValueError):
@@ -104,9 +120,89 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     try:
         with warnings.catch_warnings():          # per-channel parameters (layer scale) are handled as members
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            if _fix_chunk_sizes(graph):
+                tp.dependency.index_mapping.update_index_mapping(graph)
+            _cut_channel_slices(graph)
+            return graph
     except Exception as e:
         raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
+
+
+def channel_slice(node) -> str | None:
+    """'[:, a:b]' if `node` takes part of its input's channels with bounds fixed in the model's code
+    (x[:, :32] of 48 channels), None for anything else (a whole-range slice is no slice)."""
+    grad_fn = getattr(node, "grad_fn", None)
+    if node.type != tp.ops.OPTYPE.SLICE or not hasattr(grad_fn, "_saved_self_sym_sizes"):
+        return None
+    shape = [int(d) for d in grad_fn._saved_self_sym_sizes]
+    if len(shape) < 2 or grad_fn._saved_dim not in (1, 1 - len(shape)):
+        return None
+    start, end, step = int(grad_fn._saved_start), min(int(grad_fn._saved_end), shape[1]), int(grad_fn._saved_step)
+    if start == 0 and end >= shape[1] and step == 1:
+        return None
+    return f"[:, {start}:{end}{'' if step == 1 else f':{step}'}] of {shape[1]} channels"
+
+
+def channel_shuffle(node) -> bool:
+    """True if `node` reshapes a feature map and, through element-wise operations only (a transpose
+    counts as one for Torch-Pruning), reshapes it again: a channel shuffle (ShuffleNet's view,
+    transpose, view). Torch-Pruning maps channels through it as if nothing moved: silently wrong."""
+    grad_fn = getattr(node, "grad_fn", None)
+    if node.type != tp.ops.OPTYPE.RESHAPE or len(getattr(grad_fn, "_saved_self_sym_sizes", ())) < 4:
+        return False
+    seen, todo = set(), list(node.outputs)
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.type == tp.ops.OPTYPE.RESHAPE:
+            return True
+        if n.type == tp.ops.OPTYPE.ELEMENTWISE:
+            todo += n.outputs
+    return False
+
+
+def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
+    """Detach every fixed channel slice from the graph: no group reaches across it, and build_groups keeps
+    whole the groups on both of its sides. (Torch-Pruning's mapping through such slices can neither
+    keep the model running nor stay exact, and on ReXNet it enumerates index subsets for minutes.)"""
+    for node in graph.module2node.values():
+        if channel_slice(node) is None:
+            continue
+        for other in node.inputs + node.outputs:
+            other.dependencies = [d for d in other.dependencies if d.target is not node]
+        node.dependencies = []
+
+
+def _fix_chunk_sizes(graph: tp.DependencyGraph) -> bool:
+    """Give every channel split traced from torch.chunk (or torch.split by one size) its true part sizes.
+
+    Torch-Pruning reads a split's sizes from autograd attributes that current PyTorch names differently
+    for a split by one size (`_saved_split_size`, `_saved_self_sym_sizes`), and falls back to a guess
+    that can be wrong ([64, 32] for a chunk of 64 channels in two): its index mapping would then send
+    channels to the wrong part. True if any split was corrected (the index mapping must be rebuilt)."""
+    fixed = False
+    for node in graph.module2node.values():
+        grad_fn = getattr(node, "grad_fn", None)
+        if node.type != tp.ops.OPTYPE.SPLIT or not hasattr(grad_fn, "_saved_split_size"):
+            continue
+        shape, size = list(grad_fn._saved_self_sym_sizes), int(grad_fn._saved_split_size)
+        if len(shape) < 2 or grad_fn._saved_dim not in (1, 1 - len(shape)) or size <= 0:
+            continue
+        channels = int(shape[1])
+        parts = [size] * (channels // size) + ([channels % size] if channels % size else [])
+        if len(parts) != len(node.outputs) or node.module.split_sizes == parts:
+            continue
+        node.module.split_sizes = parts
+        node.module.offsets = [sum(parts[:i]) for i in range(len(parts) + 1)]
+        fixed = True
+    if fixed:                                    # concatenations inferred their sizes from the wrong guess
+        for node in graph.module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT:
+                node.module.concat_sizes = node.module.offsets = None
+    return fixed
 
 
 def _where(e: BaseException) -> str:
@@ -122,6 +218,11 @@ def _where(e: BaseException) -> str:
     op = type(grad_fn).__name__.replace("Backward0", "").replace("Backward1", "")
     hint = " (a reshape that mixes channels, such as a channel shuffle)" if op in ("View", "Reshape", "UnsafeView") else ""
     return f"its operation {op}{hint} fails with {error}"
+
+
+def _op_name(node) -> str:
+    """The traced operation of a node, as 'Slice' for SliceBackward0."""
+    return type(node.grad_fn).__name__.replace("Backward0", "") if node.grad_fn is not None else str(node.type)
 
 
 def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
@@ -148,8 +249,20 @@ def _weight_member(name: str, m: nn.Module, is_out: bool, pidx, gidx, size: int)
     return Member(name, PRODUCER if is_out else CONSUMER, w, dim, fan, pidx, gidx)
 
 
-def _unit(tp_group) -> int:
-    """lcm of the channel groupings Torch-Pruning must respect in this group (grouped convs, GroupNorm)."""
+def _equal_parts(item, size: int) -> int:
+    """n if this item is a split of ALL the group's channels, in their own order, into n equal parts
+    (torch.chunk, or torch.split by C / n); else 1."""
+    sizes = getattr(item.dep.target.module, "split_sizes", None)
+    if item.dep.target.type != tp.ops.OPTYPE.SPLIT or not sizes or len(sizes) < 2 or len(set(sizes)) != 1:
+        return 1
+    if sum(sizes) != size or sorted(item.idxs) != sorted(item.root_idxs):
+        return 1
+    return len(sizes)
+
+
+def _unit(tp_group, size: int) -> int:
+    """lcm of the channel groupings Torch-Pruning must respect in this group (grouped convs, GroupNorm)
+    and of the equal parts the group is chunked into."""
     unit = 1
     for item in tp_group.items:
         m = item.dep.target.module
@@ -157,6 +270,8 @@ def _unit(tp_group) -> int:
             unit = math.lcm(unit, m.groups)
         elif isinstance(m, nn.GroupNorm):
             unit = math.lcm(unit, m.num_groups)
+        else:
+            unit = math.lcm(unit, _equal_parts(item, size))
     return unit
 
 
@@ -165,6 +280,10 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
+    sliced = {id(n): f"channels sliced {channel_slice(s)} ({_op_name(s)})"
+              for s in graph.module2node.values() if channel_slice(s) for n in s.inputs + s.outputs}
+    sliced.update({id(n): "channels shuffled by a reshape, a transpose and a reshape (a channel shuffle)"
+                   for n in graph.module2node.values() if channel_shuffle(n)})
     groups: list[Group] = []
     for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=ROOT_TYPES):
         root = tp_group.items[0].dep.target.module
@@ -186,9 +305,13 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
             member = _weight_member(names[m], m, is_out, pidx, gidx, size)
             if member is not None:
                 members.append(member)
+            if is_out:                                       # a weight-standardised conv's gain
+                members += [Member(f"{names[m]}.{n}", NORM, getattr(m, n), 0, 1, pidx, gidx)
+                            for n in channel_parameters(m)]
             if is_out and (member is not None or isinstance(m, _NORMS)):
                 layers.append(names[m])
-        group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group))
+        whole = next((sliced[id(item.dep.target)] for item in tp_group.items if id(item.dep.target) in sliced), "")
+        group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
         _check_units(group)
         groups.append(group)
     order = {m: i for i, m in enumerate(model.modules())}
@@ -218,6 +341,35 @@ def expand_units(group: Group, keep_units: torch.Tensor) -> torch.Tensor:
     return keep_units[group.unit_of().to(keep_units.device)]
 
 
+def channel_parameters(m: nn.Module) -> list[str]:
+    """Names of a convolution's per-output-channel parameters beyond weight and bias (a weight-standardised
+    conv's gain, (C_out, 1, 1, 1)): Torch-Pruning does not slice them, `remove_channels` does."""
+    if not isinstance(m, _CONVS) or type(m) in _CONVS:
+        return []
+    return [n for n, p in m.named_parameters(recurse=False)
+            if n not in ("weight", "bias") and p.dim() >= 1 and p.shape[0] == m.out_channels and p.numel() == m.out_channels]
+
+
+def pruning_group(graph: tp.DependencyGraph, root: nn.Module, drop: list[int]):
+    """Torch-Pruning's group removing output channels `drop` of `root` (and everything coupled to them)."""
+    return graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, idxs=drop)
+
+
+def remove_channels(graph: tp.DependencyGraph, root: nn.Module, drop: list[int], group=None) -> None:
+    """Remove output channels `drop` of `root` with Torch-Pruning, and slice the per-channel parameters
+    it leaves whole (`channel_parameters`) with the same indices. group: `pruning_group`'s, if at hand."""
+    group = group if group is not None else pruning_group(graph, root, drop)
+    extras = [(item.dep.target.module, list(item.idxs)) for item in group.items
+              if graph.is_out_channel_pruning_fn(item.dep.handler) and channel_parameters(item.dep.target.module)]
+    extras = [(m, idxs, {n: m.out_channels for n in channel_parameters(m)}) for m, idxs in extras]
+    group.prune()
+    for m, idxs, names in extras:
+        for name, before in names.items():
+            p = getattr(m, name)
+            keep = torch.tensor(sorted(set(range(before)) - set(idxs)), dtype=torch.long, device=p.device)
+            setattr(m, name, nn.Parameter(p.data.index_select(0, keep), requires_grad=p.requires_grad))
+
+
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:
     """Physically remove every channel not kept. keep[g]: (C_g,) bool over original ids, whole units.
 
@@ -225,7 +377,5 @@ def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torc
     """
     for group, kept in zip(groups, keep):
         drop = torch.nonzero(~kept.cpu()).flatten().tolist()
-        if not drop:
-            continue
-        handler = graph.get_pruner_of_module(group.root).prune_out_channels
-        graph.get_pruning_group(group.root, handler, idxs=drop).prune()
+        if drop:
+            remove_channels(graph, group.root, drop)

@@ -3,21 +3,30 @@
 `prepare_network` is the one door every model goes through (the registry's, a user's nn.Module
 through the API or the hooks): it refuses, with one line naming the reason, a model it cannot
 prune exactly (attention layers, an operation Torch-Pruning cannot trace, an input it cannot take,
-a layer the cost model cannot cost) before anything is written.
+a layer the cost model cannot cost) before anything is written. A group whose removal breaks the
+model is kept whole instead (probe.py) and the rest is pruned; every failure on the way, whatever
+raised it, becomes such a refusal or such a reason, never a traceback.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from .costcheck import check_cost_model
+from .costcheck import CheckFailed, check_cost_model
 from .costs import cost_table
-from .flops import CostModel, build_cost_model
-from .groups import Group, UnsupportedModel, build_graph, build_groups, find_classifier
+from .failure import describe
+from .flops import CostModel, cost_model, count_subclasses
+from .groups import Group, KeptWhole, UnsupportedModel, build_graph, build_groups, find_classifier
+from .probe import Probe, probe_groups, timed_progress
+from .selection import TOLERANCE, n_protected
+from .tp import tp
+
+T = TypeVar("T")
+MAX_RECHECKS = 8            # rounds of keeping suspects whole before a model is refused
 
 
 @dataclass
@@ -28,6 +37,7 @@ class Prunable:
     cost: CostModel
     pi: np.ndarray            # (G,) FLOPs weights of the saliency, by gid
     example: torch.Tensor     # (1, C, H, W) zeros on the model's device
+    whole: list[KeptWhole] = field(default_factory=list)   # groups never pruned, and why
 
 
 def check_convolutional(model: nn.Module) -> None:
@@ -53,20 +63,72 @@ def check_input(model: nn.Module, example: torch.Tensor, num_classes: int) -> No
         raise UnsupportedModel(f"the model returns {got} for one {shape} input, not (1, {num_classes}) logits")
 
 
+def _step(what: str, model: nn.Module, fn: Callable[[], T]) -> T:
+    """fn(), with any failure but a refusal turned into one: 'while <what>: <layer>: <code> fails with ...'."""
+    try:
+        return fn()
+    except UnsupportedModel:
+        raise
+    except Exception as e:
+        raise UnsupportedModel(f"{what} failed: {describe(e, model)}") from None
+
+
 def prepare_network(model: nn.Module, num_classes: int, example: torch.Tensor, variant: str,
-                    checks: int = 2) -> Prunable:
+                    checks: int = 2, say: Callable[[str], None] | None = None) -> Prunable:
     """Groups, cost model (checked against Torch-Pruning's counter `checks` times) and pi for `model`.
 
-    example: (1, C, H, W) on the model's device. UnsupportedModel (one line) if it cannot be pruned exactly.
+    example: (1, C, H, W) on the model's device; say(line): progress when the probe takes over 2 s.
+    UnsupportedModel (one line) if it cannot be pruned exactly; never another exception.
     """
-    check_convolutional(model)
-    check_input(model, example, num_classes)
+    _step("checking the model", model, lambda: (check_convolutional(model), check_input(model, example, num_classes)))
+    count_subclasses(model)
     graph = build_graph(model, example)
-    groups = build_groups(model, graph, find_classifier(model, num_classes))
+    groups = _step("grouping channels", model, lambda: build_groups(model, graph, find_classifier(model, num_classes)))
     if not any(g.n_units > 1 for g in groups):
         raise UnsupportedModel("the model has no channel group that can lose a channel: nothing to prune")
-    cost = build_cost_model(model, groups, example)
-    if checks:
-        check_cost_model(model, groups, cost, example, trials=checks)
-    _, pi = cost_table(model, graph, groups, cost, example, variant)
-    return Prunable(model, graph, groups, cost, pi, example)
+    probe = _step("probing the groups", model,
+                  lambda: probe_groups(model, groups, example, timed_progress(say, "preparing the network")))
+    if not any(g.n_units > 1 for g in probe.prunable):
+        first = probe.whole[0]
+        raise UnsupportedModel(f"every group that could lose a channel must be kept whole ({len(probe.whole)}; "
+                               f"the first, {first.name}: {first.reason})")
+    cost = _checked_cost(model, probe, example, checks)
+    _, pi = _step("weighting the groups", model, lambda: cost_table(model, graph, probe.prunable, cost, example, variant,
+                                                                   probe.whole))
+    return Prunable(model, graph, probe.prunable, cost, pi, example, probe.whole)
+
+
+def _checked_cost(model: nn.Module, probe: Probe, example: torch.Tensor, checks: int) -> CostModel:
+    """The cost model, checked on `checks` randomly pruned copies; groups a failed check points at are
+    kept whole and the check repeated (at most MAX_RECHECKS times), else the model is refused."""
+    for _ in range(MAX_RECHECKS + 1):
+        cost = _step("costing the groups", model, lambda: cost_model(probe))
+        if not checks:
+            return cost
+        try:
+            _step("checking the cost model", model,
+                  lambda: check_cost_model(model, probe.prunable, cost, example, trials=checks))
+            return cost
+        except CheckFailed as e:
+            if not e.suspects or len(e.suspects) == len(probe.prunable):
+                raise UnsupportedModel(str(e)) from None
+            probe.keep_whole(e.suspects, str(e))
+    raise UnsupportedModel(f"the cost model still disagrees with Torch-Pruning after keeping "
+                           f"{len(probe.whole)} groups whole: {probe.whole[-1].reason}")
+
+
+def max_reduction(net: Prunable, l_max: float, l_k: float) -> float:
+    """The largest fraction of the dense FLOPs the search can remove: every prunable group down to its
+    floor (selection.n_protected units), the groups kept whole untouched."""
+    units = net.cost.units
+    floor = np.array([n_protected(int(c // u), l_max, l_k) * u for c, u in zip(net.cost.sizes, units)], dtype=np.int64)
+    return 1.0 - net.cost.flops(floor) / net.cost.dense_flops
+
+
+def check_target(net: Prunable, target: float, l_max: float, l_k: float) -> None:
+    """UnsupportedModel if `target` is beyond what the prunable groups can remove (within the search's tolerance)."""
+    reachable = max_reduction(net, l_max, l_k)
+    if target > reachable + TOLERANCE:
+        kept = f", {len(net.whole)} groups kept whole" if net.whole else ""
+        raise UnsupportedModel(f"target {target:g} cannot be reached: at most {reachable:.4f} of the FLOPs can go "
+                               f"(per-layer floors l_max={l_max:g}, l_k={l_k:g}{kept}): set target <= {reachable:.3f}")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from osp_engine.flops import build_cost_model
+from osp_engine.probe import build_cost_model
 from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups
 from osp_engine.models import build_model
 

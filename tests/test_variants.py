@@ -11,7 +11,7 @@ import torch
 from osp_engine import get_preset
 from osp_engine.config import ConfigError, apply_overrides
 from osp_engine.costs import cost_table, official_table
-from osp_engine.flops import build_cost_model
+from osp_engine.probe import build_cost_model
 from osp_engine.groups import build_graph, build_groups, find_classifier
 from osp_engine.run import Run
 from osp_engine.schedule import fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
