@@ -28,7 +28,7 @@ from .commands import Cancelled, Relay
 from .config import Config, ConfigError
 from .data import DatasetInfo
 from .groups import UnsupportedModel
-from .network import prepare_network
+from .network import check_target, kept_whole_note, prepare_network
 from .pruner import Pruner
 from .run import Run, new_run_id, package_version, prepare_root, resolve_device
 from .store import RunStore
@@ -73,6 +73,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     device = resolve_device(cfg.device)
     try:
         net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks)
+        check_target(net, cfg.target, cfg.l_max, cfg.l_k)
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
     root = prepare_root(runs_dir)
@@ -83,9 +84,9 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     shape = list(example.shape[1:])
     store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
     store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
-    store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups, "
+    store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups{kept_whole_note(net)}, "
                            f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
-                pid=os.getpid(), host=socket.gethostname())
+                pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
     pruner = Pruner(cfg, net, store)
     pruner.relay = Relay(store, pruner.commands)
     pruner.relay.poll(force=True)                      # the studio can steer the run from now on

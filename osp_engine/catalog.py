@@ -29,6 +29,27 @@ TORCHVISION_CLASSIFIERS = (
 
 MODEL_NAMES = OWN_MODELS + tuple(f"tv-{arch}" for arch in TORCHVISION_CLASSIFIERS)
 
+# timm's model modules (`timm.models._registry`) whose classifiers are convolutional: `timm-<name>` for every
+# model of these. The others are transformers, hybrids with attention or state-space layers, or MLPs;
+# tests/test_catalog.py checks that every module timm lists is in exactly one of the two.
+TIMM_CNN_FAMILIES = (
+    "byobnet", "convmixer", "convnext", "cspnet", "cspnext", "densenet", "dla", "dpn", "efficientnet", "fasternet",
+    "ghostnet", "hardcorenas", "hgnet", "hrnet", "inception_next", "inception_resnet_v2", "inception_v3",
+    "inception_v4", "lcnetv2", "mambaout", "mobilenetv3", "nasnet", "nfnet", "pnasnet", "rdnet", "regnet",
+    "repghost", "repvit", "res2net", "resnest", "resnet", "resnetv2", "rexnet", "selecsls", "senet", "sknet",
+    "starnet", "tresnet", "vgg", "vovnet", "xception", "xception_aligned",
+)
+TIMM_OTHER_FAMILIES = (
+    "beit", "byoanet", "cait", "coat", "convit", "cpubone", "crossvit", "csatv2", "davit", "deepseek_vit", "deit",
+    "edgenext", "efficientformer", "efficientformer_v2", "efficientvim", "efficientvit_mit", "efficientvit_msra",
+    "eva", "fastvit", "focalnet", "gcvit", "gemma4_vit", "hiera", "hieradet_sam2", "iformer", "levit", "lowformer",
+    "maxxvit", "metaformer", "mlp_mixer", "mobilenetv5", "mobilevit", "mvitv2", "naflexvit", "nest", "nextvit",
+    "pit", "pvt_v2", "qwen3_vit", "sequencer", "shvit", "swiftformer", "swin_transformer", "swin_transformer_v2",
+    "swin_transformer_v2_cr", "tiny_vit", "tnt", "twins", "visformer", "vision_transformer",
+    "vision_transformer_hybrid", "vision_transformer_relpos", "vision_transformer_sam", "vitamin", "volo", "xcit",
+)
+TIMM_PREFIX = "timm-"
+
 DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagenet", "folder", "synthetic-cifar10")
 
 ONE_CHANNEL_DATASETS = ("digits",)      # every torchvision classifier's first layer takes 3 channels

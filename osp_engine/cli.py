@@ -35,8 +35,16 @@ def _cmd_models(args) -> int:
              "imagenet": "torchvision, weights=None (input size from the dataset)"}
     for name, spec in MODELS.items():
         print(f"{name:<32} {spec.family:<9} {notes[spec.family]}")
-    print(f"{len(MODELS)} models; a model the engine cannot prune exactly is refused when a run starts "
-          f"(docs/models.md lists every torchvision model's result)")
+    try:
+        from .models.timm_zoo import timm_classifiers
+        zoo = timm_classifiers()
+    except ConfigError:
+        zoo = []
+        print("timm models: timm is not installed (pip install timm adds its convolutional classifiers)")
+    for name, module in zoo:
+        print(f"{name:<32} {'timm':<9} timm ({module}), pretrained=False (input size from the dataset)")
+    print(f"{len(MODELS) + len(zoo)} models; a model the engine cannot prune exactly is refused when a run starts, "
+          f"and groups it cannot prune are kept whole (docs/models.md lists every result)")
     return 0
 
 
@@ -47,7 +55,7 @@ def _cmd_run(args) -> int:
 
     world = join_world(cfg.device)                    # under torchrun: this rank; rank 0 names the run
     run = Run(cfg, args.runs_dir, run_id=world.broadcast(new_run_id(cfg)), world=world)
-    run.prepare()
+    run.prepare(log=(lambda line: print(line, file=sys.stderr, flush=True)) if world.leader else None)
     return _execute(run)
 
 

@@ -6,6 +6,7 @@ with a one-line message that names the problem and the fix; nothing touches the 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -82,12 +83,15 @@ class Config:
 
         model_registry / dataset_registry False: the model or the data are passed in (osp_engine.api),
         and `model` / `dataset` are only their labels."""
-        from .catalog import DATASET_NAMES, MODEL_NAMES, ONE_CHANNEL_DATASETS
+        from .catalog import DATASET_NAMES, MODEL_NAMES, ONE_CHANNEL_DATASETS, TIMM_PREFIX
 
         def fail(msg: str) -> None:
             raise ConfigError(msg)
 
-        if model_registry and self.model not in MODEL_NAMES:
+        if model_registry and self.model.startswith(TIMM_PREFIX):
+            if importlib.util.find_spec("timm") is None:
+                fail(f"{self.model} is a timm model and timm is not installed: pip install timm")
+        elif model_registry and self.model not in MODEL_NAMES:
             fail(f"unknown model {self.model!r}: `python -m osp_engine models` lists the {len(MODEL_NAMES)} known")
         if self.weights and not Path(self.weights).is_file():
             fail(f"weights file {self.weights!r} does not exist: give a local state_dict file (never downloaded)")

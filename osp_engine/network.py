@@ -132,3 +132,8 @@ def check_target(net: Prunable, target: float, l_max: float, l_k: float) -> None
         kept = f", {len(net.whole)} groups kept whole" if net.whole else ""
         raise UnsupportedModel(f"target {target:g} cannot be reached: at most {reachable:.4f} of the FLOPs can go "
                                f"(per-layer floors l_max={l_max:g}, l_k={l_k:g}{kept}): set target <= {reachable:.3f}")
+
+
+def kept_whole_note(net: Prunable) -> str:
+    """', k kept whole' for a run's start line, or nothing."""
+    return f", {len(net.whole)} kept whole" if net.whole else ""

@@ -32,7 +32,7 @@ from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_l
 from .export import atomic_save
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
-from .network import Prunable, prepare_network
+from .network import Prunable, check_target, kept_whole_note, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
@@ -70,9 +70,10 @@ class Run:
         self.parent_dir: Path | None = None           # a branch: its parent's folder
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
 
-    def prepare(self) -> None:
+    def prepare(self, log=None) -> None:
         """Load the data and build, group, cost and check the model before any folder exists:
-        a malformed dataset or a model that cannot be pruned exactly is a ConfigError, not a run."""
+        a malformed dataset or a model that cannot be pruned exactly is a ConfigError, not a run.
+        log(line): progress while preparing takes more than 2 s."""
         if self.net is not None:
             return
         if self.data is None:
@@ -96,7 +97,9 @@ class Run:
                 load_weights(model, self.cfg.weights)
             model = model.to(self.device)
             example = torch.zeros(1, *info.input_shape, device=self.device)
-            self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks)
+            self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks, say=log)
+            if not self.cfg.baseline:
+                check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k)
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
@@ -284,11 +287,11 @@ class Run:
         cfg, net, world = self.cfg, self.net, self.world
         store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
         store.update_run(dataset=info.label, phase="dense")
-        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups, "
+        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups{kept_whole_note(net)}, "
                                f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {self.device}, variant "
                                f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
                     epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
-                    channels_last=cl, world_size=world.size)
+                    channels_last=cl, world_size=world.size, kept_whole=[dataclasses.asdict(k) for k in net.whole])
 
     def _finish(self, pruner: Pruner, store: RunStore, info) -> None:
         """Export model.pt (with what load_pruned needs to rebuild it), then measure its speed."""

@@ -324,16 +324,21 @@ class RunReader:
             best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
-            **dict(zip(("speed", "world_size"), self._facts())),
+            **dict(zip(("speed", "world_size", "kept_whole"), self._facts())),
         )
 
-    def _facts(self) -> tuple[dict | None, int]:
-        """(the newest 'speed' event's figures or None, the world size of the first 'started' event) in one
-        query: summary() is read for every run card on every refresh."""
+    def _facts(self) -> tuple[dict | None, int, list[dict]]:
+        """(the newest 'speed' event's figures or None, the world size and the groups kept whole (name, size,
+        reason) of the first 'started' event) in one query: summary() is read for every run card on every refresh."""
         rows = self._query("SELECT kind, data FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE kind = "
                            "'speed' UNION SELECT MIN(id) FROM events WHERE kind = 'started')")
         data = {kind: json.loads(d or "{}") for kind, d in rows}
-        return data.get("speed"), int(data.get("started", {}).get("world_size", 1))
+        started = data.get("started", {})
+        return data.get("speed"), int(started.get("world_size", 1)), list(started.get("kept_whole", []))
+
+    def kept_whole(self) -> list[dict]:
+        """The groups the run never pruned: [{name, size, reason}] (empty for a run from before they were recorded)."""
+        return self._facts()[2]
 
     def speed(self) -> dict | None:
         """The exported model's measured speed against the dense one (osp_engine/speed.py), or None."""

@@ -1,5 +1,6 @@
 """Channels: which layers lose channels, when each channel settles, and how the regulariser splits them."""
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -82,12 +83,27 @@ def render() -> None:
         return
     sizes = [g["size"] for g in groups]
     names = [chart_text(f"{g['gid']:>2} {g['name']} ({g['size']})") for g in groups]
+    whole = run.kept_whole()
     st.markdown(f"**{run.run_id}** · {len(epochs)} searched epochs ({epochs[0]}–{epochs[-1]}) · "
-                f"{kept.shape[1]} channels in {len(groups)} groups")
+                f"{kept.shape[1]} channels in {len(groups)} groups"
+                + (f" · {len(whole)} more groups kept whole (listed below)" if whole else ""))
     x = np.array(epochs)
     layer_view(x, kept, sizes, names)
     channel_views(x, kept, sizes, names)
     saliency_views(run, epochs, sizes, names)
+    kept_whole_view(whole)
+
+
+def kept_whole_view(whole: list[dict]) -> None:
+    """The groups the engine never prunes, because losing a channel breaks the model, and why."""
+    if not whole:
+        return
+    st.subheader(f"Groups kept whole ({len(whole)})")
+    st.caption("Removing a channel from these groups breaks the network (a split with sizes fixed in its code, a "
+               "channel slice, a shuffle, ...): they are never marked, shrunk or pruned, and their channels still "
+               "count in the FLOPs.")
+    st.dataframe(pd.DataFrame({"group": [w["name"] for w in whole], "channels": [w["size"] for w in whole],
+                               "why": [w["reason"] for w in whole]}), hide_index=True, key="kept_whole")
 
 
 if __name__ == "__main__":

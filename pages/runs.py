@@ -137,6 +137,8 @@ def details(r: RunReader, s: dict) -> str:
     speed, world = s["speed"], s["world_size"]
     if world > 1:
         lines.append(f"trained by {world} processes (torchrun, world size {world})")
+    if s["kept_whole"]:
+        lines.append(f"{len(s['kept_whole'])} groups kept whole (never pruned: see Channels)")
     if speed:
         lines.append(f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1, "
                      f"{speed['throughput_speedup']:.2f}x its throughput at batch {speed['batch']} ({speed['device']})")

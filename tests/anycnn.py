@@ -114,3 +114,42 @@ def check_selection(model, graph, groups, cost, example, target=0.5):
     assert abs((1 - pruned / dense) - target) <= 0.005, 1 - pruned / dense
     with torch.no_grad():
         model(example)
+
+
+def prepared_or_refused(model, example, classes, target=0.5):
+    """prepare_network, then the target check: the Prunable, or None when refused in one line (the
+    only way it may fail: an UnsupportedModel whose message is a single non-empty line)."""
+    from osp_engine.groups import UnsupportedModel
+    from osp_engine.network import check_target, prepare_network
+
+    try:
+        net = prepare_network(model, classes, example, "corrected", checks=1)
+        check_target(net, target, 0.75, 1.0)
+        return net
+    except UnsupportedModel as e:
+        assert str(e) and "\n" not in str(e), repr(str(e))
+        return None
+
+
+def check_end_to_end(build, example, classes, tmp_path, arch=None):
+    """A model built by `build()`: prepared or refused in one line; if prepared, FLOPs and params from
+    counts equal the counter on a randomly pruned copy, a 0.5 selection lands within 0.5 pp by the
+    counter, and the pruned model runs and reloads (load_pruned, by name when `arch` names a registry
+    model, else from a fresh instance) with equal outputs. Returns the Prunable or None."""
+    from osp_engine.export import export_model, load_pruned
+
+    torch.manual_seed(0)
+    model = build().eval()
+    net = prepared_or_refused(model, example, classes)
+    if net is None:
+        return None
+    check_counts(model, net.groups, net.cost, example, 1)
+    check_selection(model, net.graph, net.groups, net.cost, example)
+    shape = list(example.shape[1:])
+    path = export_model(model, net.graph.pruning_history(), dict(model=arch or "custom", num_classes=classes,
+                        image_size=shape[-1], in_channels=shape[0], input_shape=shape, custom=arch is None), tmp_path)
+    reloaded = load_pruned(path, model=None if arch else build())
+    batch = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert torch.allclose(model(batch), reloaded(batch), atol=1e-5, rtol=1e-5)
+    return net

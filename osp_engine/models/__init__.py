@@ -4,7 +4,8 @@
 CIFAR-family models are the official code's definitions; `digits-resnet8` is the demo's residual
 network for 8x8 one-channel digits (`digits-resnet14`, 4x wider and deeper, the earlier demo's); `tv-<name>` is every classification model torchvision lists
 (`torchvision.models.list_models(module=torchvision.models)`), built with weights=None (never a
-download) and the dataset's class count. Attention models (ViT, Swin, MaxViT) are listed but
+download) and the dataset's class count; `timm-<name>` every convolutional classifier of timm, when
+installed (timm_zoo.py, imported only then). Attention models (ViT, Swin, MaxViT) are listed but
 refused when a run starts (groups.check_convolutional).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..catalog import TORCHVISION_CLASSIFIERS
+from ..catalog import TIMM_PREFIX, TORCHVISION_CLASSIFIERS
 
 from .cifar_resnet import CifarResNet
 from .mobilenetv2 import MobileNetV2
@@ -66,7 +67,12 @@ MODELS.update({f"tv-{arch}": ModelSpec(_torchvision(arch), "imagenet") for arch 
 
 
 def build_model(name: str, num_classes: int, image_size: int, in_channels: int = 3) -> nn.Module:
-    """A fresh, randomly initialised model; KeyError names the known models."""
+    """A fresh, randomly initialised model; KeyError names the known models (ConfigError for a timm
+    name when timm is missing or does not know it)."""
+    if name.startswith(TIMM_PREFIX):
+        from .timm_zoo import build_timm
+
+        return build_timm(name, num_classes, image_size, in_channels)
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     return MODELS[name].build(num_classes, image_size, in_channels)

@@ -1,0 +1,190 @@
+"""Structures Torch-Pruning cannot prune alone: pruned exactly with care, or their groups kept whole.
+
+Each hand-made block is prepared (never a traceback), and what it prunes is checked against
+Torch-Pruning's counter and by reloading the exported model (anycnn.check_end_to_end); the groups
+kept whole, and why, are asserted exactly.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anycnn import check_end_to_end, prepared_or_refused
+from osp_engine.costcheck import pruned_copy
+from osp_engine.network import prepare_network
+
+
+def cbr(i, o, k=3, g=1):
+    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, groups=g, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+
+class CSP(nn.Module):
+    """CSPNet: a, b = chunk(x, 2); b transformed; concatenated back; a residual over the whole."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.expand = cbr(3, 64), cbr(64, 128, 1)
+        self.block = nn.Sequential(cbr(64, 64), cbr(64, 64))
+        self.fuse, self.fc = cbr(128, 128, 1), nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.expand(self.stem(x))
+        a, b = torch.chunk(x, 2, 1)
+        return self.fc((self.fuse(torch.cat([a, self.block(b)], 1)) + x).mean((2, 3)))
+
+
+class Res2(nn.Module):
+    """Res2Net: torch.split by a width fixed in the code, hierarchical sums, concatenation."""
+    def __init__(self, width=32, scale=4):
+        super().__init__()
+        self.width = width
+        self.stem, self.conv1 = cbr(3, 128), cbr(128, width * scale, 1)
+        self.convs = nn.ModuleList(cbr(width, width) for _ in range(scale - 1))
+        self.conv3, self.fc = cbr(width * scale, 128, 1), nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        parts, out, sp = torch.split(self.conv1(x), self.width, 1), [], None
+        for i, conv in enumerate(self.convs):
+            sp = conv(parts[i] if i == 0 else sp + parts[i])
+            out.append(sp)
+        return self.fc((self.conv3(torch.cat(out + [parts[-1]], 1)) + x).mean((2, 3)))
+
+
+class Ghost(nn.Module):
+    """GhostNet: a conv and its depthwise copy concatenated."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.primary, self.cheap = cbr(3, 32), cbr(32, 24, 1), cbr(24, 24, 3, g=24)
+        self.out, self.fc = cbr(48, 32, 1), nn.Linear(32, 10)
+
+    def forward(self, x):
+        p = self.primary(self.stem(x))
+        return self.fc(self.out(torch.cat([p, self.cheap(p)], 1)).mean((2, 3)))
+
+
+class PartialResidual(nn.Module):
+    """ReXNet: a residual added to the first 32 of 48 channels."""
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 32)
+        self.body = nn.Sequential(cbr(32, 48, 1), cbr(48, 48, 3, g=48), cbr(48, 48, 1))
+        self.head, self.fc = cbr(48, 64, 1), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.body(x)
+        return self.fc(self.head(torch.cat([y[:, :32] + x, y[:, 32:]], 1)).mean((2, 3)))
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet: a channel shuffle between two grouped convolutions."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.g1, self.g2 = cbr(3, 128), cbr(128, 256, 1, g=4), cbr(256, 256, 1, g=4)
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        y = self.g1(self.stem(x))
+        n, c, h, w = y.shape
+        y = y.view(n, 4, c // 4, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(self.g2(y).mean((2, 3)))
+
+
+BLOCKS = {"csp": CSP, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
+KEPT_WHOLE = {                        # block -> {group kept whole: what its reason says}
+    "csp": {}, "ghost": {},
+    "res2net": {"conv1.0": "`sp = conv(parts[i] if i == 0 else sp + parts[i])` fails in convs.0.0 (Conv2d)"},
+    "partial-residual": {"stem.0": "channels sliced [:, 0:32] of 48 channels (Slice)",
+                         "body.2.0": "channels sliced [:, 0:32] of 48 channels (Slice)"},
+    "shuffle": {"g1.0": "a channel shuffle"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_hand_made_block_prunes_what_it_can_and_keeps_the_rest_whole(name, tmp_path):
+    net = check_end_to_end(BLOCKS[name], torch.randn(1, 3, 16, 16), 10, tmp_path)
+    assert net is not None
+    whole = {k.name: k.reason for k in net.whole}
+    assert set(whole) == set(KEPT_WHOLE[name])
+    for group, says in KEPT_WHOLE[name].items():
+        assert says in whole[group]
+    assert not {g.name for g in net.groups} & set(whole)
+
+
+def test_a_chunked_group_goes_in_equal_units_of_its_parts():
+    net = prepare_network(CSP().eval(), 10, torch.zeros(1, 3, 16, 16), "official")
+    expand = next(g for g in net.groups if g.name == "expand.0")
+    assert (expand.size, expand.unit) == (128, 2)                  # unit j = channels {j, j + 64}
+    assert expand.unit_of()[[0, 64, 5, 69]].tolist() == [0, 0, 5, 5]
+
+
+def _silenced(model, group, drop: np.ndarray):
+    """The dense model with group channels `drop` made exactly 0 where they are made: every BatchNorm of
+    the group gives 0 there (gamma = beta = 0), and ReLU(0) = 0 carries it to every reader."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for mem in group.members:
+            norm = twin.get_submodule(mem.layer)
+            if isinstance(norm, nn.BatchNorm2d):
+                rows = mem.param_index[torch.from_numpy(drop)[mem.group_index]]
+                norm.weight[rows] = 0
+                norm.bias[rows] = 0
+    return twin
+
+
+@pytest.mark.parametrize("name, root", [("csp", "expand.0"), ("ghost", "cheap.0"), ("res2net", "convs.2.0"),
+                                        ("shuffle", "g2.0")])
+def test_what_is_pruned_is_what_was_silenced(name, root):
+    """Removing a unit physically gives the same output as silencing its channels where they are made:
+    Torch-Pruning's channel mapping through chunks and concatenations is the model's own."""
+    torch.manual_seed(0)
+    model = BLOCKS[name]().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2)
+            m.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 3, 16, 16)
+    net = prepare_network(model, 10, x[:1], "corrected")
+    keep = [np.ones(g.size, dtype=bool) for g in net.groups]
+    g = next(g for g in net.groups if g.name == root)
+    keep[g.gid] = g.unit_of().numpy() != 1
+    pruned, silenced = pruned_copy(model, net.groups, keep, x[:1]), _silenced(model, g, ~keep[g.gid])
+    with torch.no_grad():
+        pruned, silenced = pruned(x), silenced(x)
+    assert torch.allclose(pruned, silenced, atol=1e-5)
+
+
+def test_a_model_that_breaks_wherever_it_loses_a_channel_is_refused_in_one_line():
+    class WidthBound(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = cbr(3, 16), nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if y.shape[1] != 16:
+                raise ValueError("this network needs 16 channels")
+            return self.fc(y.mean((2, 3)))
+
+    from osp_engine.groups import UnsupportedModel
+
+    with pytest.raises(UnsupportedModel) as refused:
+        prepare_network(WidthBound().eval(), 10, torch.zeros(1, 3, 8, 8), "official")
+    assert str(refused.value) == (
+        "every group that could lose a channel must be kept whole (1; the first, conv.0: the model (WidthBound): "
+        "`raise ValueError(\"this network needs 16 channels\")` fails with ValueError: this network needs 16 channels)")
+
+
+def test_an_unreachable_target_is_refused_with_the_largest_reduction():
+    from osp_engine.groups import UnsupportedModel
+    from osp_engine.network import check_target, max_reduction
+
+    net = prepare_network(PartialResidual().eval(), 10, torch.zeros(1, 3, 16, 16), "official")
+    top = max_reduction(net, 0.75, 1.0)
+    assert 0.3 < top < 0.9
+    check_target(net, top, 0.75, 1.0)
+    with pytest.raises(UnsupportedModel, match=rf"at most {top:.4f} of the FLOPs can go .*2 groups kept whole"):
+        check_target(net, min(top + 0.01, 0.95), 0.75, 1.0)
