@@ -3,10 +3,11 @@ against the counter-based approach (every probe of the same search deep-copies, 
 
 Printed side by side from one run (no timed assertions anywhere):
 
-    python benchmarks/bench_models.py [--models resnet18,densenet121,...] [--size 32]
+    python benchmarks/bench_models.py [--models resnet18,densenet121,timm-rexnet_100,...] [--size 32]
 
-Columns: groups G; build = cost-model build (G one-unit prunes of a copy + G+1 forwards); check =
-the run-start check (2 pruned copies counted by Torch-Pruning); select = one epoch's search from
+Models: torchvision architectures by bare name, or any registry name (`timm-rexnet_100`, `resnet56`).
+Columns: prunable groups G; whole = groups kept whole; plan = prepare_network as a run starts it (graph,
+groups, one-unit probes of a copy, the run-start check of 2 pruned copies, pi); select = one epoch's search from
 counts; probes = FLOPs evaluations that search made; counter = one probe done by copy+prune+count,
 times the probes; ratio = counter / select.
 """
@@ -19,15 +20,14 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine import saliency as sal  # noqa: E402
-from osp_engine.costcheck import check_cost_model, pruned_copy  # noqa: E402
-from osp_engine.costs import cost_table  # noqa: E402
-from osp_engine.probe import build_cost_model  # noqa: E402
-from osp_engine.groups import build_graph, build_groups, find_classifier  # noqa: E402
+from osp_engine.tp import tp  # noqa: E402
+from osp_engine.catalog import OWN_MODELS  # noqa: E402
+from osp_engine.costcheck import pruned_copy  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
+from osp_engine.network import prepare_network  # noqa: E402
 from osp_engine.selection import select  # noqa: E402
 
 DEFAULT = "resnet18,resnet50,vgg11,densenet121,googlenet,resnext50_32x4d,regnet_x_400mf,convnext_tiny," \
@@ -47,32 +47,27 @@ class CountingCost:
         return self.cost.flops(counts)
 
 
-def bench(arch: str, size: int) -> str:
+def bench(name: str, size: int) -> str:
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_model(f"tv-{arch}", 10, size, 3).eval()
+        model = build_model(name, 10, size, 3).eval()
     x = torch.zeros(1, 3, size, size)
-    graph = build_graph(model, x)
-    groups = build_groups(model, graph, find_classifier(model, 10))
     t0 = time.perf_counter()
-    cost = build_cost_model(model, groups, x)
+    net = prepare_network(model, 10, x, "official", checks=2)     # the whole plan, as a run starts it
     t1 = time.perf_counter()
-    check_cost_model(model, groups, cost, x, trials=2)
-    t2 = time.perf_counter()
-    _, pi = cost_table(model, graph, groups, cost, x, "official")
-    scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
-    counting = CountingCost(cost)
+    scores = sal.weighted_saliency(sal.all_saliency(net.groups), net.pi)
+    counting = CountingCost(net.cost)
     t3 = time.perf_counter()
     chosen = select(scores, counting, 0.5, 0.75, 1.0, "official")
     t4 = time.perf_counter()
-    twin = pruned_copy(model, groups, chosen.keep, x)              # one probe, the counter's way
+    twin = pruned_copy(model, net.groups, chosen.keep, x)          # one probe, the counter's way
     counted, _ = tp.utils.count_ops_and_params(twin, x)
     t5 = time.perf_counter()
     assert int(counted) == chosen.flops
     probes = counting.calls - 1                                   # the final figure is not a probe
     counter_s = (t5 - t4) * probes
-    return (f"{arch:<20} {len(groups):>4} {t1 - t0:>8.2f} {t2 - t1:>7.2f} {1e3 * (t4 - t3):>9.1f} "
+    return (f"{name:<28} {len(net.groups):>4} {len(net.whole):>5} {t1 - t0:>7.2f} {1e3 * (t4 - t3):>9.1f} "
             f"{probes:>6} {counter_s:>10.2f} {counter_s / (t4 - t3):>8.0f}x")
 
 
@@ -83,10 +78,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"input 1x3x{args.size}x{args.size}, one thread, target 0.5, official search")
-    print(f"{'model':<20} {'G':>4} {'build s':>8} {'check s':>7} {'select ms':>9} {'probes':>6} "
+    print(f"{'model':<28} {'G':>4} {'whole':>5} {'plan s':>7} {'select ms':>9} {'probes':>6} "
           f"{'counter s':>10} {'ratio':>9}")
-    for arch in args.models.split(","):
-        print(bench(arch, args.size), flush=True)
+    for name in args.models.split(","):
+        print(bench(name if name.startswith(("tv-", "timm-")) or name in OWN_MODELS else f"tv-{name}", args.size),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -188,3 +188,10 @@ def test_an_unreachable_target_is_refused_with_the_largest_reduction():
     check_target(net, top, 0.75, 1.0)
     with pytest.raises(UnsupportedModel, match=rf"at most {top:.4f} of the FLOPs can go .*2 groups kept whole"):
         check_target(net, min(top + 0.01, 0.95), 0.75, 1.0)
+
+
+def test_mnasnet_reloads_into_a_fresh_instance(tmp_path):
+    """MNASNet reads its own state-dict version when loading: the export keeps it."""
+    import torchvision
+
+    check_end_to_end(lambda: torchvision.models.mnasnet0_5(num_classes=10), torch.randn(1, 3, 32, 32), 10, tmp_path)
