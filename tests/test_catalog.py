@@ -26,3 +26,19 @@ def test_a_bad_setting_is_refused_before_torch_loads(tmp_path):
     assert out.stdout.split() == ["2", "False"]
     assert "lr is nan" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_timm_module_is_classified_once():
+    """An upgrade of timm that adds a model module fails here instead of hiding its models."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("timm") is None:
+        pytest.skip("timm is not installed")
+    from timm.models import _registry
+
+    from osp_engine.catalog import TIMM_CNN_FAMILIES, TIMM_OTHER_FAMILIES
+
+    assert not set(TIMM_CNN_FAMILIES) & set(TIMM_OTHER_FAMILIES)
+    assert set(_registry._model_to_module.values()) == set(TIMM_CNN_FAMILIES) | set(TIMM_OTHER_FAMILIES)
