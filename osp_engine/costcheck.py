@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .failure import describe
-from .flops import CostModel, layer_flops
+from .flops import CostModel, layer_flops, parameter_sizes
 from .groups import Group, UnsupportedModel, build_graph, remove_channels
 from .tp import tp
 
@@ -105,15 +105,14 @@ def check_cost_model(model: nn.Module, groups: list[Group], cost: CostModel, exa
             ran = twin if twin is not None else model
             raise CheckFailed(f"a pruned copy does not run: {describe(e, ran)}",
                               _member_groups(groups, _layers_in_trace(e, ran))) from None
-        flops, params, by_layer, params_by_layer = tp.utils.count_ops_and_params(twin, example, layer_wise=True)
+        flops, params, by_layer, _ = tp.utils.count_ops_and_params(twin, example, layer_wise=True)
         if cost.flops(counts) != int(flops):
             wrong = _mismatches(cost, counts, twin, by_layer)
             where = f"{wrong[0]} and {len(wrong) - 1} more layers" if len(wrong) > 1 else (wrong[0] if wrong else "a layer it does not see")
             raise CheckFailed(f"Torch-Pruning's prune of a random sub-network disagrees with the cost model at {where}: "
                               f"{cost.flops(counts)} FLOPs from counts, {int(flops)} counted", _groups_in(cost, set(wrong)))
         if cost.params(counts) != int(params):
-            shapes = {n: p.numel() for n, p in twin.named_parameters()}
-            wrong = {name for name, kind, form in cost.layers if kind == "parameter" and name in shapes
-                     and sum(v * ([*counts, 1][a]) * ([*counts, 1][b]) for (a, b), v in form.items()) != shapes[name]}
+            sizes = {n: p.numel() for n, p in twin.named_parameters()}
+            wrong = {name for name, size in parameter_sizes(cost, counts).items() if name in sizes and size != sizes[name]}
             raise CheckFailed(f"Torch-Pruning's prune of a random sub-network disagrees with the parameter count: "
                               f"{cost.params(counts)} from counts, {int(params)} counted", _groups_in(cost, wrong))

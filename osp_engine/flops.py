@@ -11,7 +11,7 @@ The affine maps are read off Torch-Pruning itself: a physically pruned copy lose
 group at a time, and the change of every dimension is that group's coefficient (probe.py, which also
 keeps whole the groups whose removal breaks the model). Nothing is assumed
 about the architecture; `check_cost_model` then compares F against the counter on randomly pruned
-copies and refuses the model with the layer type it could not cost. Coefficients may be fractions
+copies and names the layers it could not cost. Coefficients may be fractions
 (a grouped conv's C_out/groups), so Q holds `scale` times the counts, exactly, in int64.
 """
 from __future__ import annotations
@@ -221,8 +221,17 @@ def _sum(forms: list[dict]) -> dict:
     return total
 
 
-def layer_flops(cost: CostModel, counts: np.ndarray) -> list[tuple[str, str, Fraction]]:
-    """(layer name, layer type, FLOPs) of every counted call at `counts`: where a check points its finger."""
+def _values(cost: CostModel, counts: np.ndarray, parameters: bool) -> list[tuple[str, str, Fraction]]:
     x = [int(c) for c in counts] + [1]
     return [(name, kind, sum((v * x[a] * x[b] for (a, b), v in form.items()), Fraction(0)))
-            for name, kind, form in cost.layers if kind != "parameter"]
+            for name, kind, form in cost.layers if (kind == "parameter") == parameters]
+
+
+def layer_flops(cost: CostModel, counts: np.ndarray) -> list[tuple[str, str, Fraction]]:
+    """(layer name, layer type, FLOPs) of every counted call at `counts`: where a check points its finger."""
+    return _values(cost, counts, parameters=False)
+
+
+def parameter_sizes(cost: CostModel, counts: np.ndarray) -> dict[str, Fraction]:
+    """{parameter name: elements} at `counts`."""
+    return {name: value for name, _, value in _values(cost, counts, parameters=True)}

@@ -16,7 +16,7 @@ offset of every part goes at once, so the parts stay equal (unit = n).
 
 A group whose one-unit removal breaks the model (a split with sizes fixed in its code, a reshape to
 a fixed channel count, a residual added to part of the channels) is not pruned at all: the cost
-probe (flops.py) keeps it whole and records why as a `KeptWhole`.
+probe (probe.py) keeps it whole and records why as a `KeptWhole`.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .failure import first_line
 from .tp import tp
 
 PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
@@ -211,7 +212,7 @@ def _where(e: BaseException) -> str:
     while tb is not None:                                  # Torch-Pruning's frames hold the node at hand
         node = tb.tb_frame.f_locals.get("node", node)
         tb = tb.tb_next
-    error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    error = first_line(e)
     grad_fn = getattr(node, "grad_fn", None)
     if grad_fn is None:
         return error
@@ -280,8 +281,9 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
-    sliced = {id(n): f"channels sliced {channel_slice(s)} ({_op_name(s)})"
-              for s in graph.module2node.values() if channel_slice(s) for n in s.inputs + s.outputs}
+    slices = [(node, channel_slice(node)) for node in graph.module2node.values()]
+    sliced = {id(n): f"channels sliced {where} ({_op_name(node)})"
+              for node, where in slices if where for n in node.inputs + node.outputs}
     sliced.update({id(n): "channels shuffled by a reshape, a transpose and a reshape (a channel shuffle)"
                    for n in graph.module2node.values() if channel_shuffle(n)})
     groups: list[Group] = []
@@ -359,15 +361,15 @@ def remove_channels(graph: tp.DependencyGraph, root: nn.Module, drop: list[int],
     """Remove output channels `drop` of `root` with Torch-Pruning, and slice the per-channel parameters
     it leaves whole (`channel_parameters`) with the same indices. group: `pruning_group`'s, if at hand."""
     group = group if group is not None else pruning_group(graph, root, drop)
-    extras = [(item.dep.target.module, list(item.idxs)) for item in group.items
-              if graph.is_out_channel_pruning_fn(item.dep.handler) and channel_parameters(item.dep.target.module)]
-    extras = [(m, idxs, {n: m.out_channels for n in channel_parameters(m)}) for m, idxs in extras]
+    extras = [(item.dep.target.module, channel_parameters(item.dep.target.module), set(item.idxs))
+              for item in group.items if graph.is_out_channel_pruning_fn(item.dep.handler)]
+    extras = [(m, names, sorted(set(range(m.out_channels)) - idxs)) for m, names, idxs in extras if names]
     group.prune()
-    for m, idxs, names in extras:
-        for name, before in names.items():
+    for m, names, kept in extras:
+        for name in names:
             p = getattr(m, name)
-            keep = torch.tensor(sorted(set(range(before)) - set(idxs)), dtype=torch.long, device=p.device)
-            setattr(m, name, nn.Parameter(p.data.index_select(0, keep), requires_grad=p.requires_grad))
+            rows = torch.tensor(kept, dtype=torch.long, device=p.device)
+            setattr(m, name, nn.Parameter(p.data.index_select(0, rows), requires_grad=p.requires_grad))
 
 
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:

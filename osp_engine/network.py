@@ -18,7 +18,7 @@ from torch import nn
 
 from .costcheck import CheckFailed, check_cost_model
 from .costs import cost_table
-from .failure import describe
+from .failure import describe, first_line
 from .flops import CostModel, cost_model, count_subclasses
 from .groups import Group, KeptWhole, UnsupportedModel, build_graph, build_groups, find_classifier
 from .probe import Probe, probe_groups, timed_progress
@@ -56,8 +56,8 @@ def check_input(model: nn.Module, example: torch.Tensor, num_classes: int) -> No
         with torch.no_grad():
             out = model.eval()(example)
     except Exception as e:
-        raise UnsupportedModel(f"the model cannot take {shape} inputs ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}): use a dataset whose images it accepts") from None
+        raise UnsupportedModel(f"the model cannot take {shape} inputs ({first_line(e)}): "
+                               f"use a dataset whose images it accepts") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UnsupportedModel(f"the model returns {got} for one {shape} input, not (1, {num_classes}) logits")

@@ -86,12 +86,28 @@ class _Copy:
         for name, drop in self.kept:
             remove_channels(self.graph, self.copy.get_submodule(name), drop)
 
-    def remove(self, name: str, drop: list[int]):
-        """Remove `drop` of group `name`; returns the undo state (None: only a rebuild can undo it)."""
-        tp_group = pruning_group(self.graph, self.copy.get_submodule(name), drop)
-        saved = _snapshot(tp_group)
-        remove_channels(self.graph, self.copy.get_submodule(name), drop, tp_group)
-        return saved
+    def remove_unit(self, g: Group, calls: list, before: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """Remove unit 0 of `g` (channels 0, n, 2n, ...): (the factors observed after, "") if the model still
+        runs the same layers, else (None, why) with the removal undone. before: the factors observed now."""
+        drop = list(range(0, g.size, g.n_units))
+        saved, reason = None, ""
+        try:
+            tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), drop)
+            saved = _snapshot(tp_group)
+            remove_channels(self.graph, self.copy.get_submodule(g.name), drop, tp_group)
+            calls_g, shapes_g = observe(self.copy, self.example)
+            after = np.array(flat(calls_g + shapes_g), dtype=np.int64)
+            if [c[:2] for c in calls_g] != [c[:2] for c in calls] or len(after) != len(before):
+                reason = "removing a channel changes which layers run (the forward depends on the widths)"
+        except UnsupportedModel:
+            raise
+        except Exception as e:
+            reason = describe(e, self.copy)
+        if not reason:
+            self.kept.append((g.name, drop))
+            return after, ""
+        self.undo(saved, before)
+        return None, reason
 
     def undo(self, saved, expected: np.ndarray) -> None:
         """Back to the state whose observation is `expected`, by restoring modules or else rebuilding."""
@@ -114,31 +130,16 @@ def probe_groups(model: nn.Module, groups: list[Group], example: torch.Tensor,
     before = np.array(flat(layout), dtype=np.int64)
     result = Probe(layout, before.copy(), [dict() for _ in before])
     for i, g in enumerate(groups):
-        reason = g.whole or (None if g.n_units > 1 else "")   # "": one unit always stays, its count never moves
-        if g.whole:
-            result.whole.append(KeptWhole(g.name, g.size, g.whole))
-        elif reason is None:
-            drop = list(range(0, g.size, g.n_units))
-            saved = None
-            try:
-                saved = probe.remove(g.name, drop)
-                calls_g, shapes_g = observe(probe.copy, example)
-                after = np.array(flat(calls_g + shapes_g), dtype=np.int64)
-                if [c[:2] for c in calls_g] != [c[:2] for c in calls] or len(after) != len(before):
-                    reason = "removing a channel changes which layers run (the forward depends on the widths)"
-            except UnsupportedModel:
-                raise
-            except Exception as e:
-                reason = describe(e, probe.copy)
-            if reason is None:
+        reason = g.whole
+        if not reason and g.n_units > 1:              # a group of one unit never loses it: no coefficient
+            after, reason = probe.remove_unit(g, calls, before)
+            if not reason:
                 for f in np.flatnonzero(after != before):
                     result.coef[f][len(result.prunable)] = Fraction(int(before[f] - after[f]), g.unit)
                 before = after
-                probe.kept.append((g.name, drop))
-            else:
-                result.whole.append(KeptWhole(g.name, g.size, reason))
-                probe.undo(saved, before)
-        if reason in (None, ""):
+        if reason:
+            result.whole.append(KeptWhole(g.name, g.size, reason))
+        else:
             g.gid = len(result.prunable)
             result.prunable.append(g)
         if progress is not None:
