@@ -116,9 +116,10 @@ def check_selection(model, graph, groups, cost, example, target=0.5):
         model(example)
 
 
-def prepared_or_refused(model, example, classes, target=0.5):
+def prepared_or_refused(model, example, classes, target=0.5, refusals=None):
     """prepare_network, then the target check: the Prunable, or None when refused in one line (the
-    only way it may fail: an UnsupportedModel whose message is a single non-empty line)."""
+    only way it may fail: an UnsupportedModel whose message is a single non-empty line, appended to
+    `refusals` when given)."""
     from osp_engine.groups import UnsupportedModel
     from osp_engine.network import check_target, prepare_network
 
@@ -128,19 +129,22 @@ def prepared_or_refused(model, example, classes, target=0.5):
         return net
     except UnsupportedModel as e:
         assert str(e) and "\n" not in str(e), repr(str(e))
+        if refusals is not None:
+            refusals.append(str(e))
         return None
 
 
-def check_end_to_end(build, example, classes, tmp_path, arch=None):
+def check_end_to_end(build, example, classes, tmp_path, arch=None, refusals=None):
     """A model built by `build()`: prepared or refused in one line; if prepared, FLOPs and params from
     counts equal the counter on a randomly pruned copy, a 0.5 selection lands within 0.5 pp by the
     counter, and the pruned model runs and reloads (load_pruned, by name when `arch` names a registry
-    model, else from a fresh instance) with equal outputs. Returns the Prunable or None."""
+    model, else from a fresh instance) with equal outputs. Returns the Prunable, or None when refused
+    (the message appended to `refusals` when given)."""
     from osp_engine.export import export_model, load_pruned
 
     torch.manual_seed(0)
     model = build().eval()
-    net = prepared_or_refused(model, example, classes)
+    net = prepared_or_refused(model, example, classes, refusals=refusals)
     if net is None:
         return None
     check_counts(model, net.groups, net.cost, example, 1)

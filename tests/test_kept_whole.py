@@ -195,3 +195,35 @@ def test_mnasnet_reloads_into_a_fresh_instance(tmp_path):
     import torchvision
 
     check_end_to_end(lambda: torchvision.models.mnasnet0_5(num_classes=10), torch.randn(1, 3, 32, 32), 10, tmp_path)
+
+
+def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path, monkeypatch):
+    """A real tiny run of the partial-residual block: the summary (show --json), the run card and the
+    Channels page name the two groups kept whole and why."""
+    from streamlit.testing.v1 import AppTest
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import osp_engine
+    from conftest import ROOT
+    from osp_engine.store import RunReader
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
+    data = DataLoader(TensorDataset(x, y), batch_size=32)
+    run_dir = osp_engine.prune(PartialResidual(), data, data, num_classes=10, runs_dir=tmp_path / "runs", epochs=5,
+                               sl_start=0, sl_end=2, target=0.2, reg=0.01, reg_delta=0.01, speed_budget_s=0)
+    kept = RunReader(run_dir).summary()["kept_whole"]
+    assert [(k["name"], k["size"]) for k in kept] == [("stem.0", 32), ("body.2.0", 48)]
+    assert all(k["reason"] == "channels sliced [:, 0:32] of 48 channels (Slice)" for k in kept)
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    pages = {}
+    for name in ("runs", "channels"):
+        at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
+        at.session_state["run_id"] = run_dir.name
+        pages[name] = at.run()
+        assert not pages[name].exception
+    assert any("2 groups kept whole (never pruned: see Channels)" in m.value for m in pages["runs"].markdown)
+    assert [s.value for s in pages["channels"].subheader][-1] == "Groups kept whole (2)"
+    table = pages["channels"].dataframe[0].value
+    assert table["group"].tolist() == ["stem.0", "body.2.0"] and table["channels"].tolist() == [32, 48]

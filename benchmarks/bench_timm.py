@@ -1,0 +1,210 @@
+"""Every timm convolutional classifier through osp, and through Torch-Pruning's plain MagnitudePruner.
+
+For each model (built by name, pretrained=False, 10 classes, 1x3xSxS inputs, one thread):
+- osp: tests/anycnn.check_end_to_end, the check the tests run (prepared or refused in one line; if
+  prepared, FLOPs and params from counts equal the counter on a randomly pruned copy, a 0.5 selection
+  within 0.5 pp by the counter, the pruned model reloads by name with equal outputs). Verdict: exact,
+  exact with k groups kept whole, refused (the one line), or failed (a defect: the assertion).
+- Torch-Pruning alone: MagnitudePruner (L2), pruning ratio 0.5, the classifier ignored, one step, then a
+  forward pass: "prunes" if both run, else the error. This is the criterion of Torch-Pruning's own timm
+  example (the pruned model runs), not a check of exactness.
+
+    python benchmarks/bench_timm.py [--models a,b,...] [--size 64] [--jobs 2] [--limit-s 60] [--out scan.tsv]
+
+Models run smallest first in `--jobs` worker processes; each model has `--limit-s` seconds (an alarm in
+the worker). Rows are appended to --out as they finish (a rerun skips the models already there), and
+the summary counts are printed at the end; `--markdown` prints a finished scan as docs/models.md's table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+COLUMNS = ["model", "family", "params_m", "osp", "groups", "kept_whole", "osp_s", "why", "torch_pruning", "tp_s"]
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def _osp(name: str, size: int) -> tuple[str, str, str, str]:
+    """(verdict, prunable groups, groups kept whole, why) of osp on `name`."""
+    import torch
+    from anycnn import check_end_to_end
+
+    from osp_engine.groups import UnsupportedModel
+    from osp_engine.models import build_model
+
+    def build():
+        return build_model(name, 10, size, 3)
+
+    refusals: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            net = check_end_to_end(build, torch.randn(1, 3, size, size), 10, Path(tmp), arch=name, refusals=refusals)
+    except UnsupportedModel as e:                     # only check_end_to_end's own refusal is allowed through
+        return "failed", "", "", f"UnsupportedModel outside the refusal: {e}"
+    except AssertionError as e:
+        return "failed", "", "", f"AssertionError: {str(e).splitlines()[0] if str(e) else ''}"
+    if net is None:
+        return "refused", "", "", refusals[0]
+    whole = net.whole
+    return ("exact" if not whole else "exact, kept whole"), str(len(net.groups)), str(len(whole)), \
+        (whole[0].reason if whole else "")
+
+
+def _torch_pruning(name: str, size: int) -> str:
+    """'prunes' if Torch-Pruning's MagnitudePruner at 0.5 prunes `name` and the result runs, else the error."""
+    import torch
+
+    from osp_engine.groups import find_classifier
+    from osp_engine.models import build_model
+    from osp_engine.tp import tp
+
+    model = build_model(name, 10, size, 3).eval()
+    x = torch.randn(1, 3, size, size)
+    try:
+        pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                           pruning_ratio=0.5, ignored_layers=[find_classifier(model, 10)])
+        pruner.step()
+        with torch.no_grad():
+            out = model(x)
+        return "prunes" if tuple(out.shape) == (1, 10) else f"wrong output shape {tuple(out.shape)}"
+    except OutOfTime:
+        raise
+    except Exception as e:
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def _timed(fn, limit_s: int):
+    def alarm(*_):
+        raise OutOfTime()
+    signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(limit_s)
+    t0 = time.perf_counter()
+    try:
+        return fn(), time.perf_counter() - t0
+    except OutOfTime:
+        return None, time.perf_counter() - t0
+    finally:
+        signal.alarm(0)
+
+
+def worker(names: list[str], size: int, limit_s: int, out: Path) -> None:
+    import torch
+
+    from osp_engine.models.timm_zoo import timm_classifiers
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    family = dict(timm_classifiers())
+    for name in names:
+        params = _parameters(name)
+        osp, osp_s = _timed(lambda: _osp(name, size), limit_s)
+        osp = osp or ("not finished", "", "", f"over {limit_s} s")
+        tp_result, tp_s = _timed(lambda: _torch_pruning(name, size), limit_s)
+        row = [name, family[name], f"{params / 1e6:.1f}", osp[0], osp[1], osp[2], f"{osp_s:.1f}",
+               osp[3].replace("\t", " ").replace("\n", " ")[:300], tp_result or f"over {limit_s} s", f"{tp_s:.1f}"]
+        with out.open("a", newline="") as f:
+            csv.writer(f, delimiter="\t").writerow(row)
+
+
+def _parameters(name: str) -> int:
+    """Parameters of `timm-<name>` with 10 classes, built on the meta device (no memory, no time)."""
+    import timm
+    import torch
+
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        return sum(p.numel() for p in timm.create_model(name[5:], pretrained=False, num_classes=10).parameters())
+
+
+def summary(out: Path) -> None:
+    rows = list(csv.DictReader(out.open(), delimiter="\t"))
+    count = lambda key, value: sum(1 for r in rows if r[key] == value)   # noqa: E731
+    print(f"{len(rows)} timm convolutional classifiers scanned")
+    print(f"osp: {count('osp', 'exact')} exact, {count('osp', 'exact, kept whole')} exact with groups kept whole, "
+          f"{count('osp', 'refused')} refused in one line, {count('osp', 'failed')} failed, "
+          f"{count('osp', 'not finished')} not finished")
+    print(f"Torch-Pruning's MagnitudePruner at 0.5: {count('torch_pruning', 'prunes')} prune and run, "
+          f"{len(rows) - count('torch_pruning', 'prunes')} do not")
+    both = sum(1 for r in rows if r["osp"].startswith("exact") and r["torch_pruning"] == "prunes")
+    print(f"both: {both}; osp only: {sum(1 for r in rows if r['osp'].startswith('exact')) - both}; "
+          f"Torch-Pruning only: {count('torch_pruning', 'prunes') - both}")
+
+
+def markdown(out: Path) -> None:
+    """The scan as docs/models.md's table, by family then name."""
+    rows = sorted(csv.DictReader(out.open(), delimiter="\t"), key=lambda r: (r["family"], r["model"]))
+    print("| model | family | M params | osp | kept whole | why (first group kept whole, or the refusal) | "
+          "Torch-Pruning's MagnitudePruner at 0.5 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        why = r["why"].replace("|", "\\|").replace("`", "'")
+        tp_result = "prunes and runs" if r["torch_pruning"] == "prunes" else r["torch_pruning"].replace("|", "\\|")
+        print(f"| `{r['model']}` | {r['family']} | {r['params_m']} | {r['osp']} | {r['kept_whole'] or ''} | {why} | "
+              f"{tp_result} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--limit-s", type=int, default=60)
+    ap.add_argument("--out", default="timm_scan.tsv")
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print --out as docs/models.md's table and stop")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.markdown:
+        markdown(out)
+        return
+    if args.worker:
+        worker(args.models.split(","), args.size, args.limit_s, out)
+        return
+    from osp_engine.models.timm_zoo import timm_classifiers
+
+    names = args.models.split(",") if args.models else [n for n, _ in timm_classifiers()]
+    if out.exists():
+        done = {r["model"] for r in csv.DictReader(out.open(), delimiter="\t")}
+        names = [n for n in names if n not in done]
+    else:
+        out.write_text("\t".join(COLUMNS) + "\n")
+    names.sort(key=_parameters)                                      # smallest first
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parts = [names[i::args.jobs] for i in range(args.jobs)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--models", ",".join(p), "--size", str(args.size),
+                               "--limit-s", str(args.limit_s), "--out", f"{out}.part{i}"], env=env)
+             for i, p in enumerate(parts) if p]
+    t0 = time.time()
+    while any(p.poll() is None for p in procs):
+        try:
+            next(p for p in procs if p.poll() is None).wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        done = sum(len(Path(f"{out}.part{i}").read_text().splitlines()) for i in range(len(procs))
+                   if Path(f"{out}.part{i}").exists())
+        print(f"{done}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
+    for i in range(len(procs)):
+        part = Path(f"{out}.part{i}")
+        if part.exists():
+            with out.open("a") as f:
+                f.write(part.read_text())
+            part.unlink()
+    summary(out)
+
+
+if __name__ == "__main__":
+    main()
