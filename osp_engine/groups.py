@@ -150,8 +150,11 @@ def channel_shuffle(node) -> bool:
     counts as one for Torch-Pruning), reshapes it again: a channel shuffle (ShuffleNet's view,
     transpose, view). Torch-Pruning maps channels through it as if nothing moved: silently wrong."""
     grad_fn = getattr(node, "grad_fn", None)
-    if node.type != tp.ops.OPTYPE.RESHAPE or len(getattr(grad_fn, "_saved_self_sym_sizes", ())) < 4:
+    shape = [int(d) for d in getattr(grad_fn, "_saved_self_sym_sizes", ())]
+    if node.type != tp.ops.OPTYPE.RESHAPE or len(shape) < 4 or not node.inputs:
         return False
+    if shape[0] != 1 or shape[1] < 2:            # not a feature map of the batch-1 trace: a weight or a gain
+        return False                             # reshaped (weight standardisation)
     seen, todo = set(), list(node.outputs)
     while todo:
         n = todo.pop()
@@ -292,8 +295,12 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
         size = len(tp_group.items[0].idxs)
         members: list[Member] = []
         layers: list[str] = []
+        unmapped = ""                                        # a layer whose channels Torch-Pruning cannot trace back
         for item in tp_group.items:
             m = item.dep.target.module
+            if any(r is None for r in item.root_idxs):
+                unmapped = unmapped or f"Torch-Pruning cannot map the channels of {item.dep.target.name} to the group's"
+                continue
             is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
             dev = next((p.device for p in m.parameters()), None) if isinstance(m, nn.Module) else m.device
             pidx = torch.tensor(item.idxs, dtype=torch.long, device=dev)
@@ -312,7 +319,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
                             for n in channel_parameters(m)]
             if is_out and (member is not None or isinstance(m, _NORMS)):
                 layers.append(names[m])
-        whole = next((sliced[id(item.dep.target)] for item in tp_group.items if id(item.dep.target) in sliced), "")
+        whole = next((sliced[id(item.dep.target)] for item in tp_group.items if id(item.dep.target) in sliced), unmapped)
         group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
         _check_units(group)
         groups.append(group)
