@@ -21,6 +21,7 @@ probe (probe.py) keeps it whole and records why as a `KeptWhole`.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -279,8 +280,46 @@ def _unit(tp_group, size: int) -> int:
     return unit
 
 
+GROUPING_BUDGET_S = 15.0      # Torch-Pruning's grouping of one model, at most (seconds)
+
+
+class _Budget:
+    """Stops Torch-Pruning's grouping of `graph` after `seconds` with a one-line refusal.
+
+    On some graphs (channels reshaped into a sequence and back, as in ECA and global-context blocks)
+    Torch-Pruning enumerates index subsets for minutes. While the budget is on, every dependency's
+    `is_triggered_by`, which its traversal calls for each step, also looks at the clock."""
+
+    def __init__(self, graph: tp.DependencyGraph, seconds: float) -> None:
+        self.deps = [d for node in graph.module2node.values() for d in node.dependencies]
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        self.deadline = time.perf_counter() + self.seconds
+        for dep in self.deps:
+            dep.is_triggered_by = self._watched(dep.is_triggered_by)
+
+    def __exit__(self, *exc) -> None:
+        for dep in self.deps:
+            vars(dep).pop("is_triggered_by", None)
+
+    def _watched(self, is_triggered_by):
+        def watched(fn):
+            if time.perf_counter() > self.deadline:
+                raise UnsupportedModel(f"Torch-Pruning's grouping did not finish in {self.seconds:g} s (channels "
+                                       f"reshaped across dimensions, as in ECA or global-context blocks)")
+            return is_triggered_by(fn)
+        return watched
+
+
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
-    """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
+    """Every prunable group of `model`, in forward order, with members for saliency and shrink.
+    UnsupportedModel if Torch-Pruning's grouping takes over GROUPING_BUDGET_S."""
+    with _Budget(graph, GROUPING_BUDGET_S):
+        return _build_groups(model, graph, classifier)
+
+
+def _build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
