@@ -227,3 +227,20 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
     assert [s.value for s in pages["channels"].subheader][-1] == "Groups kept whole (2)"
     table = pages["channels"].dataframe[0].value
     assert table["group"].tolist() == ["stem.0", "body.2.0"] and table["channels"].tolist() == [32, 48]
+
+
+def test_torch_pruning_grouping_is_bounded_in_time(monkeypatch):
+    """Past GROUPING_BUDGET_S the grouping stops with one line (ECA blocks took minutes); the budget is then
+    taken off the graph again."""
+    from osp_engine import groups
+    from osp_engine.groups import UnsupportedModel, build_graph, build_groups, find_classifier
+
+    model, x = CSP().eval(), torch.zeros(1, 3, 16, 16)
+    graph = build_graph(model, x)
+    monkeypatch.setattr(groups, "GROUPING_BUDGET_S", 0.0)
+    with pytest.raises(UnsupportedModel, match=r"^Torch-Pruning's grouping did not finish in 0 s \(channels reshaped"):
+        build_groups(model, graph, find_classifier(model, 10))
+    assert not any("is_triggered_by" in vars(d) for n in graph.module2node.values() for d in n.dependencies)
+    monkeypatch.setattr(groups, "GROUPING_BUDGET_S", 15.0)
+    assert [g.name for g in build_groups(model, graph, find_classifier(model, 10))] == \
+        ["stem.0", "expand.0", "block.0.0", "block.1.0"]
