@@ -126,6 +126,7 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
             if _fix_chunk_sizes(graph):
                 tp.dependency.index_mapping.update_index_mapping(graph)
             _cut_channel_slices(graph)
+            _bound_grouping(graph, GROUPING_BUDGET_S)
             return graph
     except Exception as e:
         raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
@@ -280,46 +281,61 @@ def _unit(tp_group, size: int) -> int:
     return unit
 
 
-GROUPING_BUDGET_S = 15.0      # Torch-Pruning's grouping of one model, at most (seconds)
+GROUPING_BUDGET_S = 30.0      # one grouping call of Torch-Pruning, at most (seconds)
+MAX_INDICES = 10_000_000      # indices one mapping of that call may produce
 
 
-class _Budget:
-    """Stops Torch-Pruning's grouping of `graph` after `seconds` with a one-line refusal.
+def _bound_grouping(graph: tp.DependencyGraph, seconds: float) -> None:
+    """Make every grouping call on `graph` (`get_pruning_group`: all groups, a probe, a prune) stop after
+    `seconds` with a one-line refusal.
 
     On some graphs (channels reshaped into a sequence and back, as in ECA and global-context blocks)
-    Torch-Pruning enumerates index subsets for minutes. While the budget is on, every dependency's
-    `is_triggered_by`, which its traversal calls for each step, also looks at the clock."""
+    Torch-Pruning enumerates index subsets for minutes within one call, or multiplies them through
+    reshapes into lists of billions. Each call sets a deadline; every dependency's `is_triggered_by` and
+    index mapping, which the traversal calls at each step, looks at the clock, and a mapping that would
+    produce more than MAX_INDICES indices stops the call at once."""
+    deadline = [float("inf")]
+    get_pruning_group = graph.get_pruning_group
 
-    def __init__(self, graph: tp.DependencyGraph, seconds: float) -> None:
-        self.deps = [d for node in graph.module2node.values() for d in node.dependencies]
-        self.seconds = seconds
+    def bounded(*args, **kwargs):
+        deadline[0] = time.perf_counter() + seconds
+        try:
+            return get_pruning_group(*args, **kwargs)
+        finally:
+            deadline[0] = float("inf")
 
-    def __enter__(self) -> None:
-        self.deadline = time.perf_counter() + self.seconds
-        for dep in self.deps:
-            dep.is_triggered_by = self._watched(dep.is_triggered_by)
+    def check() -> None:
+        if time.perf_counter() > deadline[0]:
+            raise UnsupportedModel(f"Torch-Pruning's grouping did not finish in {seconds:g} s (channels "
+                                   f"reshaped across dimensions, as in ECA or global-context blocks)")
 
-    def __exit__(self, *exc) -> None:
-        for dep in self.deps:
-            vars(dep).pop("is_triggered_by", None)
+    def guarded(mapping):                        # a flatten mapping multiplies the indices by its stride
+        def mapped(idxs):
+            check()
+            if not getattr(mapping, "reverse", True) and len(idxs) * getattr(mapping, "_stride", 1) > MAX_INDICES:
+                raise UnsupportedModel(f"Torch-Pruning's channel mapping through a reshape grows past {MAX_INDICES:,} "
+                                       f"indices (channels reshaped across dimensions, as in global-context blocks)")
+            return mapping(idxs)
+        mapped.guarded = True
+        return mapped
 
-    def _watched(self, is_triggered_by):
-        def watched(fn):
-            if time.perf_counter() > self.deadline:
-                raise UnsupportedModel(f"Torch-Pruning's grouping did not finish in {self.seconds:g} s (channels "
-                                       f"reshaped across dimensions, as in ECA or global-context blocks)")
+    def watched(dep):                            # the traversal asks this right before it maps the indices,
+        is_triggered_by = dep.is_triggered_by    # and each grouping call first resets the mappings: guard them here
+
+        def triggered(fn):
+            check()
+            dep.index_mapping = [m if m is None or hasattr(m, "guarded") else guarded(m) for m in dep.index_mapping]
             return is_triggered_by(fn)
-        return watched
+        return triggered
+
+    graph.get_pruning_group = bounded
+    for node in graph.module2node.values():
+        for dep in node.dependencies:
+            dep.is_triggered_by = watched(dep)
 
 
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
-    """Every prunable group of `model`, in forward order, with members for saliency and shrink.
-    UnsupportedModel if Torch-Pruning's grouping takes over GROUPING_BUDGET_S."""
-    with _Budget(graph, GROUPING_BUDGET_S):
-        return _build_groups(model, graph, classifier)
-
-
-def _build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
+    """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
