@@ -177,11 +177,9 @@ def main() -> None:
     from osp_engine.models.timm_zoo import timm_classifiers
 
     names = args.models.split(",") if args.models else [n for n, _ in timm_classifiers()]
-    if out.exists():
-        done = {r["model"] for r in csv.DictReader(out.open(), delimiter="\t")}
-        names = [n for n in names if n not in done]
-    else:
-        out.write_text("\t".join(COLUMNS) + "\n")
+    _merge_parts(out)                                                # rows of an interrupted scan count
+    done = {r["model"] for r in csv.DictReader(out.open(), delimiter="\t")}
+    names = [n for n in names if n not in done]
     names.sort(key=_parameters)                                      # smallest first
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parts = [names[i::args.jobs] for i in range(args.jobs)]
@@ -194,16 +192,21 @@ def main() -> None:
             next(p for p in procs if p.poll() is None).wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
-        done = sum(len(Path(f"{out}.part{i}").read_text().splitlines()) for i in range(len(procs))
-                   if Path(f"{out}.part{i}").exists())
-        print(f"{done}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
-    for i in range(len(procs)):
-        part = Path(f"{out}.part{i}")
-        if part.exists():
-            with out.open("a") as f:
-                f.write(part.read_text())
-            part.unlink()
+        finished = sum(len(Path(f"{out}.part{i}").read_text().splitlines()) for i in range(len(procs))
+                       if Path(f"{out}.part{i}").exists())
+        print(f"{finished}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
+    _merge_parts(out)
     summary(out)
+
+
+def _merge_parts(out: Path) -> None:
+    """Append the workers' rows (`<out>.partN`) to `out`, creating it with its header if needed."""
+    if not out.exists():
+        out.write_text("\t".join(COLUMNS) + "\n")
+    for part in sorted(out.parent.glob(f"{out.name}.part*")):
+        with out.open("a") as f:
+            f.write(part.read_text())
+        part.unlink()
 
 
 if __name__ == "__main__":
