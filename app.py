@@ -2,7 +2,10 @@
 import streamlit as st
 
 from pages import branches, channels, compare, runs, stability, tradeoff
-from pages.common import sidebar_replay, sidebar_run_picker, warm_chart_renderer
+from pages.control import show_refusal, sidebar_presenter
+from pages.layout import warm_chart_renderer
+from pages.replay import sidebar_replay
+from pages.routing import sidebar_run_picker
 
 st.set_page_config(page_title="osp studio", page_icon=":material/content_cut:", layout="wide")
 listed = [
@@ -26,5 +29,7 @@ if st.session_state.get("teaching"):
             '[data-testid="stMainBlockContainer"] {padding-top: 2rem !important}</style>')   # the chart higher up
 sidebar_run_picker()
 sidebar_replay()
+sidebar_presenter()                         # shared with a room: viewers until the presenter token is entered
+show_refusal()
 warm_chart_renderer()
 nav.run()

@@ -27,6 +27,7 @@ from torch import nn
 from .commands import Cancelled, Relay
 from .config import Config, ConfigError
 from .data import DatasetInfo
+from .faults import explain
 from .groups import UnsupportedModel
 from .network import check_target, kept_whole_note, prepare_network
 from .pruner import Pruner
@@ -80,7 +81,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     run_id = new_run_id(cfg)
     store = RunStore.create(root / run_id, run_id, cfg.to_json(),
                             {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
-                            str(device), cfg.threshold, "custom")
+                            str(device), cfg.threshold, "custom", what="attach")
     shape = list(example.shape[1:])
     store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
     store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
@@ -101,7 +102,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
         status = "cancelled"
         store.event("cancelled", "cancelled by the user")
     except BaseException as e:
-        error = f"{type(e).__name__}: {e}"
+        error = explain(e, store.dir) or f"{type(e).__name__}: {e}"
         store.event("failed", error, trace=traceback.format_exc())
         raise
     finally:

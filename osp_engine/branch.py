@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from .config import Config, ConfigError
+from .faults import FULL_ERRNOS, writing
 from .store import RunReader, list_runs
 
 CHECKPOINTS = "checkpoints"
@@ -34,10 +35,14 @@ def keep_checkpoint(run_dir: Path, epoch: int, every: int) -> None:
     target = checkpoint_path(run_dir, epoch)
     target.parent.mkdir(exist_ok=True)
     target.unlink(missing_ok=True)
-    try:
-        os.link(run_dir / "checkpoint.pt", target)
-    except OSError:
-        shutil.copyfile(run_dir / "checkpoint.pt", target)
+    source = run_dir / "checkpoint.pt"
+    with writing(target, source.stat().st_size):
+        try:
+            os.link(source, target)
+        except OSError as e:
+            if e.errno in FULL_ERRNOS:
+                raise
+            shutil.copyfile(source, target)
 
 
 def branch_epochs(run_dir: str | Path) -> list[int]:

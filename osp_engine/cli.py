@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, apply_overrides
+from .faults import DiskFull, writing
 from .presets import DESCRIPTIONS, PRESETS, get_preset
 from .store import RunReader, runs_root, split_runs
 
@@ -270,7 +271,8 @@ def _cmd_export(args) -> int:
     if not src.is_file():
         raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
     _check_out(Path(args.out))
-    shutil.copyfile(src, args.out)
+    with writing(Path(args.out).resolve(), src.stat().st_size):
+        shutil.copyfile(src, args.out)
     print(f"exported {src} -> {args.out}")
     return 0
 
@@ -330,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFull as e:                          # `export --out` on a full disk (a run records its own)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:                        # `... | head` closed the pipe: not an error
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .faults import payload_bytes, writing
 from .groups import build_graph, remove_channels
 from .models import build_model
 
@@ -22,10 +23,17 @@ STRUCTURE_FILE = "structure.json"
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader never sees half a file."""
+    """torch.save to a temporary file, then rename: a reader never sees half a file. On a full disk,
+    DiskFull names the file and the space it needs, and the partial file is removed (freeing its space
+    for the record of the failure)."""
     tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with writing(path, payload_bytes(obj)):
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def structure(model: torch.nn.Module) -> dict:
@@ -40,8 +48,14 @@ def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Pat
                  "metadata": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()},
                  "pruning_history": history, "arch": arch}, path)
     tmp = run_dir / (STRUCTURE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"arch": arch, "layers": structure(model)}, indent=1))
-    os.replace(tmp, run_dir / STRUCTURE_FILE)
+    text = json.dumps({"arch": arch, "layers": structure(model)}, indent=1)
+    try:
+        with writing(run_dir / STRUCTURE_FILE, len(text)):
+            tmp.write_text(text)
+            os.replace(tmp, run_dir / STRUCTURE_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -18,6 +18,7 @@ from .config import Config
 from .run import Run
 from .sweep import new_sweep_label, target_sweep_configs
 from .store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
+from .writer_lock import RunHeld, describe, holder
 
 
 class RunManager:
@@ -54,6 +55,8 @@ class RunManager:
         """Whether Resume applies: the run ended without finishing (or its writer is gone) and has a checkpoint."""
         reader = self.reader(run_id)
         info = reader.info()
+        if info["holder"] is not None:               # another process (or thread) writes it
+            return False
         ended = info["status"] in ("cancelled", "failed") or info["stale"]
         unexported = info["status"] == "finished" and not (reader.dir / "model.pt").is_file()
         return (ended or unexported) and (reader.dir / "checkpoint.pt").is_file() and \
@@ -73,7 +76,11 @@ class RunManager:
         return [self.start(c) for c in configs]
 
     def _launch(self, run: Run) -> str:
-        run.prepare()
+        try:
+            run.prepare()
+        except BaseException:
+            run.release()                             # a resumed run's lock: nobody will write it here
+            raise
         with self._lock:
             slot = self._slots.setdefault(str(run.device), threading.Semaphore(self.per_device))
             device_waits = any(str(r.device) == str(run.device) for r in self._queue)
@@ -94,6 +101,7 @@ class RunManager:
             if run.commands.cancelled:
                 with self._lock:
                     self._queue.remove(run)
+                run.release()
                 return
             with self._lock:                          # first come, first served on each device
                 first = next(r for r in self._queue if str(r.device) == str(run.device)) is run
@@ -170,13 +178,17 @@ class RunManager:
         return RunReader(resolve_run_dir(self.root, run_id))
 
     def delete(self, run_id: str) -> None:
-        """Remove a run's folder; a live run is cancelled and awaited first."""
+        """Remove a run's folder; a live run of this studio is cancelled and awaited first. A run another
+        process writes is refused (RunHeld): cancel it there first."""
         path = resolve_run_dir(self.root, run_id)
         with self._lock:
             entry = self._runs.pop(run_id, None)
         if entry is not None and entry[1].is_alive():
             entry[0].commands.cancel()
             entry[1].join(timeout=30)
+        held = holder(path)
+        if held is not None:
+            raise RunHeld(describe(held, run_id) + ": cancel it before deleting it")
         if path.exists():
             shutil.rmtree(path)
 

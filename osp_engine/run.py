@@ -12,7 +12,6 @@ Exactly one terminal status is written: finished, failed (with the error) or can
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import sys
@@ -30,6 +29,7 @@ from .config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
 from .export import atomic_save
+from .faults import explain
 from .groups import UnsupportedModel, prune_groups
 from .models import build_model
 from .network import Prunable, check_target, kept_whole_note, prepare_network
@@ -38,9 +38,11 @@ from .pruner import Pruner
 from .rng import rng_state, set_rng_state
 from .speed import record_speed
 from .schedule import learning_rate, schedule_epoch, shrink_lr
+from .resume import adopt, rewind
 from .store import RunReader, RunStore
 from .threads import live_cpu_runs, thread_share, usable_cores
 from .train import evaluate, train_epoch
+from .writer_lock import WriterLock
 
 
 class Run:
@@ -69,6 +71,8 @@ class Run:
         self.resumed: dict | None = None              # the checkpoint a resumed run (or a branch) continues from
         self.parent_dir: Path | None = None           # a branch: its parent's folder
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
+        self.lock: WriterLock | None = None           # a resumed run's writer lock, taken by Run.resume
+        self.rewind: dict | None = None               # {epoch, reason}: resumed from a kept checkpoint
 
     def prepare(self, log=None) -> None:
         """Load the data and build, group, cost and check the model before any folder exists:
@@ -105,30 +109,17 @@ class Run:
 
     @classmethod
     def resume(cls, run_dir: str | Path, world: World = World()) -> "Run":
-        """The run of `run_dir`, set to continue after its last checkpointed epoch (ConfigError if it cannot)."""
+        """The run of `run_dir`, set to continue after its last checkpointed epoch, holding its writer
+        lock (osp_engine/resume.py); ConfigError if it cannot (RunHeld if another process writes it)."""
         path = Path(run_dir)
+        adopted = adopt(path, world.leader)
         try:
-            reader = RunReader(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{str(path)!r} is not a run folder: pass one listed by `python -m osp_engine list`") from None
-        problem = reader.problem()
-        if problem:
-            raise ConfigError(f"{path} is unreadable: {problem}")
-        info = reader.info()
-        if info["display_status"] == "running" and reader.writer_alive() is not False:
-            raise ConfigError(f"{path.name} is still running (its process sends heartbeats): cancel it first")
-        if info["status"] == "finished" and (path / "model.pt").is_file():
-            raise ConfigError(f"{path.name} finished and exported its model: nothing to resume")
-        if info["config"].get("dataset") == "custom":
-            raise ConfigError(f"{path.name} trained your own model from Python: it cannot be resumed from here")
-        try:
-            ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError(f"{path.name} has no checkpoint (it ended before its first epoch): start it again") from None
-        except Exception as e:
-            raise ConfigError(f"{path.name}'s checkpoint.pt cannot be read ({type(e).__name__}): start it again") from None
-        run = cls(Config.from_json(json.dumps(info["config"])), path.parent, run_id=path.name, world=world)
-        run.resumed = ckpt
+            run = cls(adopted.cfg, path.parent, run_id=path.name, world=world)
+        except BaseException:
+            if adopted.lock is not None:
+                adopted.lock.release()
+            raise
+        run.resumed, run.lock, run.rewind = adopted.checkpoint, adopted.lock, adopted.rewind
         return run
 
     @classmethod
@@ -154,7 +145,7 @@ class Run:
             return NullStore(self.dir)                    # rank 0 writes the run folder
         if self.parent_dir is not None:
             store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
-                                    cfg.dataset)
+                                    cfg.dataset, what="branch")
             store.event("started", f"branch of {cfg.parent}: prunes the sub-network of epoch {cfg.branch_epoch}, "
                                    f"then fine-tunes to epoch {cfg.epochs - 1}", epoch=cfg.branch_epoch,
                         variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
@@ -165,19 +156,30 @@ class Run:
                                    cfg.dataset)
         for leftover in self.dir.glob("*.tmp"):          # a save that was cut short
             leftover.unlink()
-        store = RunStore(self.dir)
+        store = RunStore(self.dir, self.lock)
+        if self.rewind is not None:
+            rewind(store, self.resumed, self.rewind["reason"])
         store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
         store.event("resume", f"resumed after epoch {self.resumed['epoch']}", epoch=self.resumed["epoch"],
                     pid=os.getpid(), host=socket.gethostname(), world_size=self.world.size)
         return store
 
+    def release(self) -> None:
+        """Free a resumed run's writer lock when it will not run after all (cancelled while queued, or
+        failed to start); a run that ran frees it when its store closes."""
+        if self.lock is not None:
+            self.lock.release()
+
     # ---------------------------------------------------------------- the cycle
     def execute(self, log=None) -> str:
         """Run the whole cycle in this thread; returns the terminal status. `log(str)` gets progress lines."""
-        self.prepare()
         versions = {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")}
         try:
+            self.prepare()
             store = self._open_store(versions)
+        except BaseException:
+            self.release()
+            raise
         finally:
             self.store_ready.set()
         self.store, self.status = store, "running"
@@ -190,7 +192,8 @@ class Run:
         except BaseException as e:  # the run fails (or is interrupted), keeping every completed epoch
             interrupted = isinstance(e, (KeyboardInterrupt, SystemExit))
             self.status = "cancelled" if interrupted else "failed"
-            self.error = f"interrupted ({type(e).__name__})" if interrupted else f"{type(e).__name__}: {e}"
+            self.error = f"interrupted ({type(e).__name__})" if interrupted else \
+                explain(e, self.dir) or f"{type(e).__name__}: {e}"
             self.trace = traceback.format_exc()
             if interrupted:
                 self._end(store, t0)

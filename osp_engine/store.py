@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .writer_lock import WriterLock, holder
+
 DB_NAME = "run.db"
 STALE_AFTER_S = 60.0
 TERMINAL = ("finished", "failed", "cancelled")
@@ -67,36 +69,49 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 
 class RunStore:
-    """The writer side of one run's folder. Use from one thread."""
+    """The writer side of one run's folder. Use from one thread. It holds the run's writer lock
+    (osp_engine/writer_lock.py) until `close()`."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, lock: WriterLock | None = None) -> None:
         self.dir = Path(run_dir)
+        self.lock = lock
         self.con = _connect(self.dir / DB_NAME)
         self.last_beat = 0.0
 
     @classmethod
     def create(cls, run_dir: Path, run_id: str, config_json: str, versions: dict, device: str,
-               threshold: float, dataset: str) -> "RunStore":
-        """Make the folder and a complete database; readers never see a half-made schema.
+               threshold: float, dataset: str, what: str = "run") -> "RunStore":
+        """Make the folder, take its writer lock (`what`: run, branch, attach) and write a complete
+        database; readers never see a half-made schema.
 
         The database is built under a temporary name, already in WAL mode (a setting kept in the file),
         and renamed into place once it holds the run row; closing it first folds its WAL back in.
         """
         run_dir.mkdir(parents=True, exist_ok=False)
-        tmp = run_dir / (DB_NAME + ".init")
-        con = _connect(tmp)
-        con.execute("PRAGMA journal_mode = WAL")
-        con.executescript(_SCHEMA)
-        now = time.time()
-        con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat, created,"
-                    " threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
-                    (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
-        con.close()
-        os.replace(tmp, run_dir / DB_NAME)
-        return cls(run_dir)
+        lock = WriterLock.take(run_dir, what)
+        try:
+            tmp = run_dir / (DB_NAME + ".init")
+            con = _connect(tmp)
+            con.execute("PRAGMA journal_mode = WAL")
+            con.executescript(_SCHEMA)
+            now = time.time()
+            con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat, created,"
+                        " threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
+                        (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
+            con.close()
+            os.replace(tmp, run_dir / DB_NAME)
+            return cls(run_dir, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     def close(self) -> None:
-        self.con.close()
+        """Close the database, then free the writer lock: another process may adopt the run from here."""
+        try:
+            self.con.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def update_run(self, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -194,8 +209,9 @@ class RunReader:
         out = dict(zip(cols, row))
         out["config"] = json.loads(out["config"])
         out["versions"] = json.loads(out["versions"] or "{}")
-        out["stale"] = out["status"] == "running" and (time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S
-                                                       or self.writer_alive() is False)   # its process is gone
+        out["holder"] = holder(self.dir)                  # who holds the writer lock now, if anyone
+        out["stale"] = out["status"] == "running" and out["holder"] is None and (
+            time.time() - (out["heartbeat"] or 0) > STALE_AFTER_S or self.writer_alive() is False)  # writer gone
         out["display_status"] = "stale" if out["stale"] else out["status"]
         return out
 
@@ -324,29 +340,34 @@ class RunReader:
             best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
-            **dict(zip(("speed", "world_size", "kept_whole"), self._facts())),
+            **self._facts(),
         )
 
-    def _facts(self) -> tuple[dict | None, int, list[dict]]:
-        """(the newest 'speed' event's figures or None, the world size and the groups kept whole (name, size,
-        reason) of the first 'started' event) in one query: summary() is read for every run card on every refresh."""
-        rows = self._query("SELECT kind, data FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE kind = "
-                           "'speed' UNION SELECT MIN(id) FROM events WHERE kind = 'started')")
-        data = {kind: json.loads(d or "{}") for kind, d in rows}
-        started = data.get("started", {})
-        return data.get("speed"), int(started.get("world_size", 1)), list(started.get("kept_whole", []))
+    def _facts(self) -> dict:
+        """{speed: the newest 'speed' event's figures or None, world_size and kept_whole (name, size, reason)
+        of the first 'started' event, rewind: the newest 'rewind' event's {epoch, reason, message} or None}
+        in one query: summary() is read for every run card on every refresh."""
+        rows = self._query("SELECT kind, data, message, epoch FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE "
+                           "kind = 'speed' UNION SELECT MIN(id) FROM events WHERE kind = 'started' UNION "
+                           "SELECT MAX(id) FROM events WHERE kind = 'rewind')")
+        data = {kind: (json.loads(d or "{}"), message, epoch) for kind, d, message, epoch in rows}
+        started = data.get("started", ({},))[0]
+        rewind = data.get("rewind")
+        return dict(speed=data.get("speed", (None,))[0], world_size=int(started.get("world_size", 1)),
+                    kept_whole=list(started.get("kept_whole", [])),
+                    rewind=None if rewind is None else {**rewind[0], "message": rewind[1], "epoch": rewind[2]})
 
     def kept_whole(self) -> list[dict]:
         """The groups the run never pruned: [{name, size, reason}] (empty for a run from before they were recorded)."""
-        return self._facts()[2]
+        return self._facts()["kept_whole"]
 
     def speed(self) -> dict | None:
         """The exported model's measured speed against the dense one (osp_engine/speed.py), or None."""
-        return self._facts()[0]
+        return self._facts()["speed"]
 
     def world_size(self) -> int:
         """How many processes trained the run (torchrun's world size; 1 for a single process)."""
-        return self._facts()[1]
+        return self._facts()["world_size"]
 
 
 def split_runs(root: str | Path) -> tuple[list[RunReader], list[tuple[str, str]]]:

@@ -5,8 +5,11 @@ import streamlit as st
 
 from osp_engine.branch import branches_of
 from osp_engine.sweep import indicator_picks, sweep_rows
-from pages.common import (empty_state, enter_frame, header, manager, plain, require_run, run_frame, run_info,
-                          teaching)
+from pages.control import manager
+from pages.layout import empty_state, header, teaching
+from pages.replay import run_frame, run_info
+from pages.routing import enter_frame, require_run
+from pages.text import plain
 from pages.sweep_chart import sweep_figure
 from pages.teaching import explain as teaching_explainer
 from pages.whatif import what_if

@@ -6,7 +6,10 @@ import streamlit as st
 
 from osp_engine.analysis import kept_fraction, settle_order
 from osp_engine.store import RunReader
-from pages.common import chart_text, empty_state, enter_frame, header, require_run, run_masks, teaching
+from pages.layout import empty_state, header, teaching
+from pages.replay import run_masks
+from pages.routing import enter_frame, require_run
+from pages.text import chart_text
 from pages.figures import IMAGE_ROWS, matrix_figure
 from pages.teaching import explain as teaching_explainer
 

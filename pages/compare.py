@@ -4,8 +4,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import (chart_text, empty_state, enter_frame, header, manager, percent, pick_runs, run_frame,
-                          run_info, teaching)
+from pages.control import manager
+from pages.layout import empty_state, header, teaching
+from pages.replay import run_frame, run_info
+from pages.routing import enter_frame, pick_runs
+from pages.text import chart_text, percent
 from pages.figures import RUN_COLOURS
 from pages.stability_chart import defined_psi
 from pages.teaching import explain as teaching_explainer

@@ -75,5 +75,5 @@ def matrix_figure(z: np.ndarray, x: np.ndarray, y: list | np.ndarray | None, col
 
 
 if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.common import enter_frame
+    from pages.routing import enter_frame
     enter_frame()

@@ -11,10 +11,14 @@ from osp_engine.config import VARIANTS
 from osp_engine.config import Config
 from osp_engine.presets import DESCRIPTIONS, PRESETS
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, fmt_pct, header, manager, percent, plain, refresh_picker,
-                          seconds_per_epoch, select_run, selected_run, send)
+from osp_engine.writer_lock import describe
+from pages.control import manager, may_steer, send, steering
+from pages.layout import empty_state, header
+from pages.routing import enter_frame, refresh_picker, select_run, selected_run
+from pages.text import fmt_pct, percent, plain, seconds_per_epoch
 
 
+@steering
 def start(cfg: Config) -> None:
     """Start `cfg` in the background and pick it; a bad config is shown, not raised.
 
@@ -38,6 +42,7 @@ def start(cfg: Config) -> None:
 KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device", "variant")
 
 
+@steering
 def start_knobs(name: str) -> None:
     """The start form's callback: the preset `name` with the knobs as submitted."""
     k = {f: st.session_state[f"knob_{name}_{f}"] for f in KNOBS}
@@ -80,17 +85,24 @@ def start_form() -> None:
                 st.error(f"Could not start: {plain(error)}")
 
 
+@steering
 def ask_delete(run_id: str) -> None:
     st.session_state["confirm_delete"] = run_id
 
 
+@steering
 def delete(run_id: str) -> None:
-    manager().delete(run_id)
     st.session_state.pop("confirm_delete", None)
+    try:
+        manager().delete(run_id)
+    except ConfigError as e:                 # another process writes it (RunHeld)
+        st.error(f"Could not delete: {plain(str(e))}")
+        return
     if selected_run() == run_id:
         select_run(None)
 
 
+@steering
 def resume(run_id: str) -> None:
     """The Resume button's callback: the run continues in the background from its last epoch."""
     try:
@@ -137,6 +149,9 @@ def details(r: RunReader, s: dict) -> str:
     speed, world = s["speed"], s["world_size"]
     if world > 1:
         lines.append(f"trained by {world} processes (torchrun, world size {world})")
+    if s["rewind"]:
+        lines.append(f"resumed from the kept checkpoint of epoch {s['rewind']['epoch']} "
+                     f"({plain(s['rewind']['reason'])})")
     if s["kept_whole"]:
         lines.append(f"{len(s['kept_whole'])} groups kept whole (never pruned: see Channels)")
     if speed:
@@ -148,10 +163,12 @@ def details(r: RunReader, s: dict) -> str:
     return "".join(f"  \n{line}" for line in lines)
 
 
+@steering
 def ask_cancel(run_id: str) -> None:
     st.session_state["confirm_cancel"] = run_id
 
 
+@steering
 def cancel(run_id: str) -> None:
     send(run_id, "cancel")
     st.session_state.pop("confirm_cancel", None)
@@ -163,6 +180,7 @@ def run_card(r: RunReader) -> None:
     s = r.summary()
     s["baseline"] = r.info()["config"].get("baseline", False)
     live = mgr.controls(r.run_id)
+    holder = r.info()["holder"]                                           # the process writing it, if any
     elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
         top = st.columns([5, 2, 2, 2, 2])
@@ -185,34 +203,43 @@ def run_card(r: RunReader) -> None:
         picked = selected_run() == r.run_id
         b[0].button("Shown in the pages" if picked else "Show in the pages", key=f"open_{r.run_id}", disabled=picked,
                     on_click=select_run, args=(r.run_id,), help="the Stability, Channels and other pages follow this run")
-        if live:
-            b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}",
-                        on_click=send, args=(r.run_id, "resume" if live["paused"] else "pause"))
-            b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=ask_cancel, args=(r.run_id,))
-        elif mgr.resumable(r.run_id):
-            b[1].button("Resume", key=f"resume_{r.run_id}", on_click=resume, args=(r.run_id,),
-                        help="continue after the last completed epoch, as if it had never stopped")
-        b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere, on_click=ask_delete, args=(r.run_id,),
-                    help="a run another process is writing can be deleted once it ends" if elsewhere else None)
-        if live and st.session_state.get("confirm_cancel") == r.run_id:
-            st.warning(f"Cancel {r.run_id}? It stops at the next batch; every completed epoch is kept and Resume "
-                       f"continues it later.")
-            y, n = st.columns(2)
-            y.button("Yes, cancel", key=f"yes_cancel_{r.run_id}", type="primary", on_click=cancel, args=(r.run_id,))
-            n.button("Keep running", key=f"no_cancel_{r.run_id}", on_click=st.session_state.pop,
-                     args=("confirm_cancel", None))
-        if st.session_state.get("confirm_delete") == r.run_id:
-            st.warning(f"Delete {r.run_id} and all its files?")
-            y, n = st.columns(2)
-            y.button("Yes, delete", key=f"yes_{r.run_id}", type="primary", on_click=delete, args=(r.run_id,))
-            n.button("Keep it", key=f"no_{r.run_id}", on_click=keep)
+        if may_steer():
+            steering_buttons(r, b, live, holder, elsewhere)
+
+
+def steering_buttons(r: RunReader, b: list, live: dict | None, holder: dict | None, elsewhere: bool) -> None:
+    """Pause or Resume, Cancel, Delete and their confirmations: what only the presenter of a shared studio sees."""
+    if live:
+        b[1].button("Resume" if live["paused"] else "Pause", key=f"pause_{r.run_id}",
+                    on_click=send, args=(r.run_id, "resume" if live["paused"] else "pause"))
+        b[2].button("Cancel", key=f"cancel_{r.run_id}", on_click=ask_cancel, args=(r.run_id,))
+    elif holder is not None:
+        b[1].button("Resume", key=f"resume_{r.run_id}", disabled=True,
+                    help=f"{plain(describe(holder, r.run_id))}: it cannot be resumed while that process runs")
+    elif manager().resumable(r.run_id):
+        b[1].button("Resume", key=f"resume_{r.run_id}", on_click=resume, args=(r.run_id,),
+                    help="continue after the last completed epoch, as if it had never stopped")
+    b[4].button("Delete", key=f"delete_{r.run_id}", disabled=elsewhere, on_click=ask_delete, args=(r.run_id,),
+                help="a run another process is writing can be deleted once it ends" if elsewhere else None)
+    if live and st.session_state.get("confirm_cancel") == r.run_id:
+        st.warning(f"Cancel {r.run_id}? It stops at the next batch; every completed epoch is kept and Resume "
+                   f"continues it later.")
+        y, n = st.columns(2)
+        y.button("Yes, cancel", key=f"yes_cancel_{r.run_id}", type="primary", on_click=cancel, args=(r.run_id,))
+        n.button("Keep running", key=f"no_cancel_{r.run_id}", on_click=st.session_state.pop,
+                 args=("confirm_cancel", None))
+    if st.session_state.get("confirm_delete") == r.run_id:
+        st.warning(f"Delete {r.run_id} and all its files?")
+        y, n = st.columns(2)
+        y.button("Yes, delete", key=f"yes_{r.run_id}", type="primary", on_click=delete, args=(r.run_id,))
+        n.button("Keep it", key=f"no_{r.run_id}", on_click=keep)
 
 
 def unreadable_card(run_id: str, problem: str) -> None:
     """A run folder that cannot be read: its reason as plain text, and Delete where the name allows it."""
     with st.container(border=True):
         st.text(f"{run_id}\nunreadable: {problem}")
-        if problem != "its folder name is not a run id":
+        if problem != "its folder name is not a run id" and may_steer():
             st.button("Delete", key=f"delete_{run_id}", on_click=ask_delete, args=(run_id,))
             if st.session_state.get("confirm_delete") == run_id:
                 y, n = st.columns(2)
@@ -225,7 +252,8 @@ def queued_card(run_id: str, device: str, ahead: int) -> None:
     with st.container(border=True):
         st.text(f"{run_id}\nqueued for {device}: starts when " +
                 ("the run training there ends" if ahead == 0 else f"{ahead + 1} runs ahead of it have ended"))
-        st.button("Cancel", key=f"unqueue_{run_id}", on_click=manager().cancel_queued, args=(run_id,))
+        if may_steer():
+            st.button("Cancel", key=f"unqueue_{run_id}", on_click=steering(manager().cancel_queued), args=(run_id,))
 
 
 def table_row(r: RunReader) -> dict:
@@ -277,9 +305,10 @@ def render() -> None:
     header("Runs", "Each run trains a network from scratch, searches its pruned sub-network every epoch and prunes "
            "it when the sub-network stops changing. Start the demo to watch the whole cycle on the bundled digits "
            "(4-11 s of training on 2 CPU cores); the other pages follow the run picked in the sidebar.")
-    st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
-              help="digits, 24 epochs, CPU: the whole one-cycle pruning in 4-11 s of training on 2 cores")
-    start_form()
+    if may_steer():
+        st.button("▶ Start the demo run", type="primary", key="start_demo", on_click=start, args=(get_preset("demo"),),
+                  help="digits, 24 epochs, CPU: the whole one-cycle pruning in 4-11 s of training on 2 cores")
+        start_form()
     readable = manager().runs()
     if manager().queued() == [] and readable == ([], []):
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")

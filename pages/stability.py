@@ -3,13 +3,17 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine.store import RunReader
-from pages.common import (empty_state, enter_frame, header, manager, plain, reader, require_run, run_frame, run_info,
-                          run_similarity, send, teaching, variant_line)
+from pages.control import manager, may_steer, send, steering
+from pages.layout import empty_state, header, teaching
+from pages.replay import run_frame, run_info, run_similarity
+from pages.routing import enter_frame, reader, require_run
+from pages.text import plain, variant_line
 from pages.stability_chart import similarity_figure, stability_figure
 from pages.teaching import explain_stability
 from pages.whatif import what_if
 
 
+@steering
 def prune_now(run_id: str) -> None:
     """The button's callback; the epoch it names is read when the click arrives, not when the page was drawn."""
     if send(run_id, "prune_now"):
@@ -23,7 +27,7 @@ def controls(run_id: str, info: dict, df: pd.DataFrame) -> None:
     send a command only when the user changes one, so two tabs never undo each other.
     """
     live = manager().controls(run_id)
-    if info["t_star"] is not None:
+    if info["t_star"] is not None or not may_steer():         # a viewer of a shared studio: no controls
         return
     if live is None:
         if info["display_status"] == "running":

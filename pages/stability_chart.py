@@ -142,5 +142,5 @@ def similarity_figure(epochs: list[int], sim: np.ndarray, t_star: int | None, fo
 
 
 if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.common import enter_frame
+    from pages.routing import enter_frame
     enter_frame()

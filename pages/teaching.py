@@ -63,5 +63,5 @@ def explain(page: str) -> None:
 
 
 if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.common import enter_frame
+    from pages.routing import enter_frame
     enter_frame()

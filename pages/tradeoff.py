@@ -8,7 +8,11 @@ import streamlit as st
 from osp_engine import ConfigError, get_preset
 from osp_engine.presets import PRESETS
 from osp_engine.sweep import sweep_labels, target_sweep
-from pages.common import chart_text, enter_frame, header, manager, pick_runs, plain, run_frame, teaching
+from pages.control import manager, may_steer, steering
+from pages.layout import header, teaching
+from pages.replay import run_frame
+from pages.routing import enter_frame, pick_runs
+from pages.text import chart_text, plain
 from pages.figures import RUN_COLOURS, phase_bands
 from pages.teaching import explain as teaching_explainer
 
@@ -80,6 +84,7 @@ def add_target_sweep(fig: go.Figure, label: str, sweep: dict, dense_mflops: floa
                                  name=f"dense baseline, same schedule: {sweep['baseline']:.2f} %"))
 
 
+@steering
 def start_target_sweep() -> None:
     """The form's callback: the preset at each target plus its dense baseline, queued one after another."""
     st.session_state.pop("sweep_error", None)
@@ -92,6 +97,8 @@ def start_target_sweep() -> None:
 
 
 def sweep_form() -> None:
+    if not may_steer():                            # a viewer of a shared studio: nothing to start
+        return
     with st.expander("Sweep FLOPs targets", expanded="sweep_error" in st.session_state):
         with st.form("sweep_form"):
             c1, c2 = st.columns(2)

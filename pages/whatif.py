@@ -4,9 +4,11 @@ import streamlit as st
 
 from osp_engine import ConfigError
 from osp_engine.branch import branch_epochs, checkpoints_bytes
-from pages.common import manager, plain
+from pages.control import manager, may_steer, steering
+from pages.text import plain
 
 
+@steering
 def start_branches(run_id: str, epochs: list[int] | None = None) -> None:
     """The buttons' callback: queue one branch per epoch (None: the slider's epoch as sent with the
     click, not as it was when the page was drawn); an error is kept for the next draw."""
@@ -31,6 +33,8 @@ def what_if(run_id: str, info: dict) -> None:
         return
     run_dir = manager().reader(run_id).dir
     kept = branch_epochs(run_dir)
+    if not may_steer():                            # a viewer of a shared studio: nothing to start
+        return
     if not kept:
         st.caption("No checkpoints kept, so no branches: start a run with keep_checkpoints=1 (the demo does) "
                    "to ask what pruning at another epoch would have given.")

@@ -245,7 +245,7 @@ def test_live_controls_reach_the_run_and_every_session_shows_them(tmp_path, monk
     at = _page("runs")
     at.button(key="start_demo").click().run()
     run_id = at.session_state["run_id"]
-    from pages.common import manager                             # the same cached manager the pages use
+    from pages.control import manager                             # the same cached manager the pages use
     mgr = manager()
     try:
         assert mgr.controls(run_id) == dict(paused=False, threshold=0.999, auto_prune=True, prune_requested=False)
@@ -348,7 +348,7 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
     """
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)
-    from pages.common import manager
+    from pages.control import manager
     mgr = manager()
     at = AppTest.from_string(MOVING, default_timeout=60).run()
     at.button(key="start_demo").click()
@@ -413,7 +413,7 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
 def test_the_start_form_starts_the_chosen_variant(tmp_path, monkeypatch):
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)
-    from pages.common import manager
+    from pages.control import manager
     mgr = manager()
     at = _page("runs")
     assert at.selectbox(key="knob_demo_variant").value == "official"          # every preset's default
@@ -527,7 +527,7 @@ def test_replay_moves_every_page_to_the_chosen_epoch(filled_root):
     root, run_id = filled_root
     t_star = RunReader(root / run_id).info()["t_star"]
     assert t_star > 5
-    at = AppTest.from_string("from pages.common import sidebar_replay\nsidebar_replay()\n", default_timeout=60)
+    at = AppTest.from_string("from pages.replay import sidebar_replay\nsidebar_replay()\n", default_timeout=60)
     at.session_state["run_id"] = run_id
     at.run()
     at.toggle(key="replay_on").set_value(True).run()

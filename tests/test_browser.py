@@ -39,8 +39,17 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def server(tmp_path):
+    yield from _serve(tmp_path, {})
+
+
+@pytest.fixture()
+def shared_server(tmp_path):
+    yield from _serve(tmp_path, {"OSP_SHARE": "1", "OSP_PRESENTER_TOKEN": "room-42-token"})
+
+
+def _serve(tmp_path, extra_env: dict):
     port = _free_port()
-    env = {**ONE_THREAD, "OSP_RUNS_DIR": str(tmp_path / "runs")}
+    env = {**ONE_THREAD, "OSP_RUNS_DIR": str(tmp_path / "runs"), **extra_env}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -257,3 +266,47 @@ def test_what_if_starts_a_linked_branch_and_the_sweep_plot_gains_its_point(serve
         page.get_by_role("link", name="Runs").click()               # the branch's card names its parent
         page.get_by_text(f"branch of {finished_run.run_id}, pruned at epoch {epoch}").wait_for(timeout=60000)
         browser.close()
+
+
+def test_a_shared_studio_shows_viewers_everything_live_and_only_the_presenter_steers(shared_server, tmp_path):
+    runs = tmp_path / "runs"
+    cli = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(runs),
+                            "--set", "epochs=400", "--set", "sl_end=300"], cwd=ROOT, env=ONE_THREAD,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        run_id = re.match(r"run (\S+) -> ", cli.stdout.readline()).group(1)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            viewer = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            viewer.goto(f"{shared_server}/stability?run={run_id}")
+            viewer.get_by_text("PSI (smoothed").first.wait_for(timeout=60000)
+            first = _epochs_shown(viewer)
+            deadline = time.time() + 120
+            while _epochs_shown(viewer) < first + 2 and time.time() < deadline:
+                viewer.wait_for_timeout(500)
+            assert _epochs_shown(viewer) >= first + 2, "the viewer's chart did not gain epochs"
+            assert viewer.get_by_role("button", name="Prune now").count() == 0
+            viewer.get_by_role("link", name="Runs").click()
+            viewer.get_by_text(run_id).first.wait_for(timeout=60000)
+            for name in ("Pause", "Cancel", "Delete", "▶ Start the demo run"):
+                assert viewer.get_by_role("button", name=name, exact=True).count() == 0, name
+            _healthy(viewer, "viewer")
+
+            presenter = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            presenter.goto(f"{shared_server}/?run={run_id}")
+            presenter.get_by_label("Presenter token").fill("room-42-token")
+            presenter.get_by_role("button", name="Unlock controls").click()
+            presenter.get_by_text("Presenter: this session controls the runs.").wait_for(timeout=60000)
+            presenter.get_by_role("button", name="Pause", exact=True).first.click()
+            deadline = time.time() + 60
+            while not (RunReader(runs / run_id).controls() or {}).get("paused") and time.time() < deadline:
+                presenter.wait_for_timeout(300)
+            assert RunReader(runs / run_id).controls()["paused"] is True
+            _healthy(presenter, "presenter")
+            viewer.reload()
+            viewer.get_by_text(run_id).first.wait_for(timeout=60000)
+            assert viewer.get_by_role("button", name="Resume", exact=True).count() == 0
+            browser.close()
+    finally:
+        cli.terminate()
+        cli.wait(60)

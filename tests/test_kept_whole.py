@@ -7,10 +7,9 @@ kept whole, and why, are asserted exactly.
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from anycnn import check_end_to_end, prepared_or_refused
+from anycnn import check_end_to_end
 from osp_engine.costcheck import pruned_copy
 from osp_engine.network import prepare_network
 

@@ -1,6 +1,7 @@
 """Resume: a command-line run killed (SIGKILL) at several points and resumed ends with the same store
 and model as an uninterrupted run (CPU, one thread each)."""
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -117,3 +118,78 @@ def test_export_exports_again_a_run_whose_export_was_cut_short(tmp_path):
     res = _cli("export", str(run_dir), "--out", str(tmp_path / "pruned.pt"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "pruned.pt").is_file() and RunReader(run_dir).info()["status"] == "finished"
+
+
+def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrupted, tmp_path):
+    """checkpoint.pt truncated in place (its hard-linked kept copy of the same epoch with it): the resume
+    rewinds the store to the newest intact kept checkpoint, says so, and ends as the uninterrupted run."""
+    from osp_engine.branch import branch_epochs, checkpoint_path
+
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
+    runs = tmp_path / "runs"
+    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
+    (run_dir,) = runs.iterdir()
+    last = RunReader(run_dir).last_epoch()
+    os.truncate(run_dir / "checkpoint.pt", (run_dir / "checkpoint.pt").stat().st_size // 2)
+    intact = [e for e in branch_epochs(run_dir) if checkpoint_path(run_dir, e).stat().st_size > 1000
+              and e < last]                                     # epoch `last`'s kept copy is the same file
+    resumed = _cli("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed after epoch {intact[-1]}" in resumed.stdout
+    assert _store(run_dir) == _store(uninterrupted)
+    a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(uninterrupted / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rewind = RunReader(run_dir).summary()["rewind"]
+    assert rewind["epoch"] == intact[-1] and rewind["reason"].startswith("checkpoint.pt cannot be read (")
+    assert rewind["message"].endswith(f"resumed from the kept checkpoint of epoch {intact[-1]}; epochs "
+                                      f"{intact[-1] + 1}-{last} are trained again")
+
+
+def test_resume_refuses_when_no_checkpoint_is_intact(tmp_path):
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
+    runs = tmp_path / "runs"
+    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
+    (run_dir,) = runs.iterdir()
+    for path in [run_dir / "checkpoint.pt", *(run_dir / "checkpoints").glob("*.pt")]:
+        path.write_bytes(b"damaged")
+    res = _cli("resume", str(run_dir))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "checkpoint.pt cannot be read (" in res.stderr and "no kept checkpoint is intact: start it again" in res.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MB tmpfs with 5 MB taken by a filler file (deleting it frees the space); skipped where
+    this process may not mount."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip() or res.returncode}")
+    try:
+        (mount / "filler").write_bytes(b"\0" * 5_000_000)
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_it_resumes_once_space_is_freed(uninterrupted, small_disk):
+    runs = small_disk / "runs"
+    failed = _cli("run", "--runs-dir", str(runs), *SETTINGS)
+    assert failed.returncode == 1, failed.stderr
+    (run_dir,) = runs.iterdir()
+    info = RunReader(run_dir).info()
+    assert info["status"] == "failed"
+    assert re.fullmatch(rf"disk full: writing (checkpoint\.pt|epoch-\d{{4}}\.pt|run\.db) in {re.escape(str(run_dir))}"
+                        rf"(/checkpoints)? needs about \d+\.\d MB", info["error"]), info["error"]
+    assert failed.stderr.strip() == f"run failed: {info['error']}"
+    assert not list(run_dir.glob("*.tmp"))                   # the partial file is gone
+    committed = _store(run_dir)["epochs"]
+    (small_disk / "filler").unlink()
+    resumed = _cli("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _store(run_dir) == _store(uninterrupted)
+    assert _store(run_dir)["epochs"][:len(committed)] == committed           # nothing committed was lost

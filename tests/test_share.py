@@ -1,0 +1,101 @@
+"""A studio shared with a room (OSP_SHARE=1), in AppTest: viewers see the pages live and no control,
+forged callbacks change nothing, the presenter's session controls the runs."""
+import shutil
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from osp_engine import get_preset
+from osp_engine.config import apply_overrides
+
+TOKEN = "room-42-token"
+CONTROLS = {"Start the demo run", "Pause", "Resume", "Cancel", "Delete", "Unlock controls"}
+
+
+@pytest.fixture()
+def shared_root(finished_run, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(finished_run.dir, root / finished_run.run_id)
+    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+    monkeypatch.setenv("OSP_SHARE", "1")
+    monkeypatch.setenv("OSP_PRESENTER_TOKEN", TOKEN)
+    monkeypatch.chdir(ROOT)
+    return root, finished_run.run_id
+
+
+def _labels(at) -> set[str]:
+    """Every button's label (form buttons included), the demo's arrow dropped."""
+    return {b.label.lstrip("▶ ") for b in at.button} | {b.label for b in at.get("form_submit_button")}
+
+
+def _app(run_id=None):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    if run_id:
+        at.session_state["run_id"] = run_id
+    return at
+
+
+def _live_run():
+    """A demo run trained by the studio's own manager, slow enough to be live while the test acts."""
+    from pages.control import manager
+    cfg = apply_overrides(get_preset("demo"), ["epochs=400", "threads=1"])
+    return manager(), manager().start(cfg)
+
+
+def test_a_viewer_sees_the_pages_and_no_control(shared_root):
+    root, run_id = shared_root
+    at = _app().run()
+    assert not at.exception
+    assert _labels(at) & CONTROLS == {"Unlock controls"}                     # the presenter's form only
+    assert [t.label for t in at.sidebar.text_input] == ["Presenter token"]
+    for page in ("stability", "channels", "tradeoff", "compare", "branches"):
+        view = AppTest.from_string(f"from pages.{page} import render\nrender()\n", default_timeout=60)
+        view.session_state["run_id"] = run_id
+        view.run()
+        assert not view.exception, page
+        assert view.get("plotly_chart") or page == "branches", f"{page} draws no chart for a viewer"  # no branches yet
+        labels = {b.label for b in view.button}
+        assert not labels & {"✂ Prune now", "What if I had pruned here?"}, page
+        assert not [e for e in view.get("form_submit_button") if e.label == "Start the sweep"], page
+
+
+def test_forged_callbacks_change_nothing_for_a_viewer(shared_root):
+    root, run_id = shared_root
+    mgr, live = _live_run()
+    try:
+        forged = AppTest.from_string(
+            "from osp_engine import get_preset\nfrom pages import runs, stability, whatif\n"
+            f"runs.delete({run_id!r})\nruns.start(get_preset('demo'))\nruns.cancel({live!r})\n"
+            f"stability.prune_now({live!r})\nwhatif.start_branches({run_id!r}, [2])\n"
+            "import streamlit as st\nst.write(st.session_state.get('refused'))\n", default_timeout=60).run()
+        assert not forged.exception
+        assert (root / run_id).is_dir()                                         # not deleted
+        assert sorted(p.name for p in root.iterdir()) == sorted([run_id, live])  # nothing started or branched
+        assert mgr.controls(live) == dict(paused=False, threshold=0.999, auto_prune=True, prune_requested=False)
+        assert mgr.owned(live) is not None and not mgr.owned(live).commands.cancelled
+        assert "shared read-only" in forged.markdown[0].value
+    finally:
+        mgr.delete(live)
+
+
+def test_the_presenter_unlocks_the_controls_and_steers_the_run(shared_root):
+    root, run_id = shared_root
+    mgr, live = _live_run()
+    try:
+        at = _app(live).run()
+        at.sidebar.text_input[0].input("not-the-token")
+        at.get("form_submit_button")[0].click().run()
+        assert at.sidebar.error[0].value == "That is not the presenter token." and "Pause" not in _labels(at)
+        at.sidebar.text_input[0].input(TOKEN)
+        at.get("form_submit_button")[0].click().run()
+        assert not at.exception and at.session_state["presenter"] is True
+        assert {"Start the demo run", "Pause", "Cancel", "Delete"} <= _labels(at)
+        assert at.sidebar.text_input == [] or at.sidebar.text_input[0].value in ("", None)   # the typed token is gone
+        next(b for b in at.button if b.label == "Pause" and b.key == f"pause_{live}").click().run()
+        assert mgr.controls(live)["paused"] is True
+        other = _app(live).run()                                                # another session: still a viewer
+        assert "Pause" not in _labels(other) and "Resume" not in _labels(other)
+    finally:
+        mgr.delete(live)

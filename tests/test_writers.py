@@ -1,0 +1,111 @@
+"""One writer per run: the OS lock every writer holds, N resumes at once, a killed writer, the studio's
+manager refusing a run another process writes."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from osp_engine import ConfigError, get_preset
+from osp_engine.config import apply_overrides
+from osp_engine.manager import RunManager
+from osp_engine.run import Run
+from osp_engine.store import RunReader
+from osp_engine.writer_lock import RunHeld, WriterLock, holder
+from test_resume import KILLER, SETTINGS
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _wait(condition, seconds=300):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_the_lock_excludes_a_second_writer_and_names_the_holder(tmp_path):
+    first = WriterLock.take(tmp_path, "run")
+    assert holder(tmp_path)["pid"] == os.getpid() and holder(tmp_path)["what"] == "run"
+    with pytest.raises(RunHeld) as refused:
+        WriterLock.take(tmp_path, "resume")                  # another open file: excluded even in one process
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path.name} is being written by pid {os.getpid()} on {socket.gethostname()} (run) "
+                              f"since ") and "\n" not in message
+    first.release()
+    assert holder(tmp_path) is None
+    WriterLock.take(tmp_path, "resume").release()            # free again at once
+
+
+def _killed_run(tmp_path) -> os.PathLike:
+    """A demo run killed (SIGKILL) a few batches into epoch 3: 'running' in its store, no process."""
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
+    runs = tmp_path / "runs"
+    killed = subprocess.run([sys.executable, str(script), "run", "--runs-dir", str(runs), *SETTINGS], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600, env=ENV)
+    assert killed.returncode == -9, killed.stderr
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
+def test_of_four_resumes_at_once_exactly_one_proceeds(tmp_path):
+    run_dir = _killed_run(tmp_path)
+    assert holder(run_dir) is None and RunReader(run_dir).info()["stale"]     # the killed writer's lock is free
+    RunReader(run_dir).send_command("pause")          # the winner pauses at once: it holds the run while the others try
+    procs = [subprocess.Popen([sys.executable, "-m", "osp_engine", "resume", str(run_dir)], cwd=ROOT, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    _wait(lambda: sum(p.poll() is not None for p in procs) == 3)
+    losers = [p for p in procs if p.poll() is not None]
+    (winner,) = [p for p in procs if p.poll() is None]
+    for p in losers:
+        err = p.stderr.read()
+        assert p.returncode == 2 and err.count("\n") == 1, err
+        assert f"is being written by pid {winner.pid} on {socket.gethostname()} (resume) since" in err, err
+    _wait(lambda: (RunReader(run_dir).controls() or {}).get("paused"))
+    RunReader(run_dir).send_command("resume")
+    out, err = winner.communicate(timeout=600)
+    assert winner.returncode == 0, err
+    kinds = [e["kind"] for e in RunReader(run_dir).events()]
+    assert kinds.count("resume") == 1 and kinds.count("finished") == 1 and kinds[-1] == "finished"
+    assert holder(run_dir) is None
+
+
+def test_a_killed_writer_frees_its_lock_at_once(tmp_path):
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--runs-dir", str(runs), *SETTINGS,
+                             "--set", "epochs=40"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait(lambda: runs.is_dir() and any(runs.iterdir()) and holder(next(runs.iterdir())) is not None)
+    run_dir = next(runs.iterdir())
+    assert holder(run_dir)["pid"] == proc.pid and holder(run_dir)["what"] == "run"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert holder(run_dir) is None
+    WriterLock.take(run_dir, "resume").release()
+
+
+def test_the_studio_refuses_a_run_another_process_writes(finished_run, tmp_path):
+    cfg = apply_overrides(get_preset("demo"), ["epochs=6", "sl_start=1", "sl_end=3", "reg=0.02", "reg_delta=0.02",
+                                               "threads=1"])
+    run = Run(cfg, tmp_path)
+    assert run.execute(log=lambda line: run.commands.cancel()) == "cancelled"    # after epoch 0: resumable
+    mgr = RunManager(tmp_path)
+    assert mgr.resumable(run.run_id) and holder(run.dir) is None
+    other = WriterLock.take(run.dir, "resume")         # as a command-line resume would hold it
+    try:
+        assert not mgr.resumable(run.run_id)
+        with pytest.raises(RunHeld, match="is being written by pid"):
+            mgr.resume(run.run_id)
+        with pytest.raises(RunHeld, match="cancel it before deleting it"):
+            mgr.delete(run.run_id)
+        assert run.dir.is_dir()
+    finally:
+        other.release()
+    assert mgr.resumable(run.run_id)
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        Run.resume(finished_run.dir)
+    assert holder(finished_run.dir) is None            # a refused resume leaves the lock free
