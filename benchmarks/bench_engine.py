@@ -21,13 +21,13 @@ import torch
 import torch_pruning as tp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from osp_engine import saliency as sal  # noqa: E402
-from osp_engine.costs import cost_table  # noqa: E402
-from osp_engine.probe import build_cost_model  # noqa: E402
-from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups  # noqa: E402
+from osp_engine.method import saliency as sal  # noqa: E402
+from osp_engine.method.costs import cost_table  # noqa: E402
+from osp_engine.method.probe import build_cost_model  # noqa: E402
+from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
-from osp_engine.regularizer import Shrinker  # noqa: E402
-from osp_engine.selection import protected_mask, select  # noqa: E402
+from osp_engine.method.regularizer import Shrinker  # noqa: E402
+from osp_engine.method.selection import protected_mask, select  # noqa: E402
 
 
 def probe_by_copy(model, x, scores, tau, l_max):

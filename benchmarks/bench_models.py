@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from osp_engine import saliency as sal  # noqa: E402
-from osp_engine.tp import tp  # noqa: E402
-from osp_engine.catalog import OWN_MODELS  # noqa: E402
-from osp_engine.costcheck import pruned_copy  # noqa: E402
+from osp_engine.method import saliency as sal  # noqa: E402
+from osp_engine.method.tp import tp  # noqa: E402
+from osp_engine.method.catalog import OWN_MODELS  # noqa: E402
+from osp_engine.method.costcheck import pruned_copy  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
-from osp_engine.network import prepare_network  # noqa: E402
-from osp_engine.selection import select  # noqa: E402
+from osp_engine.method.network import prepare_network  # noqa: E402
+from osp_engine.method.selection import select  # noqa: E402
 
 DEFAULT = "resnet18,resnet50,vgg11,densenet121,googlenet,resnext50_32x4d,regnet_x_400mf,convnext_tiny," \
           "efficientnet_b0,mobilenet_v3_large,squeezenet1_1"

@@ -1,5 +1,5 @@
 """The pruned model's measured speed against the dense one: latency at batch 1 and throughput at
-batch 256, timed side by side (osp_engine/speed.py), on CPU and, when one is visible, on a GPU.
+batch 256, timed side by side (osp_engine/running/speed.py), on CPU and, when one is visible, on a GPU.
 
 Each network is pruned by the method's own selection at the target (50 % of FLOPs by default) on
 its freshly initialised weights: the speed of a pruned network depends on its shape, not on its
@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from osp_engine import saliency as sal  # noqa: E402
-from osp_engine.export import load_pruned  # noqa: E402
-from osp_engine.groups import prune_groups  # noqa: E402
+from osp_engine.method import saliency as sal  # noqa: E402
+from osp_engine.storage.export import load_pruned  # noqa: E402
+from osp_engine.method.groups import prune_groups  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
-from osp_engine.network import prepare_network  # noqa: E402
-from osp_engine.selection import select  # noqa: E402
-from osp_engine.speed import measure_speed  # noqa: E402
+from osp_engine.method.network import prepare_network  # noqa: E402
+from osp_engine.method.selection import select  # noqa: E402
+from osp_engine.running.speed import measure_speed  # noqa: E402
 
 SHAPES = {"digits-resnet8": (10, 8, 1), "digits-resnet14": (10, 8, 1)}      # (classes, image size, channels)
 

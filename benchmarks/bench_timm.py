@@ -43,7 +43,7 @@ def _osp(name: str, size: int) -> tuple[str, str, str, str]:
     import torch
     from anycnn import check_end_to_end
 
-    from osp_engine.groups import UnsupportedModel
+    from osp_engine.method.groups import UnsupportedModel
     from osp_engine.models import build_model
 
     def build():
@@ -68,9 +68,9 @@ def _torch_pruning(name: str, size: int) -> str:
     """'prunes' if Torch-Pruning's MagnitudePruner at 0.5 prunes `name` and the result runs, else the error."""
     import torch
 
-    from osp_engine.groups import find_classifier
+    from osp_engine.method.groups import find_classifier
     from osp_engine.models import build_model
-    from osp_engine.tp import tp
+    from osp_engine.method.tp import tp
 
     model = build_model(name, 10, size, 3).eval()
     x = torch.randn(1, 3, size, size)

@@ -41,8 +41,8 @@ SIGNALS = ["SIGKILL", "SIGTERM", "SIGINT"]
 WRAPPER = '''
 import os, signal, sys, threading, time
 sys.path.insert(0, {root!r})
-import osp_engine.run as run_module, osp_engine.pruner as pruner_module, osp_engine.store as store_module
-from osp_engine import cli
+import osp_engine.running.run as run_module, osp_engine.running.pruner as pruner_module, osp_engine.storage.store as store_module
+from osp_engine.interfaces import cli
 
 point, nth, sig = {point!r}, {nth!r}, getattr(signal, {sig!r})
 seen = [0]
@@ -218,7 +218,7 @@ def unit_sweep(soak: Soak, refs: dict, epochs: list[int], runs: Path) -> list[tu
                         soak.counts["started again"] += 1
         if res.returncode == 0:
             break
-    from osp_engine.store import RunReader
+    from osp_engine.storage.store import RunReader
 
     return [(b, refs[("branch", RunReader(b).info()["config"]["branch_epoch"])]) for b in new_dirs(runs, {parent.name})]
 

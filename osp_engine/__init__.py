@@ -5,20 +5,20 @@ Public API (docs in README, 'Your own model'):
     attach(model, example, num_classes=..., epochs=...) a Pruner for your own training loop
     load_pruned(path, model=None)                       the exported pruned network
 """
-from .config import Config, ConfigError
-from .presets import PRESETS, get_preset
+from .method.config import Config, ConfigError
+from .interfaces.presets import PRESETS, get_preset
 
 
 def __getattr__(name: str):
     """prune, attach, Pruner and load_pruned import torch: only when used (the CLI stays quick)."""
     if name in ("prune", "attach"):
-        from . import api
+        from .interfaces import api
         return getattr(api, name)
     if name == "Pruner":
-        from .pruner import Pruner
+        from .running.pruner import Pruner
         return Pruner
     if name == "load_pruned":
-        from .export import load_pruned
+        from .storage.export import load_pruned
         return load_pruned
     raise AttributeError(f"module 'osp_engine' has no attribute {name!r}")
 

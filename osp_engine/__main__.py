@@ -1,7 +1,7 @@
 import os
 import sys
 
-from .cli import main
+from .interfaces.cli import main
 
 code = main()
 sys.stdout.flush()

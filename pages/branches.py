@@ -3,8 +3,8 @@ parent, when the picked run is a branch), beside the indicators that would have 
 import pandas as pd
 import streamlit as st
 
-from osp_engine.branch import branches_of
-from osp_engine.sweep import indicator_picks, sweep_rows
+from osp_engine.running.branch import branches_of
+from osp_engine.storage.sweep import indicator_picks, sweep_rows
 from pages.control import manager
 from pages.layout import empty_state, header, teaching
 from pages.replay import run_frame, run_info

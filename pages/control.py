@@ -19,9 +19,9 @@ from typing import Callable
 
 import streamlit as st
 
-from osp_engine.manager import RunManager
-from osp_engine.presets import get_preset
-from osp_engine.store import runs_root
+from osp_engine.running.manager import RunManager
+from osp_engine.interfaces.presets import get_preset
+from osp_engine.storage.store import runs_root
 
 LOCAL = ("localhost", "127.0.0.1", "::1")
 READ_ONLY = "This studio is shared read-only: enter the presenter token in the sidebar to control runs."

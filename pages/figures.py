@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
 
-from osp_engine.analysis import phase_spans
+from osp_engine.method.analysis import phase_spans
 
 PHASE_COLOURS = {"dense": "rgba(120,120,120,0.10)", "sparsity": "rgba(221,107,32,0.12)",
                  "pruned": "rgba(43,108,176,0.12)"}

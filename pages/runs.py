@@ -6,12 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
-from osp_engine.branch import branch_epochs, checkpoints_bytes
-from osp_engine.config import VARIANTS
-from osp_engine.config import Config
-from osp_engine.presets import DESCRIPTIONS, PRESETS
-from osp_engine.store import RunReader
-from osp_engine.writer_lock import describe
+from osp_engine.running.branch import branch_epochs, checkpoints_bytes
+from osp_engine.method.config import VARIANTS
+from osp_engine.method.config import Config
+from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
+from osp_engine.storage.store import RunReader
+from osp_engine.storage.writer_lock import describe
 from pages.control import manager, may_steer, send, steering
 from pages.layout import empty_state, header
 from pages.routing import enter_frame, refresh_picker, select_run, selected_run

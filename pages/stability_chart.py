@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from osp_engine.analysis import early_bird_epoch
+from osp_engine.method.analysis import early_bird_epoch
 from pages.figures import PHASE_COLOURS, hline, matrix_figure, phase_bands, vline
 
 FONT = 16                         # px: readable from the back of a room on a 1280x720 projector

@@ -3,7 +3,7 @@ example computed by the engine's own functions on two tiny masks (so the numbers
 import numpy as np
 import streamlit as st
 
-from osp_engine.stability import hamming, jaccard
+from osp_engine.method.stability import hamming, jaccard
 
 # two sub-networks of a network with two groups of 4 and 2 channels (True = the channel is kept)
 EPOCH_A = [np.array([True, True, False, False]), np.array([True, False])]

@@ -6,8 +6,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
-from osp_engine.presets import PRESETS
-from osp_engine.sweep import sweep_labels, target_sweep
+from osp_engine.interfaces.presets import PRESETS
+from osp_engine.storage.sweep import sweep_labels, target_sweep
 from pages.control import manager, may_steer, steering
 from pages.layout import header, teaching
 from pages.replay import run_frame

@@ -1,9 +1,9 @@
 """"What if I had pruned here?": start a branch, or a sweep of branches, of the picked run (no engine
-logic here: the run manager queues them, osp_engine/branch.py says what a branch is)."""
+logic here: the run manager queues them, osp_engine/running/branch.py says what a branch is)."""
 import streamlit as st
 
 from osp_engine import ConfigError
-from osp_engine.branch import branch_epochs, checkpoints_bytes
+from osp_engine.running.branch import branch_epochs, checkpoints_bytes
 from pages.control import manager, may_steer, steering
 from pages.text import plain
 

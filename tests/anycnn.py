@@ -9,12 +9,12 @@ import numpy as np
 import torch
 import torch_pruning as tp
 
-from osp_engine import saliency as sal
-from osp_engine.costcheck import pruned_copy, random_keep
-from osp_engine.probe import build_cost_model
-from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups
-from osp_engine.regularizer import Shrinker
-from osp_engine.selection import select
+from osp_engine.method import saliency as sal
+from osp_engine.method.costcheck import pruned_copy, random_keep
+from osp_engine.method.probe import build_cost_model
+from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups
+from osp_engine.method.regularizer import Shrinker
+from osp_engine.method.selection import select
 
 
 def prepared(model, example, classes):
@@ -103,7 +103,7 @@ def check_slices(model, groups, example, seed):
 
 def check_selection(model, graph, groups, cost, example, target=0.5):
     """Selection at `target` lands within 0.5 pp by the counter, and the pruned model runs."""
-    from osp_engine.costs import cost_table
+    from osp_engine.method.costs import cost_table
 
     _, pi = cost_table(model, graph, groups, cost, example, "corrected")
     chosen = select(sal.weighted_saliency(sal.all_saliency(groups), pi), cost, target, 0.75, 1.0, "corrected")
@@ -120,8 +120,8 @@ def prepared_or_refused(model, example, classes, target=0.5, refusals=None):
     """prepare_network, then the target check: the Prunable, or None when refused in one line (the
     only way it may fail: an UnsupportedModel whose message is a single non-empty line, appended to
     `refusals` when given)."""
-    from osp_engine.groups import UnsupportedModel
-    from osp_engine.network import check_target, prepare_network
+    from osp_engine.method.groups import UnsupportedModel
+    from osp_engine.method.network import check_target, prepare_network
 
     try:
         net = prepare_network(model, classes, example, "corrected", checks=1)
@@ -140,7 +140,7 @@ def check_end_to_end(build, example, classes, tmp_path, arch=None, refusals=None
     counter, and the pruned model runs and reloads (load_pruned, by name when `arch` names a registry
     model, else from a fresh instance) with equal outputs. Returns the Prunable, or None when refused
     (the message appended to `refusals` when given)."""
-    from osp_engine.export import export_model, load_pruned
+    from osp_engine.storage.export import export_model, load_pruned
 
     torch.manual_seed(0)
     model = build().eval()

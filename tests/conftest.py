@@ -14,8 +14,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def finished_run(tmp_path_factory):
     """One real tiny demo run, shared by the read-only tests."""
     from osp_engine import get_preset
-    from osp_engine.config import apply_overrides
-    from osp_engine.run import Run
+    from osp_engine.method.config import apply_overrides
+    from osp_engine.running.run import Run
 
     cfg = apply_overrides(get_preset("demo"), ["epochs=16", "sl_start=2", "sl_end=10", "reg=0.02", "reg_delta=0.02",
                                                "candidate_every=1"])

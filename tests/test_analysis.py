@@ -1,7 +1,7 @@
 """The studio's numpy views of a stored run, on hand-made masks with values worked out by hand."""
 import numpy as np
 
-from osp_engine.analysis import early_bird_epoch, kept_fraction, pairwise_jaccard, phase_spans, settle_order
+from osp_engine.method.analysis import early_bird_epoch, kept_fraction, pairwise_jaccard, phase_spans, settle_order
 
 # 3 epochs x (group A: 2 channels, group B: 3 channels)
 KEPT = np.array([[1, 1, 1, 0, 0],

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from anycnn import check_counts, check_selection, check_slices, prepared
-from osp_engine.groups import UnsupportedModel
+from osp_engine.method.groups import UnsupportedModel
 from osp_engine.models import build_model, torchvision_names
-from osp_engine.network import prepare_network
+from osp_engine.method.network import prepare_network
 
 
 class Concat(nn.Module):

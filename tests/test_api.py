@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import osp_engine
 from conftest import ROOT
 from osp_engine import ConfigError, get_preset
-from osp_engine.config import apply_overrides
-from osp_engine.run import new_run_id
-from osp_engine.store import RunReader, list_runs
+from osp_engine.method.config import apply_overrides
+from osp_engine.running.run import new_run_id
+from osp_engine.storage.store import RunReader, list_runs
 
 
 def _readme_code() -> str:
@@ -118,7 +118,7 @@ def test_a_run_whose_model_was_overridden_is_not_named_after_the_preset():
 
 def test_a_local_weights_file_loads_and_a_classifier_of_another_size_is_left(tmp_path):
     from osp_engine.models import build_model
-    from osp_engine.run import load_weights
+    from osp_engine.running.run import load_weights
 
     torch.manual_seed(1)
     trained = build_model("resnet20", 100, 32)                       # 100 classes: its classifier will not fit

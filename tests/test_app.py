@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 from osp_engine import get_preset
-from osp_engine.analysis import kept_fraction
-from osp_engine.store import RunReader
+from osp_engine.method.analysis import kept_fraction
+from osp_engine.storage.store import RunReader
 
 PAGES = ["runs", "stability", "channels", "tradeoff", "compare", "branches"]
 
@@ -286,9 +286,9 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
 
 
 def test_failed_stale_and_elsewhere_runs_on_the_runs_page(filled_root):
-    from osp_engine.config import apply_overrides
-    from osp_engine.run import Run
-    from osp_engine.store import RunStore
+    from osp_engine.method.config import apply_overrides
+    from osp_engine.running.run import Run
+    from osp_engine.storage.store import RunStore
 
     root, run_id = filled_root
     failed = Run(apply_overrides(get_preset("demo"), ["epochs=4", "sl_start=1", "sl_end=1", "lr=1e30"]), root)
@@ -385,8 +385,8 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
 def test_every_page_says_which_variant_a_run_used(filled_root):
     """The run card, the Stability header and Compare name the variant; Compare keeps an official and a
     corrected run of the same seed apart (solid against dotted)."""
-    from osp_engine.config import apply_overrides
-    from osp_engine.run import Run
+    from osp_engine.method.config import apply_overrides
+    from osp_engine.running.run import Run
 
     root, run_id = filled_root
     corrected = Run(apply_overrides(get_preset("demo"), ["epochs=6", "sl_start=1", "sl_end=3", "variant=corrected"]),
@@ -464,9 +464,9 @@ def test_damaged_run_folders_never_take_a_page_down(filled_root):
 
 
 def test_resume_button_continues_a_cancelled_run_to_the_end(tmp_path, monkeypatch):
-    from osp_engine.config import apply_overrides
-    from osp_engine.manager import RunManager
-    from osp_engine.run import Run
+    from osp_engine.method.config import apply_overrides
+    from osp_engine.running.manager import RunManager
+    from osp_engine.running.run import Run
 
     root = tmp_path / "runs"
     run = Run(apply_overrides(get_preset("demo"), ["epochs=8", "sl_start=1", "sl_end=5"]), root)
@@ -497,7 +497,7 @@ def test_resume_button_continues_a_cancelled_run_to_the_end(tmp_path, monkeypatc
 
 def test_text_from_a_run_db_is_shown_as_plain_text(filled_root):
     """A crafted run.db (a model name with an image and a link, an error with HTML) draws no link or image."""
-    from osp_engine.store import RunStore
+    from osp_engine.storage.store import RunStore
 
     root, run_id = filled_root
     shutil.copytree(root / run_id, root / "zz-crafted")

@@ -12,17 +12,17 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from osp_engine import ConfigError, get_preset
-from osp_engine.branch import branch_epochs, branches_of, checkpoint_path, sweep_epochs
-from osp_engine.cli import main as cli
-from osp_engine.costcheck import pruned_copy
-from osp_engine.data import load_dataset
-from osp_engine.manager import RunManager
+from osp_engine.running.branch import branch_epochs, branches_of, checkpoint_path, sweep_epochs
+from osp_engine.interfaces.cli import main as cli
+from osp_engine.method.costcheck import pruned_copy
+from osp_engine.running.data import load_dataset
+from osp_engine.running.manager import RunManager
 from osp_engine.models import build_model
-from osp_engine.network import prepare_network
-from osp_engine.run import Run
-from osp_engine.store import RunReader
-from osp_engine.sweep import indicator_picks, sweep_rows, target_sweep, training_cost
-from osp_engine.train import evaluate
+from osp_engine.method.network import prepare_network
+from osp_engine.running.run import Run
+from osp_engine.storage.store import RunReader
+from osp_engine.storage.sweep import indicator_picks, sweep_rows, target_sweep, training_cost
+from osp_engine.running.train import evaluate
 
 TIMINGS = ("epoch_seconds", "cand_seconds")
 

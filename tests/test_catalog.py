@@ -4,8 +4,8 @@ import sys
 
 import torchvision
 
-from osp_engine.catalog import DATASET_NAMES, MODEL_NAMES, TORCHVISION_CLASSIFIERS
-from osp_engine.data import DATASETS
+from osp_engine.method.catalog import DATASET_NAMES, MODEL_NAMES, TORCHVISION_CLASSIFIERS
+from osp_engine.running.data import DATASETS
 from osp_engine.models import MODELS
 
 
@@ -19,7 +19,7 @@ def test_registries_are_keyed_by_the_catalog():
 
 
 def test_a_bad_setting_is_refused_before_torch_loads(tmp_path):
-    probe = ("import sys; from osp_engine.cli import main; "
+    probe = ("import sys; from osp_engine.interfaces.cli import main; "
              f"rc = main(['run', '--preset', 'demo', '--runs-dir', {str(tmp_path)!r}, '--set', 'lr=nan']); "
              "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -38,7 +38,7 @@ def test_every_timm_module_is_classified_once():
         pytest.skip("timm is not installed")
     from timm.models import _registry
 
-    from osp_engine.catalog import TIMM_CNN_FAMILIES, TIMM_OTHER_FAMILIES
+    from osp_engine.method.catalog import TIMM_CNN_FAMILIES, TIMM_OTHER_FAMILIES
 
     assert not set(TIMM_CNN_FAMILIES) & set(TIMM_OTHER_FAMILIES)
     assert set(_registry._model_to_module.values()) == set(TIMM_CNN_FAMILIES) | set(TIMM_OTHER_FAMILIES)

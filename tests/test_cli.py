@@ -102,8 +102,8 @@ def test_the_studio_steers_a_command_line_run(tmp_path):
     """Prune now, sent by the studio's manager to a run another process writes, takes effect there."""
     import time
 
-    from osp_engine.manager import RunManager
-    from osp_engine.store import RunReader
+    from osp_engine.running.manager import RunManager
+    from osp_engine.storage.store import RunReader
 
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--runs-dir", str(runs), "--set", "epochs=14",

@@ -2,7 +2,7 @@
 import numpy as np
 from sklearn.datasets import load_digits
 
-from osp_engine.data import digits_arrays, stratified_split
+from osp_engine.running.data import digits_arrays, stratified_split
 
 
 def test_digits_are_scikit_learns():

@@ -8,13 +8,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from osp_engine import get_preset
-from osp_engine.cli import main as cli
+from osp_engine.interfaces.cli import main as cli
 from osp_engine.models import build_model
-from osp_engine.network import prepare_network
-from osp_engine.regularizer import Shrinker
-from osp_engine.run import Run
-from osp_engine.speed import measure_speed
-from osp_engine.store import RunReader
+from osp_engine.method.network import prepare_network
+from osp_engine.method.regularizer import Shrinker
+from osp_engine.running.run import Run
+from osp_engine.running.speed import measure_speed
+from osp_engine.storage.store import RunReader
 
 
 def test_the_gpu_code_path_runs_a_whole_cycle_on_cpu(tmp_path):

@@ -12,9 +12,9 @@ import torch
 
 from conftest import ROOT
 from osp_engine import ConfigError, get_preset
-from osp_engine.config import apply_overrides
-from osp_engine.run import Run
-from osp_engine.store import RunReader, RunStore
+from osp_engine.method.config import apply_overrides
+from osp_engine.running.run import Run
+from osp_engine.storage.store import RunReader, RunStore
 
 SHORT = ["epochs=8", "sl_start=1", "sl_end=5", "reg=0.02", "reg_delta=0.02"]
 
@@ -82,7 +82,7 @@ def test_the_checkpoint_is_on_disk_before_its_epoch_is_committed(tmp_path, monke
 
 
 def test_a_crafted_model_file_is_refused_not_run(tmp_path):
-    from osp_engine.export import load_pruned
+    from osp_engine.storage.export import load_pruned
 
     class Payload:
         def __reduce__(self):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from anycnn import check_end_to_end
-from osp_engine.costcheck import pruned_copy
-from osp_engine.network import prepare_network
+from osp_engine.method.costcheck import pruned_copy
+from osp_engine.method.network import prepare_network
 
 
 def cbr(i, o, k=3, g=1):
@@ -168,7 +168,7 @@ def test_a_model_that_breaks_wherever_it_loses_a_channel_is_refused_in_one_line(
                 raise ValueError("this network needs 16 channels")
             return self.fc(y.mean((2, 3)))
 
-    from osp_engine.groups import UnsupportedModel
+    from osp_engine.method.groups import UnsupportedModel
 
     with pytest.raises(UnsupportedModel) as refused:
         prepare_network(WidthBound().eval(), 10, torch.zeros(1, 3, 8, 8), "official")
@@ -178,8 +178,8 @@ def test_a_model_that_breaks_wherever_it_loses_a_channel_is_refused_in_one_line(
 
 
 def test_an_unreachable_target_is_refused_with_the_largest_reduction():
-    from osp_engine.groups import UnsupportedModel
-    from osp_engine.network import check_target, max_reduction
+    from osp_engine.method.groups import UnsupportedModel
+    from osp_engine.method.network import check_target, max_reduction
 
     net = prepare_network(PartialResidual().eval(), 10, torch.zeros(1, 3, 16, 16), "official")
     top = max_reduction(net, 0.75, 1.0)
@@ -204,7 +204,7 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
 
     import osp_engine
     from conftest import ROOT
-    from osp_engine.store import RunReader
+    from osp_engine.storage.store import RunReader
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))
@@ -230,8 +230,8 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
 
 def test_torch_pruning_grouping_is_bounded_in_time(monkeypatch):
     """A grouping call past GROUPING_BUDGET_S stops with one line (ECA blocks took minutes)."""
-    from osp_engine import groups
-    from osp_engine.groups import UnsupportedModel, build_graph, build_groups, find_classifier
+    from osp_engine.method import groups
+    from osp_engine.method.groups import UnsupportedModel, build_graph, build_groups, find_classifier
 
     model, x = CSP().eval(), torch.zeros(1, 3, 16, 16)
     monkeypatch.setattr(groups, "GROUPING_BUDGET_S", 0.0)

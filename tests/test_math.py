@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from osp_engine import get_preset
-from osp_engine.config import apply_overrides
-from osp_engine.groups import build_graph, build_groups, find_classifier
-from osp_engine.costs import flops_weights
-from osp_engine.saliency import group_saliency, weighted_saliency
-from osp_engine.schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength
-from osp_engine.selection import prunable_limit, protected_mask
-from osp_engine.stability import early_bird_distance, early_bird_drawn, hamming, jaccard, psi_raw, smoothed
+from osp_engine.method.config import apply_overrides
+from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.costs import flops_weights
+from osp_engine.method.saliency import group_saliency, weighted_saliency
+from osp_engine.method.schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength
+from osp_engine.method.selection import prunable_limit, protected_mask
+from osp_engine.method.stability import early_bird_distance, early_bird_drawn, hamming, jaccard, psi_raw, smoothed
 
 
 class TwoConv(nn.Module):

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from osp_engine import saliency as sal
-from osp_engine.costs import cost_table
-from osp_engine.probe import build_cost_model
-from osp_engine.groups import build_graph, build_groups, find_classifier
+from osp_engine.method import saliency as sal
+from osp_engine.method.costs import cost_table
+from osp_engine.method.probe import build_cost_model
+from osp_engine.method.groups import build_graph, build_groups, find_classifier
 from osp_engine.models import build_model
-from osp_engine.selection import select
+from osp_engine.method.selection import select
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 NETWORKS = ["resnet56", "vgg16", "digits-resnet14"]

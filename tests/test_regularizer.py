@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from osp_engine.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.groups import build_graph, build_groups, find_classifier
 from osp_engine.models import build_model
-from osp_engine.regularizer import Shrinker
+from osp_engine.method.regularizer import Shrinker
 
 
 def test_shrink_touches_exactly_the_marked_slices():

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from conftest import ROOT
-from osp_engine.store import RunReader
+from osp_engine.storage.store import RunReader
 
 SETTINGS = ["--set", "epochs=9", "--set", "sl_start=1", "--set", "sl_end=6", "--set", "reg=0.02", "--set", "reg_delta=0.02"]
 
 KILLER = '''
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import osp_engine.run as run_module
-import osp_engine.pruner as pruner_module
-from osp_engine import cli
+import osp_engine.running.run as run_module
+import osp_engine.running.pruner as pruner_module
+from osp_engine.interfaces import cli
 
 point = {point!r}
 def die():
@@ -123,7 +123,7 @@ def test_export_exports_again_a_run_whose_export_was_cut_short(tmp_path):
 def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrupted, tmp_path):
     """checkpoint.pt truncated in place (its hard-linked kept copy of the same epoch with it): the resume
     rewinds the store to the newest intact kept checkpoint, says so, and ends as the uninterrupted run."""
-    from osp_engine.branch import branch_epochs, checkpoint_path
+    from osp_engine.running.branch import branch_epochs, checkpoint_path
 
     script = tmp_path / "killer.py"
     script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch_pruning as tp
 
-from osp_engine import saliency as sal
-from osp_engine.costs import cost_table
-from osp_engine.probe import build_cost_model
-from osp_engine.groups import build_graph, build_groups, find_classifier, prune_groups
+from osp_engine.method import saliency as sal
+from osp_engine.method.costs import cost_table
+from osp_engine.method.probe import build_cost_model
+from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups
 from osp_engine.models import build_model
-from osp_engine.selection import protected_mask, select
+from osp_engine.method.selection import protected_mask, select
 
 
 def _setup(name, size, ch, seed, variant="corrected"):

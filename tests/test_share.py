@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
 from osp_engine import get_preset
-from osp_engine.config import apply_overrides
+from osp_engine.method.config import apply_overrides
 
 TOKEN = "room-42-token"
 CONTROLS = {"Start the demo run", "Pause", "Resume", "Cancel", "Delete", "Unlock controls"}

@@ -51,7 +51,7 @@ def _build(name):
 
 
 def test_every_family_of_the_catalog_has_a_model_here():
-    from osp_engine.catalog import TIMM_CNN_FAMILIES
+    from osp_engine.method.catalog import TIMM_CNN_FAMILIES
 
     assert sorted(FAMILY) == sorted(TIMM_CNN_FAMILIES)
 
@@ -87,7 +87,7 @@ def test_every_timm_classifier(name, tmp_path):
 def test_a_timm_model_without_timm_is_one_line(monkeypatch):
     import sys
 
-    from osp_engine.config import Config, ConfigError
+    from osp_engine.method.config import Config, ConfigError
 
     monkeypatch.setitem(sys.modules, "timm", None)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else object())
@@ -104,7 +104,7 @@ def test_the_engine_loads_without_importing_timm():
     import sys
     from pathlib import Path
 
-    code = "import sys, osp_engine.network, osp_engine.run; print('timm' in sys.modules)"
+    code = "import sys, osp_engine.method.network, osp_engine.running.run; print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1], env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.stdout.strip() == "False"

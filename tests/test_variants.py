@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from osp_engine import get_preset
-from osp_engine.config import ConfigError, apply_overrides
-from osp_engine.costs import cost_table, official_table
-from osp_engine.probe import build_cost_model
-from osp_engine.groups import build_graph, build_groups, find_classifier
-from osp_engine.run import Run
-from osp_engine.schedule import fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
-from osp_engine.selection import SEARCHES, protected_mask
-from osp_engine.store import RunReader
+from osp_engine.method.config import ConfigError, apply_overrides
+from osp_engine.method.costs import cost_table, official_table
+from osp_engine.method.probe import build_cost_model
+from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.running.run import Run
+from osp_engine.method.schedule import fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
+from osp_engine.method.selection import SEARCHES, protected_mask
+from osp_engine.storage.store import RunReader
 from test_math import TwoConv
 
 VARIANTS = ("official", "corrected")
@@ -115,7 +115,7 @@ def test_6_fine_tuning_trains_one_epoch_behind_in_official():
 
 
 def test_variant_is_validated_and_defaults_to_official_everywhere():
-    from osp_engine.presets import PRESETS
+    from osp_engine.interfaces.presets import PRESETS
 
     assert all(get_preset(name).variant == "official" for name in PRESETS)
     with pytest.raises(ConfigError, match="unknown variant 'fixed'"):

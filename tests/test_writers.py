@@ -11,11 +11,11 @@ import pytest
 
 from conftest import ROOT
 from osp_engine import ConfigError, get_preset
-from osp_engine.config import apply_overrides
-from osp_engine.manager import RunManager
-from osp_engine.run import Run
-from osp_engine.store import RunReader
-from osp_engine.writer_lock import RunHeld, WriterLock, holder
+from osp_engine.method.config import apply_overrides
+from osp_engine.running.manager import RunManager
+from osp_engine.running.run import Run
+from osp_engine.storage.store import RunReader
+from osp_engine.storage.writer_lock import RunHeld, WriterLock, holder
 from test_resume import KILLER, SETTINGS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

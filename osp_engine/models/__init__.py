@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..catalog import TIMM_PREFIX, TORCHVISION_CLASSIFIERS
+from ..method.catalog import TIMM_PREFIX, TORCHVISION_CLASSIFIERS
 
 from .cifar_resnet import CifarResNet
 from .mobilenetv2 import MobileNetV2

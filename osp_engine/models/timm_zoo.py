@@ -10,8 +10,8 @@ import warnings
 
 from torch import nn
 
-from ..catalog import TIMM_CNN_FAMILIES, TIMM_PREFIX
-from ..config import ConfigError
+from ..method.catalog import TIMM_CNN_FAMILIES, TIMM_PREFIX
+from ..method.config import ConfigError
 
 
 def _timm():

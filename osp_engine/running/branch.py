@@ -16,9 +16,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import Config, ConfigError
-from .faults import FULL_ERRNOS, writing
-from .store import RunReader, list_runs
+from ..method.config import Config, ConfigError
+from ..storage.faults import FULL_ERRNOS, writing
+from ..storage.store import RunReader, list_runs
 
 CHECKPOINTS = "checkpoints"
 

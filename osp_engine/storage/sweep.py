@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .config import Config
+from ..method.config import Config
 from .store import RunReader, list_runs
 
 

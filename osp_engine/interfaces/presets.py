@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import Config, ConfigError
+from ..method.config import Config, ConfigError
 
 _CIFAR = dict(epochs=300, batch_size=128, lr=0.1, lr_schedule="multistep", milestones=(0.3, 0.6, 0.8, 0.9),
               gamma=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, reg=1e-4, reg_delta=1e-4,

@@ -133,7 +133,7 @@ def shard_loader(train, world: World, cfg):
     if world.size == 1:
         return train
     if cfg.batch_size % world.size:
-        from .config import ConfigError
+        from ..method.config import ConfigError
         raise ConfigError(f"batch_size {cfg.batch_size} does not split over {world.size} processes: "
                           f"use a multiple of {world.size}")
     if hasattr(train, "shard"):

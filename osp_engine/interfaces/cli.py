@@ -12,10 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import ConfigError, apply_overrides
-from .faults import DiskFull, writing
+from ..method.config import ConfigError, apply_overrides
+from ..storage.faults import DiskFull, writing
 from .presets import DESCRIPTIONS, PRESETS, get_preset
-from .store import RunReader, runs_root, split_runs
+from ..storage.store import RunReader, runs_root, split_runs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,14 +30,14 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .models import MODELS
+    from ..models import MODELS
 
     notes = {"cifar": "official CIFAR definition, 32x32", "digits": "the demo's network, 8x8 one-channel digits",
              "imagenet": "torchvision, weights=None (input size from the dataset)"}
     for name, spec in MODELS.items():
         print(f"{name:<32} {spec.family:<9} {notes[spec.family]}")
     try:
-        from .models.timm_zoo import timm_classifiers
+        from ..models.timm_zoo import timm_classifiers
         zoo = timm_classifiers()
     except ConfigError:
         zoo = []
@@ -51,8 +51,8 @@ def _cmd_models(args) -> int:
 
 def _cmd_run(args) -> int:
     cfg = apply_overrides(get_preset(args.preset), args.set or []).validate()   # before torch loads: a bad
-    from .distributed import join_world                                       # setting is answered at once
-    from .run import Run, new_run_id
+    from ..running.distributed import join_world                                       # setting is answered at once
+    from ..running.run import Run, new_run_id
 
     world = join_world(cfg.device)                    # under torchrun: this rank; rank 0 names the run
     run = Run(cfg, args.runs_dir, run_id=world.broadcast(new_run_id(cfg)), world=world)
@@ -61,8 +61,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from .distributed import join_world
-    from .run import Run
+    from ..running.distributed import join_world
+    from ..running.run import Run
 
     path = _reader(args.run_dir, args.runs_dir, check=False).dir
     world = join_world(RunReader(path).info()["config"].get("device", "auto"))
@@ -73,7 +73,7 @@ def _cmd_resume(args) -> int:
 
 
 def _cmd_branch(args) -> int:
-    from .run import Run
+    from ..running.run import Run
 
     run = Run.branch(_reader(args.run_dir, args.runs_dir).dir, args.epoch)
     run.prepare()
@@ -89,9 +89,9 @@ def _int_list(text: str, what: str) -> list:
 
 def _cmd_sweep(args) -> int:
     """Branches of one run at several prune epochs, one after another, then the sweep's table."""
-    from .branch import branch_epochs, branches_of, sweep_epochs
-    from .run import Run
-    from .sweep import indicator_picks, sweep_rows
+    from ..running.branch import branch_epochs, branches_of, sweep_epochs
+    from ..running.run import Run
+    from ..storage.sweep import indicator_picks, sweep_rows
 
     parent = _reader(args.run_dir, args.runs_dir)
     info = parent.info()
@@ -139,8 +139,8 @@ def _in_turn(noun: str, jobs: list) -> int:
 
 def _cmd_sweep_targets(args) -> int:
     """The same recipe at several FLOPs targets plus a dense baseline, one after another."""
-    from .run import Run
-    from .sweep import new_sweep_label, target_sweep, target_sweep_configs
+    from ..running.run import Run
+    from ..storage.sweep import new_sweep_label, target_sweep, target_sweep_configs
 
     try:
         targets = [float(x) for x in args.targets.split(",") if x.strip()]
@@ -263,7 +263,7 @@ def _cmd_export(args) -> int:
     src = reader.dir / "model.pt"
     s = reader.summary()
     if not src.is_file() and s["epochs"] == s["total_epochs"] and (reader.dir / "checkpoint.pt").is_file():
-        from .run import Run                     # trained to the end, export cut short: export it again
+        from ..running.run import Run                     # trained to the end, export cut short: export it again
 
         run = Run.resume(reader.dir)
         run.prepare()

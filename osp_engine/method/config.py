@@ -81,7 +81,7 @@ class Config:
     def validate(self, model_registry: bool = True, dataset_registry: bool = True) -> "Config":
         """Return self if every field is usable, else raise ConfigError naming the fix.
 
-        model_registry / dataset_registry False: the model or the data are passed in (osp_engine.api),
+        model_registry / dataset_registry False: the model or the data are passed in (osp_engine.interfaces.api),
         and `model` / `dataset` are only their labels."""
         from .catalog import DATASET_NAMES, MODEL_NAMES, ONE_CHANNEL_DATASETS, TIMM_PREFIX
 

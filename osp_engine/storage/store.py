@@ -70,7 +70,7 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 class RunStore:
     """The writer side of one run's folder. Use from one thread. It holds the run's writer lock
-    (osp_engine/writer_lock.py) until `close()`."""
+    (osp_engine/storage/writer_lock.py) until `close()`."""
 
     def __init__(self, run_dir: Path, lock: WriterLock | None = None) -> None:
         self.dir = Path(run_dir)
@@ -362,7 +362,7 @@ class RunReader:
         return self._facts()["kept_whole"]
 
     def speed(self) -> dict | None:
-        """The exported model's measured speed against the dense one (osp_engine/speed.py), or None."""
+        """The exported model's measured speed against the dense one (osp_engine/running/speed.py), or None."""
         return self._facts()["speed"]
 
     def world_size(self) -> int:

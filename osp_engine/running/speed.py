@@ -55,8 +55,8 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, .
 def record_speed(store, run_dir, arch: dict, device: torch.device, budget_s: float, epoch: int) -> None:
     """Time a run's exported model.pt against a fresh dense model of the same architecture and store the
     figures as a 'speed' event; a failure is recorded instead (the finished run stays finished)."""
-    from .export import MODEL_FILE, load_pruned
-    from .models import build_model
+    from ..storage.export import MODEL_FILE, load_pruned
+    from ..models import build_model
     try:
         dense = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
         pruned = load_pruned(run_dir / MODEL_FILE, map_location=str(device))

@@ -19,7 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-from .config import ConfigError
+from ..method.config import ConfigError
 
 LOCK_NAME = "writer.lock"
 RETRY_S = 1.0          # how long a writer retries a lock held by someone else (a reader's probe lasts microseconds)

@@ -3,7 +3,7 @@
 - `prune(model, train, val, num_classes=...)` runs the whole cycle (osp's loop, the one LR cycle,
   search, shrink, PSI, prune, fine-tune) on your model and your batches, and returns the run folder.
 - `attach(model, example, num_classes=..., epochs=...)` gives a `Pruner` whose hooks your own
-  trainer calls (osp_engine.pruner); leaving the `with` block exports the model and records how
+  trainer calls (osp_engine.running.pruner); leaving the `with` block exports the model and records how
   the run ended.
 
 Either way the run is an ordinary run folder under the runs folder (runs/ or $OSP_RUNS_DIR): the
@@ -24,15 +24,15 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .commands import Cancelled, Relay
-from .config import Config, ConfigError
-from .data import DatasetInfo
-from .faults import explain
-from .groups import UnsupportedModel
-from .network import check_target, kept_whole_note, prepare_network
-from .pruner import Pruner
-from .run import Run, new_run_id, package_version, prepare_root, resolve_device
-from .store import RunStore
+from ..running.commands import Cancelled, Relay
+from ..method.config import Config, ConfigError
+from ..running.data import DatasetInfo
+from ..storage.faults import explain
+from ..method.groups import UnsupportedModel
+from ..method.network import check_target, kept_whole_note, prepare_network
+from ..running.pruner import Pruner
+from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
+from ..storage.store import RunStore
 
 
 def _config(model: nn.Module, name: str | None, settings: dict) -> Config:

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from .branch import branch_epochs, checkpoint_path
-from .config import Config, ConfigError
-from .store import STALE_AFTER_S, RunReader, RunStore
-from .writer_lock import WriterLock
+from ..method.config import Config, ConfigError
+from ..storage.store import STALE_AFTER_S, RunReader, RunStore
+from ..storage.writer_lock import WriterLock
 
 METHOD_EVENTS = ("phase", "sl_start", "prune", "ranks", "exported", "speed", "speed_failed")   # redone after a rewind
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
-from .store import runs_root
+from ..method.config import Config, ConfigError
+from ..storage.store import runs_root
 
 
 def new_run_id(cfg: Config) -> str:

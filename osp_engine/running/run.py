@@ -25,37 +25,37 @@ import torch
 
 from .branch import branch_config, checkpoint_path, keep_checkpoint
 from .commands import Cancelled, Commands, Relay
-from .config import Config, ConfigError
+from ..method.config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
-from .export import atomic_save
-from .faults import explain
-from .groups import UnsupportedModel, prune_groups
-from .models import build_model
-from .network import Prunable, check_target, kept_whole_note, prepare_network
+from ..storage.export import atomic_save
+from ..storage.faults import explain
+from ..method.groups import UnsupportedModel, prune_groups
+from ..models import build_model
+from ..method.network import Prunable, check_target, kept_whole_note, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
 from .speed import record_speed
-from .schedule import learning_rate, schedule_epoch, shrink_lr
+from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt, rewind
-from .store import RunReader, RunStore
+from ..storage.store import RunReader, RunStore
 from .threads import live_cpu_runs, thread_share, usable_cores
 from .train import evaluate, train_epoch
-from .writer_lock import WriterLock
+from ..storage.writer_lock import WriterLock
 
 
 class Run:
     """Validates everything up front (ConfigError, nothing written), then `execute()` does the cycle.
 
     `model` and `data` (train, val, DatasetInfo) replace the registry's model and the config's
-    dataset: the public API's way in (osp_engine.api).
+    dataset: the public API's way in (osp_engine.interfaces.api).
     """
 
     def __init__(self, cfg: Config, runs_dir: str | Path | None = None, run_id: str | None = None,
                  model: torch.nn.Module | None = None, data: tuple | None = None, world: World = World()) -> None:
         self.cfg = cfg.validate(model_registry=model is None, dataset_registry=data is None)
-        self.world = world                            # torchrun's ranks (osp_engine/distributed.py); size 1 alone
+        self.world = world                            # torchrun's ranks (osp_engine/running/distributed.py); size 1 alone
         self.device = resolve_device(cfg.device, world.local_rank)
         if data is None:
             check_dataset(cfg)
@@ -110,7 +110,7 @@ class Run:
     @classmethod
     def resume(cls, run_dir: str | Path, world: World = World()) -> "Run":
         """The run of `run_dir`, set to continue after its last checkpointed epoch, holding its writer
-        lock (osp_engine/resume.py); ConfigError if it cannot (RunHeld if another process writes it)."""
+        lock (osp_engine/running/resume.py); ConfigError if it cannot (RunHeld if another process writes it)."""
         path = Path(run_dir)
         adopted = adopt(path, world.leader)
         try:
@@ -125,7 +125,7 @@ class Run:
     @classmethod
     def branch(cls, parent_dir: str | Path, epoch: int, runs_dir: str | Path | None = None) -> "Run":
         """A new run that continues `parent_dir` from its kept checkpoint of `epoch`, prunes with M_epoch
-        and fine-tunes to the end of the schedule (osp_engine/branch.py); ConfigError if it cannot."""
+        and fine-tunes to the end of the schedule (osp_engine/running/branch.py); ConfigError if it cannot."""
         parent = Path(parent_dir)
         cfg = branch_config(RunReader(parent), epoch)
         try:

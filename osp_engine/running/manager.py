@@ -14,11 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-from .config import Config
+from ..method.config import Config
 from .run import Run
-from .sweep import new_sweep_label, target_sweep_configs
-from .store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
-from .writer_lock import RunHeld, describe, holder
+from ..storage.sweep import new_sweep_label, target_sweep_configs
+from ..storage.store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
+from ..storage.writer_lock import RunHeld, describe, holder
 
 
 class RunManager:
@@ -63,7 +63,7 @@ class RunManager:
             info["config"].get("dataset") != "custom"
 
     def branch(self, run_id: str, epoch: int) -> str:
-        """Queue a branch of `run_id` pruned at `epoch` (osp_engine/branch.py); ConfigError if it cannot."""
+        """Queue a branch of `run_id` pruned at `epoch` (osp_engine/running/branch.py); ConfigError if it cannot."""
         return self._launch(Run.branch(resolve_run_dir(self.root, run_id), epoch, self.root))
 
     def sweep(self, run_id: str, epochs: list[int]) -> list[str]:

@@ -18,19 +18,19 @@ import time
 import numpy as np
 import torch
 
-from . import saliency as sal
+from ..method import saliency as sal
 from .commands import Commands
-from .costcheck import pruned_copy
+from ..method.costcheck import pruned_copy
 from .distributed import World, digest
-from .config import Config
-from .export import export_model
-from .groups import prune_groups
-from .network import Prunable
-from .regularizer import Shrinker
-from .schedule import auto_sl_start, fixed_sl_start, reg_strength
-from .selection import select
-from .stability import early_bird_distance, psi_raw, smoothed
-from .store import RunStore
+from ..method.config import Config
+from ..storage.export import export_model
+from ..method.groups import prune_groups
+from ..method.network import Prunable
+from ..method.regularizer import Shrinker
+from ..method.schedule import auto_sl_start, fixed_sl_start, reg_strength
+from ..method.selection import select
+from ..method.stability import early_bird_distance, psi_raw, smoothed
+from ..storage.store import RunStore
 
 
 class Pruner:

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from .faults import payload_bytes, writing
-from .groups import build_graph, remove_channels
-from .models import build_model
+from ..method.groups import build_graph, remove_channels
+from ..models import build_model
 
 MODEL_FILE = "model.pt"
 STRUCTURE_FILE = "structure.json"
@@ -62,7 +62,7 @@ def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Pat
 def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Module | None = None) -> torch.nn.Module:
     """The exported network, ready for inference (eval mode).
 
-    A registry model is rebuilt by name; a model of your own (osp_engine.api) needs `model`, a fresh
+    A registry model is rebuilt by name; a model of your own (osp_engine.interfaces.api) needs `model`, a fresh
     dense instance of its class, on which the pruning is replayed.
     """
     try:                                      # tensors and plain data only: a crafted file cannot run code

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
+from ..method.config import Config, ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, C, H, W) float, labels (N,) int64
 

@@ -1,0 +1,2 @@
+"""The ways in: the Python API, the command line, the named presets.
+"""
