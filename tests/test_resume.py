@@ -2,6 +2,7 @@
 and model as an uninterrupted run (CPU, one thread each)."""
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -193,3 +194,15 @@ def test_a_full_disk_fails_the_run_in_one_line_and_it_resumes_once_space_is_free
     assert resumed.returncode == 0, resumed.stderr
     assert _store(run_dir) == _store(uninterrupted)
     assert _store(run_dir)["epochs"][:len(committed)] == committed           # nothing committed was lost
+
+
+def test_a_run_whose_store_cannot_be_made_on_a_full_disk_leaves_no_folder(small_disk):
+    """Before, the schema could stay in a WAL file the rename left behind: a malformed run.db forever."""
+    runs = small_disk / "runs"
+    runs.mkdir()
+    (small_disk / "rest").write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 8192))
+    res = _cli("run", "--runs-dir", str(runs), *SETTINGS)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert re.fullmatch(rf"error: disk full: writing run\.db in {re.escape(str(runs))}/\S+ needs about 0\.1 MB\n",
+                        res.stderr), res.stderr
+    assert list(runs.iterdir()) == []

@@ -74,7 +74,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     device = resolve_device(cfg.device)
     try:
         net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks)
-        check_target(net, cfg.target, cfg.l_max, cfg.l_k)
+        check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
     root = prepare_root(runs_dir)

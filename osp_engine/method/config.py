@@ -54,6 +54,7 @@ class Config:
     sl_start: int = 30                    # official CIFAR meaning: the shrink acts while epoch > sl_start + 1
     sl_auto: bool = False                 # start when the smoothed PSI plateaus instead (ImageNet script)
     sl_end: int = 110                     # forced prune after epoch t > sl_end
+    round_to: int = 0                     # beyond the paper: every group keeps a multiple of k channels, or all (0: off)
     # stability
     threshold: float = 0.999              # smoothed PSI at which the sub-network counts as stable
     eb_threshold: float = 0.1             # Early-Bird: all 4 Hamming distances <= this draws a ticket
@@ -160,6 +161,8 @@ class Config:
             fail(f"speed_budget_s must be >= 0 seconds (0: skip the speed measurement), got {self.speed_budget_s}")
         if self.synthetic_size <= 0:
             fail("synthetic_size must be positive")
+        if self.round_to < 0:
+            fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self
 
     def to_json(self) -> str:

@@ -22,7 +22,7 @@ from .failure import describe, first_line
 from .flops import CostModel, cost_model, count_subclasses
 from .groups import Group, KeptWhole, UnsupportedModel, build_graph, build_groups, find_classifier
 from .probe import Probe, probe_groups, timed_progress
-from .selection import TOLERANCE, n_protected
+from .selection import TOLERANCE, kept_step, n_protected, round_pruned
 from .tp import tp
 
 T = TypeVar("T")
@@ -117,19 +117,22 @@ def _checked_cost(model: nn.Module, probe: Probe, example: torch.Tensor, checks:
                            f"{len(probe.whole)} groups whole: {probe.whole[-1].reason}")
 
 
-def max_reduction(net: Prunable, l_max: float, l_k: float) -> float:
+def max_reduction(net: Prunable, l_max: float, l_k: float, round_to: int = 0) -> float:
     """The largest fraction of the dense FLOPs the search can remove: every prunable group down to its
-    floor (selection.n_protected units), the groups kept whole untouched."""
-    units = net.cost.units
-    floor = np.array([n_protected(int(c // u), l_max, l_k) * u for c, u in zip(net.cost.sizes, units)], dtype=np.int64)
-    return 1.0 - net.cost.flops(floor) / net.cost.dense_flops
+    floor (selection.n_protected units; with round_to, the next multiple of it), the groups kept whole untouched."""
+    units, sizes = net.cost.units, net.cost.sizes
+    total = sizes // units
+    floor = np.array([n_protected(int(t), l_max, l_k) for t in total], dtype=np.int64)   # kept units
+    floor = total - round_pruned(total - floor, total, kept_step(units, round_to))
+    return 1.0 - net.cost.flops(floor * units) / net.cost.dense_flops
 
 
-def check_target(net: Prunable, target: float, l_max: float, l_k: float) -> None:
+def check_target(net: Prunable, target: float, l_max: float, l_k: float, round_to: int = 0) -> None:
     """UnsupportedModel if `target` is beyond what the prunable groups can remove (within the search's tolerance)."""
-    reachable = max_reduction(net, l_max, l_k)
+    reachable = max_reduction(net, l_max, l_k, round_to)
     if target > reachable + TOLERANCE:
         kept = f", {len(net.whole)} groups kept whole" if net.whole else ""
+        kept += f", round_to={round_to}" if round_to > 1 else ""
         raise UnsupportedModel(f"target {target:g} cannot be reached: at most {reachable:.4f} of the FLOPs can go "
                                f"(per-layer floors l_max={l_max:g}, l_k={l_k:g}{kept}): set target <= {reachable:.3f}")
 

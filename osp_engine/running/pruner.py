@@ -77,7 +77,7 @@ class Pruner:
         cfg, net = self.cfg, self.net
         self.scores = sal.all_saliency(net.groups)
         selection = select(sal.weighted_saliency(self.scores, net.pi), net.cost, cfg.target, cfg.l_max, cfg.l_k,
-                           cfg.variant)
+                           cfg.variant, cfg.round_to)
         self.masks = self._agreed(epoch, selection.keep)
         self.history.append(self.masks)
         self.raw.append(psi_raw(self.history))
@@ -187,7 +187,7 @@ class Pruner:
         cfg = self.cfg
         scores = sal.all_saliency(self.net.groups)
         return select(sal.weighted_saliency(scores, self.net.pi), self.net.cost, cfg.target, cfg.l_max, cfg.l_k,
-                      cfg.variant).keep
+                      cfg.variant, cfg.round_to).keep
 
     def _log_commands(self, epoch: int) -> None:
         for kind, message in self.commands.drain():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -29,7 +30,7 @@ from ..method.config import Config, ConfigError
 from .data import check_dataset, load_dataset
 from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
 from ..storage.export import atomic_save
-from ..storage.faults import explain
+from ..storage.faults import DiskFull, explain, is_disk_full
 from ..method.groups import UnsupportedModel, prune_groups
 from ..models import build_model
 from ..method.network import Prunable, check_target, kept_whole_note, prepare_network
@@ -103,7 +104,7 @@ class Run:
             example = torch.zeros(1, *info.input_shape, device=self.device)
             self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks, say=log)
             if not self.cfg.baseline:
-                check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k)
+                check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k, self.cfg.round_to)
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
@@ -146,10 +147,16 @@ class Run:
         if self.parent_dir is not None:
             store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
                                     cfg.dataset, what="branch")
-            store.event("started", f"branch of {cfg.parent}: prunes the sub-network of epoch {cfg.branch_epoch}, "
-                                   f"then fine-tunes to epoch {cfg.epochs - 1}", epoch=cfg.branch_epoch,
-                        variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
-            store.copy_history(self.parent_dir, cfg.branch_epoch)
+            try:
+                store.event("started", f"branch of {cfg.parent}: prunes the sub-network of epoch {cfg.branch_epoch}, "
+                                       f"then fine-tunes to epoch {cfg.epochs - 1}", epoch=cfg.branch_epoch,
+                            variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
+                store.copy_history(self.parent_dir, cfg.branch_epoch)
+            except BaseException as e:                    # a branch without its history is no run: remove it
+                full = is_disk_full(e, self.dir, 1 << 20)
+                store.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise DiskFull(self.dir / "run.db", 1 << 20) if full else e
             return store
         if self.resumed is None:
             return RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,

@@ -1,7 +1,8 @@
 """Faults that explain themselves: a full disk, named with the file, the folder and the space it needs.
 
 A full disk reaches the engine in several disguises: OSError ENOSPC/EDQUOT from a plain write,
-`sqlite3.OperationalError: database or disk is full` from the store, and from torch.save PyTorch's
+`sqlite3.OperationalError: database or disk is full` (or "disk I/O error", when SQLite cannot grow
+its WAL index; counted as a full disk only with under 1 MB free) from the store, and from torch.save PyTorch's
 zip writer's own RuntimeError ("unexpected pos 177280 vs 177176", "file write failed"), which carries
 no errno. The last is recognised by the free space left on the folder's file system: less than the
 file needed. Every one becomes "disk full: writing <file> in <folder> needs about <MB> MB".
@@ -57,6 +58,8 @@ def is_disk_full(e: BaseException, folder: Path, needed_bytes: int) -> bool:
         if isinstance(cause, sqlite3.OperationalError) and "full" in str(cause):
             return True
     free = _free_bytes(folder)
+    if isinstance(e, sqlite3.OperationalError) and "I/O error" in str(e):     # SQLite's WAL index on a full disk
+        return free is not None and free < max(needed_bytes, 1 << 20)
     return isinstance(e, RuntimeError) and free is not None and free < needed_bytes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .faults import writing
 from .writer_lock import WriterLock, holder
 
 DB_NAME = "run.db"
@@ -84,25 +86,33 @@ class RunStore:
         """Make the folder, take its writer lock (`what`: run, branch, attach) and write a complete
         database; readers never see a half-made schema.
 
-        The database is built under a temporary name, already in WAL mode (a setting kept in the file),
-        and renamed into place once it holds the run row; closing it first folds its WAL back in.
+        The database is built under a temporary name with a rollback journal, so every write lands in
+        the file itself or raises (a full disk cannot leave the schema in a WAL file that the rename
+        leaves behind), then switched to WAL (a setting kept in the file) and renamed into place. If
+        anything fails the folder is removed: nothing was recorded, and the error says why (DiskFull
+        on a full disk).
         """
         run_dir.mkdir(parents=True, exist_ok=False)
         lock = WriterLock.take(run_dir, what)
         try:
             tmp = run_dir / (DB_NAME + ".init")
-            con = _connect(tmp)
-            con.execute("PRAGMA journal_mode = WAL")
-            con.executescript(_SCHEMA)
-            now = time.time()
-            con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat, created,"
-                        " threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
-                        (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
-            con.close()
-            os.replace(tmp, run_dir / DB_NAME)
+            with writing(run_dir / DB_NAME, 64 * 1024):
+                con = _connect(tmp)
+                try:
+                    con.executescript(_SCHEMA)
+                    now = time.time()
+                    con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat,"
+                                " created, threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
+                                (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
+                    if con.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+                        raise sqlite3.OperationalError("could not switch run.db to WAL mode")
+                finally:
+                    con.close()
+                os.replace(tmp, run_dir / DB_NAME)
             return cls(run_dir, lock)
         except BaseException:
             lock.release()
+            shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
     def close(self) -> None:
@@ -331,7 +341,7 @@ class RunReader:
             run_id=info["run_id"], status=info["display_status"], error=info["error"], preset=cfg.get("preset"),
             variant=cfg.get("variant", "unrecorded"), model=cfg.get("model"), dataset=cfg.get("dataset"), phase=info["phase"], t_star=t_star,
             prune_reason=info["prune_reason"], t_sl_start=info["t_sl_start"],
-            target_flops_reduction=cfg.get("target"),
+            target_flops_reduction=cfg.get("target"), round_to=cfg.get("round_to", 0),
             flops_reduction=red(last.get("model_flops"), dense_flops),
             params_reduction=red(last.get("model_params"), dense_params),
             dense_flops=dense_flops, dense_params=dense_params,
