@@ -1,4 +1,8 @@
 """Compare: several runs overlaid, their final figures, and downloads of metrics and pruned models."""
+import importlib.util
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -35,13 +39,14 @@ def final_figures(r: RunReader) -> dict:
 def downloads(r: RunReader, df: pd.DataFrame) -> None:
     """Metrics as CSV, and the pruned model's bytes, read once per page draw; a model is only promised
     while the run can still finish."""
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     c1.download_button(f"metrics of {r.run_id} (CSV)", df.to_csv(index=False).encode(), f"{r.run_id}-metrics.csv",
                        "text/csv", key=f"csv_{r.run_id}")
     model, status = r.dir / "model.pt", r.info()["display_status"]
     if model.is_file() and model.stat().st_size <= MODEL_BYTES_CAP:
         c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes(),
                            f"{r.run_id}-pruned.pt", "application/octet-stream", key=f"model_{r.run_id}")
+        onnx_download(c3, r, model)
     elif model.is_file():
         c2.caption(f"The pruned model is {model.stat().st_size / 1e6:.0f} MB: "
                    f"`python -m osp_engine export {r.run_id} --out FILE` copies it.")
@@ -50,6 +55,27 @@ def downloads(r: RunReader, df: pd.DataFrame) -> None:
     else:
         c2.caption(f"No pruned model: the run is {status}" +
                    (" (Resume on the Runs page finishes it)." if status in ("cancelled", "failed", "stale") else "."))
+
+
+def onnx_download(column, r: RunReader, model) -> None:
+    """The pruned model as ONNX, written and checked on ONNX Runtime when the button is pressed (not on
+    every draw); without onnx and onnxruntime, what to install."""
+    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        column.caption("ONNX download: `pip install onnx onnxruntime`")
+        return
+    if r.info()["config"].get("dataset") == "custom":
+        column.caption("Your own model: `osp_engine.export_onnx` needs its class, in Python.")
+        return
+
+    def onnx_bytes() -> bytes:
+        from osp_engine.interfaces.onnx_export import export_onnx     # torch, only when pressed
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(model, Path(tmp) / "model.onnx")
+            return (Path(tmp) / "model.onnx").read_bytes()
+
+    column.download_button(f"pruned model of {r.run_id} (ONNX)", onnx_bytes, f"{r.run_id}-pruned.onnx",
+                           "application/octet-stream", key=f"onnx_{r.run_id}", on_click="ignore",
+                           help="dynamic batch; checked on ONNX Runtime against PyTorch's outputs before download")
 
 
 def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Figure, go.Figure]:

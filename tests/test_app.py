@@ -211,7 +211,9 @@ def test_tradeoff_and_compare_pages(filled_root):
     df = at.dataframe[0].value
     assert list(df["run"]) == [run_id] and df["status"][0] == "finished"
     assert abs(df["FLOPs removed (%)"][0] - 50) < 2 and df["FLOPs target (%)"][0] == 50.0
-    assert len(at.get("download_button")) == 2
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [f"metrics of {run_id} (CSV)", labels[1], f"pruned model of {run_id} (ONNX)"]
+    assert labels[1].startswith(f"pruned model of {run_id} (") and labels[1].endswith(" MB)")
     psi = json.loads(_figures(at)[0])
     assert [sh["x0"] for sh in psi["layout"]["shapes"]] == [s["t_star"], 0]      # t*, then the threshold line
     assert psi["layout"]["shapes"][1]["y0"] == 0.999

@@ -271,6 +271,15 @@ def _cmd_export(args) -> int:
     if not src.is_file():
         raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
     _check_out(Path(args.out))
+    if (args.format or ("onnx" if args.out.endswith(".onnx") else "pt")) == "onnx":
+        from .onnx_export import export_onnx
+
+        with writing(Path(args.out).resolve(), 2 * src.stat().st_size):
+            done = export_onnx(src, args.out)
+        diffs = ", ".join(f"{d:.1e} at batch {b}" for b, d in done["max_abs_diff"].items())
+        print(f"exported {src} -> {args.out} (ONNX opset {done['opset']}, dynamic batch; ONNX Runtime's outputs "
+              f"differ from PyTorch's by at most {diffs} on {done['inputs']})")
+        return 0
     with writing(Path(args.out).resolve(), src.stat().st_size):
         shutil.copyfile(src, args.out)
     print(f"exported {src} -> {args.out}")
@@ -317,9 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--runs-dir", default=None)
     sh.set_defaults(fn=_cmd_show)
-    ex = sub.add_parser("export", help="copy a run's pruned model")
+    ex = sub.add_parser("export", help="copy a run's pruned model, or write it as ONNX")
     ex.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--format", choices=["pt", "onnx"], default=None,
+                    help="pt: model.pt as is; onnx: ONNX with a dynamic batch, checked on ONNX Runtime "
+                         "(default: from --out's suffix)")
     ex.add_argument("--runs-dir", default=None)
     ex.set_defaults(fn=_cmd_export)
     return p
