@@ -12,7 +12,7 @@ from pages.control import manager
 from pages.layout import empty_state, header, teaching
 from pages.replay import run_frame, run_info
 from pages.routing import enter_frame, pick_runs
-from pages.text import chart_text, percent
+from pages.text import chart_text, flops_ratio, percent
 from pages.figures import RUN_COLOURS
 from pages.stability_chart import defined_psi
 from pages.teaching import explain as teaching_explainer
@@ -31,9 +31,17 @@ def final_figures(r: RunReader) -> dict:
             "parameters removed (%)": percent(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
             "final accuracy (%)": s["final_acc"], "best accuracy (%)": s["best_acc"],
             "wall time (s)": round(s["wall_seconds"], 1),
+            "FLOPs ratio (x)": None if not flops_ratio(s) else round(flops_ratio(s), 2),
             "speed-up at batch 1 (x)": None if not s["speed"] else round(s["speed"]["latency_speedup"], 2),
             "throughput speed-up (x)": None if not s["speed"] else round(s["speed"]["throughput_speedup"], 2),
+            "ONNX Runtime speed-up at batch 1 (x)": _ort(s, "latency_speedup"),
+            "ONNX Runtime throughput speed-up (x)": _ort(s, "throughput_speedup"),
             "measured on": None if not s["speed"] else s["speed"]["device"]}
+
+
+def _ort(s: dict, key: str) -> float | None:
+    ort = (s["speed"] or {}).get("onnxruntime")
+    return None if not ort else round(ort[key], 2)
 
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:

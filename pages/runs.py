@@ -15,7 +15,7 @@ from osp_engine.storage.writer_lock import describe
 from pages.control import manager, may_steer, send, steering
 from pages.layout import empty_state, header
 from pages.routing import enter_frame, refresh_picker, select_run, selected_run
-from pages.text import fmt_pct, percent, plain, seconds_per_epoch
+from pages.text import flops_ratio, fmt_pct, percent, plain, seconds_per_epoch
 
 
 @steering
@@ -137,6 +137,22 @@ def progress_text(s: dict, per: float | None) -> str:
     return " · ".join(parts)
 
 
+def speed_line(speed: dict, s: dict) -> str:
+    """'exported model: 1.05x the dense speed at batch 1, 1.10x its throughput at batch 256 (cpu, PyTorch); in
+    ONNX Runtime 1.31x and 1.42x; FLOPs 2.04x fewer: speed efficiency 0.51-0.70' (s: the run's summary)."""
+    text = (f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1, "
+            f"{speed['throughput_speedup']:.2f}x its throughput at batch {speed['batch']} ({speed['device']}, PyTorch)")
+    ort = speed.get("onnxruntime")
+    ups = [speed["latency_speedup"], speed["throughput_speedup"]]
+    if ort:
+        text += f"; in ONNX Runtime {ort['latency_speedup']:.2f}x and {ort['throughput_speedup']:.2f}x"
+        ups += [ort["latency_speedup"], ort["throughput_speedup"]]
+    ratio = flops_ratio(s)
+    if ratio:
+        text += (f"; FLOPs {ratio:.2f}x fewer: speed efficiency {min(ups) / ratio:.2f}-{max(ups) / ratio:.2f}")
+    return text
+
+
 def details(r: RunReader, s: dict) -> str:
     """A branch's parent and prune epoch, the world size of a distributed run, the exported model's
     measured speed-up, the kept checkpoints and their disk use (markdown lines); s: r.summary()."""
@@ -157,8 +173,7 @@ def details(r: RunReader, s: dict) -> str:
     if s["kept_whole"]:
         lines.append(f"{len(s['kept_whole'])} groups kept whole (never pruned: see Channels)")
     if speed:
-        lines.append(f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1, "
-                     f"{speed['throughput_speedup']:.2f}x its throughput at batch {speed['batch']} ({speed['device']})")
+        lines.append(speed_line(speed, s))
     kept = branch_epochs(r.dir)
     if kept:
         lines.append(f"{len(kept)} checkpoints kept for branches · {checkpoints_bytes(r.dir) / 1e6:.1f} MB")

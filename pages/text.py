@@ -39,6 +39,12 @@ def seconds_per_epoch(r: RunReader, epochs_done: int) -> float | None:
     recent = [row["epoch_seconds"] for row in r.epochs(epochs_done - 6) if row.get("epoch_seconds")]
     return sum(recent) / len(recent) if recent else None
 
+def flops_ratio(s: dict) -> float | None:
+    """Dense FLOPs over the final model's (2.0 at 50 % removed), the bound a speed-up is measured
+    against; None before the run has both. s: a run's summary."""
+    return s["dense_flops"] / s["final_flops"] if s.get("dense_flops") and s.get("final_flops") else None
+
+
 def fmt_pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
 

@@ -80,7 +80,16 @@ def test_the_exported_models_speed_is_stored_and_shown(finished_run, tmp_path, m
     at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
     card = next(m.value for m in at.markdown if finished_run.run_id in m.value)
     assert f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1" in card
+    ort, s = speed["onnxruntime"], reader.summary()
+    assert ort["device"] == "cpu" and ort["rounds"] >= 3 and ort["batch"] == 256
+    assert ort["latency_speedup"] == pytest.approx(ort["latency_ms"]["dense"] / ort["latency_ms"]["pruned"])
+    assert f"in ONNX Runtime {ort['latency_speedup']:.2f}x and {ort['throughput_speedup']:.2f}x" in card
+    ratio = s["dense_flops"] / s["final_flops"]
+    ups = [speed["latency_speedup"], speed["throughput_speedup"], ort["latency_speedup"], ort["throughput_speedup"]]
+    assert f"FLOPs {ratio:.2f}x fewer: speed efficiency {min(ups) / ratio:.2f}-{max(ups) / ratio:.2f}" in card
     at = AppTest.from_string("from pages.compare import render\nrender()\n", default_timeout=60)
     at.session_state["run_id"] = finished_run.run_id
     table = at.run().dataframe[0].value
     assert table["throughput speed-up (x)"].tolist() == [round(speed["throughput_speedup"], 2)]
+    assert table["ONNX Runtime speed-up at batch 1 (x)"].tolist() == [round(ort["latency_speedup"], 2)]
+    assert table["FLOPs ratio (x)"].tolist() == [round(ratio, 2)]

@@ -11,6 +11,7 @@ result says which. This module imports onnx and onnxruntime only when called.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import warnings
@@ -31,9 +32,10 @@ INSTALL = "ONNX export needs onnx and onnxruntime: pip install onnx onnxruntime"
 def _runtime():
     """onnxruntime, or ConfigError saying what to install."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it)
+        if importlib.util.find_spec("onnx") is None:          # the exporter writes with it
+            raise ImportError("onnx")
         import onnxruntime
-    except ImportError:
+    except (ImportError, ValueError):
         raise ConfigError(INSTALL) from None
     return onnxruntime
 

@@ -1,5 +1,6 @@
 """The pruned model's measured speed against the dense one: latency at batch 1 and throughput at a
-large batch, timed side by side on the same device in inference mode.
+large batch, timed side by side on the same device in inference mode, in PyTorch eager and, when
+onnxruntime is installed, in ONNX Runtime (where models are often deployed).
 
 FLOPs say how much arithmetic was removed; these say what it buys on a given machine (on 2 CPU cores
 a pruned ResNet is often held back by per-layer overheads that FLOPs do not count). The two models are
@@ -14,42 +15,84 @@ import torch
 from torch import nn
 
 
-def _seconds(model: nn.Module, x: torch.Tensor) -> float:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    model(x)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+def _race(pairs: dict, batch: int, budget_s: float) -> dict:
+    """Alternate each model's (batch-1 call, batch call) round after round for about `budget_s` seconds
+    (at least 3 rounds); {"batch", "rounds", "latency_ms", "throughput", "latency_speedup", "throughput_speedup"}."""
+    for one, many in pairs.values():                            # warm-up: allocations, kernels chosen
+        one(), many()
+    lat: dict[str, list[float]] = {k: [] for k in pairs}
+    thr: dict[str, list[float]] = {k: [] for k in pairs}
+    t_end = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < 3 or (time.perf_counter() < t_end and rounds < 200):
+        for name, (one, many) in pairs.items():
+            t0 = time.perf_counter()
+            one()
+            lat[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            many()
+            thr[name].append(batch / (time.perf_counter() - t0))
+        rounds += 1
+    out = {"batch": batch, "rounds": rounds, "latency_ms": {k: 1e3 * statistics.median(v) for k, v in lat.items()},
+           "throughput": {k: statistics.median(v) for k, v in thr.items()}}
+    out["latency_speedup"] = out["latency_ms"]["dense"] / out["latency_ms"]["pruned"]
+    out["throughput_speedup"] = out["throughput"]["pruned"] / out["throughput"]["dense"]
+    return out
 
 
 @torch.inference_mode()
 def measure_speed(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], device: torch.device,
                   batch: int = 256, budget_s: float = 1.0) -> dict:
-    """{"device", "batch", "latency_ms": {"dense", "pruned"}, "throughput": {"dense", "pruned"} (images/s),
-    "latency_speedup", "throughput_speedup"}: medians over rounds that alternate the two models, within
-    about `budget_s` seconds of timing (at least 3 rounds each)."""
-    models = {"dense": dense.eval().to(device), "pruned": pruned.eval().to(device)}
+    """PyTorch eager: {"device", "batch", "rounds", "latency_ms": {"dense", "pruned"}, "throughput": {"dense",
+    "pruned"} (images/s), "latency_speedup", "throughput_speedup"}: medians over rounds that alternate the
+    two models, within about `budget_s` seconds of timing (at least 3 rounds each)."""
     one = torch.randn(1, *input_shape, device=device)
     many = torch.randn(batch, *input_shape, device=device)
-    for m in models.values():                                   # warm-up: allocations, kernels chosen
-        m(one), m(many)
-    lat: dict[str, list[float]] = {k: [] for k in models}
-    thr: dict[str, list[float]] = {k: [] for k in models}
-    t_end = time.perf_counter() + budget_s
-    rounds = 0
-    while rounds < 3 or (time.perf_counter() < t_end and rounds < 200):
-        for name, m in models.items():
-            lat[name].append(_seconds(m, one))
-            thr[name].append(batch / _seconds(m, many))
-        rounds += 1
-    out = {"device": str(device), "batch": batch, "rounds": rounds,
-           "latency_ms": {k: 1e3 * statistics.median(v) for k, v in lat.items()},
-           "throughput": {k: statistics.median(v) for k, v in thr.items()}}
-    out["latency_speedup"] = out["latency_ms"]["dense"] / out["latency_ms"]["pruned"]
-    out["throughput_speedup"] = out["throughput"]["pruned"] / out["throughput"]["dense"]
-    return out
+
+    def timed(m: nn.Module):
+        m = m.eval().to(device)
+        return (lambda: (m(one), _sync(device))), (lambda: (m(many), _sync(device)))
+
+    return {"device": str(device), **_race({"dense": timed(dense), "pruned": timed(pruned)}, batch, budget_s)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_speed_onnxruntime(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                              batch: int = 256, budget_s: float = 1.0) -> dict | None:
+    """The same figures in ONNX Runtime (its CUDA provider on a GPU, else CPU, with PyTorch's thread
+    count), both models exported with a dynamic batch; None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    one = torch.randn(1, *input_shape).numpy()
+    many = torch.randn(batch, *input_shape).numpy()
+    pairs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, m in (("dense", dense), ("pruned", pruned)):
+            path = str(Path(tmp) / f"{name}.onnx")
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(m.eval().cpu(), (torch.from_numpy(one),), path, input_names=["input"],
+                                  output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                                  opset_version=17, dynamo=False)
+            session = ort.InferenceSession(path, options, providers=(["CUDAExecutionProvider"] if cuda else [])
+                                           + ["CPUExecutionProvider"])
+            pairs[name] = (lambda s=session: s.run(None, {"input": one})), (lambda s=session: s.run(None, {"input": many}))
+        return {"device": "cuda" if cuda else "cpu", **_race(pairs, batch, budget_s)}
 
 
 def record_speed(store, run_dir, arch: dict, device: torch.device, budget_s: float, epoch: int) -> None:
@@ -62,9 +105,13 @@ def record_speed(store, run_dir, arch: dict, device: torch.device, budget_s: flo
         pruned = load_pruned(run_dir / MODEL_FILE, map_location=str(device))
         batch = 256 if arch["image_size"] <= 64 else 32
         s = measure_speed(dense, pruned, tuple(arch["input_shape"]), device, batch, budget_s)
+        s["onnxruntime"] = measure_speed_onnxruntime(dense, pruned, tuple(arch["input_shape"]), device, batch, budget_s)
     except Exception as e:
         store.event("speed_failed", f"the speed measurement failed ({type(e).__name__}: {e})")
         return
+    ort = s["onnxruntime"]
+    in_ort = "" if ort is None else (f"; in ONNX Runtime {ort['latency_speedup']:.2f}x and "
+                                     f"{ort['throughput_speedup']:.2f}x")
     store.event("speed", f"exported model on {s['device']}: {s['latency_speedup']:.2f}x the dense model's speed at "
-                         f"batch 1, {s['throughput_speedup']:.2f}x its throughput at batch {s['batch']}",
-                epoch=epoch, **s)
+                         f"batch 1, {s['throughput_speedup']:.2f}x its throughput at batch {s['batch']} (PyTorch)"
+                         + in_ort, epoch=epoch, **s)
