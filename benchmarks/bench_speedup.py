@@ -1,11 +1,13 @@
 """The pruned model's measured speed against the dense one: latency at batch 1 and throughput at
-batch 256, timed side by side (osp_engine/running/speed.py), on CPU and, when one is visible, on a GPU.
+batch 256 (32 at 224 px), timed side by side (osp_engine/running/speed.py) in PyTorch eager and in ONNX
+Runtime, on CPU and, when one is visible, on a GPU; with and without round_to=8. Beside each speed-up:
+the FLOPs ratio (dense over pruned, the bound) and their quotient, the speed efficiency.
 
 Each network is pruned by the method's own selection at the target (50 % of FLOPs by default) on
 its freshly initialised weights: the speed of a pruned network depends on its shape, not on its
 weights. `--run RUN_DIR` times a run's exported model.pt instead.
 
-    python benchmarks/bench_speedup.py [--models resnet56,digits-resnet8] [--target 0.5] [--budget 3]
+    python benchmarks/bench_speedup.py [--models resnet56,vgg16] [--round-to 0,8] [--target 0.5] [--budget 3]
 """
 from __future__ import annotations
 
@@ -23,51 +25,76 @@ from osp_engine.method.groups import prune_groups  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
 from osp_engine.method.network import prepare_network  # noqa: E402
 from osp_engine.method.selection import select  # noqa: E402
-from osp_engine.running.speed import measure_speed  # noqa: E402
+from osp_engine.running.speed import measure_speed, measure_speed_onnxruntime  # noqa: E402
 
-SHAPES = {"digits-resnet8": (10, 8, 1), "digits-resnet14": (10, 8, 1)}      # (classes, image size, channels)
+SHAPES = {"digits-resnet8": (10, 8, 1), "digits-resnet14": (10, 8, 1), "tv-resnet50": (1000, 224, 3)}   # (classes, size, channels)
+BATCH = {224: 32}                           # the throughput batch: 256, or 32 at 224 px
 
 
-def pruned_pair(name: str, target: float) -> tuple[torch.nn.Module, torch.nn.Module, tuple, float]:
-    """(dense, pruned, input shape, FLOPs kept) for a registry network pruned at `target`."""
+def pruned_pair(name: str, target: float, round_to: int) -> tuple[torch.nn.Module, torch.nn.Module, tuple, float]:
+    """(dense, pruned, input shape, FLOPs ratio dense / pruned) for a registry network pruned at `target`."""
     classes, size, channels = SHAPES.get(name, (10, 32, 3))
     torch.manual_seed(0)
-    dense = build_model(name, classes, size, channels)
+    dense = build_model(name, classes, size, channels).eval()
     net = prepare_network(copy.deepcopy(dense), classes, torch.zeros(1, channels, size, size), "official", 0)
-    chosen = select(sal.weighted_saliency(sal.all_saliency(net.groups), net.pi), net.cost, target, 0.75, 1.0)
+    chosen = select(sal.weighted_saliency(sal.all_saliency(net.groups), net.pi), net.cost, target, 0.75, 1.0,
+                    round_to=round_to)
     prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in chosen.keep])
-    return dense, net.model, (channels, size, size), chosen.flops / net.cost.dense_flops
+    return dense, net.model.eval(), (channels, size, size), net.cost.dense_flops / chosen.flops
 
 
-def line(label: str, s: dict, kept: float | None = None) -> str:
-    flops = f"FLOPs kept {100 * kept:.1f} %, " if kept is not None else ""
-    return (f"{label:<30} {s['device']:<6} {flops}latency {s['latency_ms']['dense']:.2f} -> "
-            f"{s['latency_ms']['pruned']:.2f} ms ({s['latency_speedup']:.2f}x), throughput at batch {s['batch']} "
-            f"{s['throughput']['dense']:.0f} -> {s['throughput']['pruned']:.0f} img/s ({s['throughput_speedup']:.2f}x), "
-            f"{s['rounds']} rounds")
+def rows(name: str, round_to: int, s: dict, ratio: float) -> list[str]:
+    """Markdown rows: one per runtime, speed-ups beside the FLOPs ratio and their quotient."""
+    out = []
+    for runtime, r in (("PyTorch eager", s), ("ONNX Runtime", s.get("onnxruntime"))):
+        if r is None:
+            continue
+        out.append(f"| {name} | {round_to or '-'} | {runtime} ({r['device']}) | {ratio:.2f}x | "
+                   f"{r['latency_ms']['dense']:.2f} -> {r['latency_ms']['pruned']:.2f} ms | {r['latency_speedup']:.2f}x | "
+                   f"{r['latency_speedup'] / ratio:.2f} | {r['throughput']['dense']:.0f} -> {r['throughput']['pruned']:.0f} "
+                   f"img/s at {r['batch']} | {r['throughput_speedup']:.2f}x | {r['throughput_speedup'] / ratio:.2f} |")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="digits-resnet8,resnet56,vgg16")
+    ap.add_argument("--models", default="digits-resnet8,resnet56,vgg16,tv-resnet50,mobilenetv2")
     ap.add_argument("--target", type=float, default=0.5)
-    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per network and device")
+    ap.add_argument("--round-to", default="0,8", help="round_to values to compare (0: off)")
+    ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per network, runtime and device")
     ap.add_argument("--run", default=None, help="a run folder: time its exported model.pt")
     args = ap.parse_args()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"{torch.get_num_threads()} CPU threads; devices: {', '.join(map(str, devices))}")
+    print(f"{torch.get_num_threads()} CPU threads; devices: {', '.join(map(str, devices))}; target {args.target}")
+    print("| model | round_to | runtime | FLOPs ratio | latency at batch 1 | speed-up | efficiency | throughput | "
+          "speed-up | efficiency |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     if args.run:
         blob = torch.load(Path(args.run) / "model.pt", weights_only=True)["arch"]
-        dense = build_model(blob["model"], blob["num_classes"], blob["image_size"], blob["in_channels"])
+        dense = build_model(blob["model"], blob["num_classes"], blob["image_size"], blob["in_channels"]).eval()
         pruned = load_pruned(Path(args.run) / "model.pt")
+        ratio = count_flops(dense, blob["input_shape"]) / count_flops(pruned, blob["input_shape"])
         for dev in devices:
-            print(line(f"{blob['model']} (exported)", measure_speed(dense, pruned, tuple(blob["input_shape"]), dev,
-                                                                  budget_s=args.budget)))
+            print("\n".join(rows(f"{blob['model']} (exported)", 0, both(dense, pruned, tuple(blob["input_shape"]), dev,
+                                                                         256, args.budget), ratio)), flush=True)
         return
     for name in args.models.split(","):
-        dense, pruned, shape, kept = pruned_pair(name, args.target)
-        for dev in devices:
-            print(line(name, measure_speed(dense, pruned, shape, dev, budget_s=args.budget), kept), flush=True)
+        for round_to in (int(r) for r in args.round_to.split(",")):
+            dense, pruned, shape, ratio = pruned_pair(name, args.target, round_to)
+            for dev in devices:
+                s = both(dense, pruned, shape, dev, BATCH.get(shape[-1], 256), args.budget)
+                print("\n".join(rows(name, round_to, s, ratio)), flush=True)
+
+
+def both(dense, pruned, shape, device, batch: int, budget: float) -> dict:
+    s = measure_speed(dense, pruned, shape, device, batch, budget)
+    s["onnxruntime"] = measure_speed_onnxruntime(dense, pruned, shape, device, batch, budget)
+    return s
+
+
+def count_flops(model: torch.nn.Module, shape) -> float:
+    from osp_engine.method.tp import tp
+    return float(tp.utils.count_ops_and_params(model, torch.zeros(1, *shape))[0])
 
 
 if __name__ == "__main__":
