@@ -223,6 +223,23 @@ def unit_sweep(soak: Soak, refs: dict, epochs: list[int], runs: Path) -> list[tu
     return [(b, refs[("branch", RunReader(b).info()["config"]["branch_epoch"])]) for b in new_dirs(runs, {parent.name})]
 
 
+def compared(unit, soak: Soak, refs: dict, arg, runs: Path) -> list[str]:
+    """Run a unit, compare each of its finished runs with its reference, then remove its folder (the
+    soak's disk holds a few units at a time). 'identical', or what differed or failed."""
+    try:
+        pairs = unit(soak, refs, arg, runs)
+        out = []
+        for a, b in pairs:
+            same_store, same_weights = store_rows(a) == store_rows(b), same_model(a, b)
+            out.append("identical" if same_store and same_weights else
+                       f"{a.name}: store {'same' if same_store else 'differs'}, model {'same' if same_weights else 'differs'}")
+        return out
+    except Exception as e:
+        return [f"{runs.name} ({unit.__name__}) did not finish: {type(e).__name__}: {str(e)[-400:]}"]
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+
+
 def _copy_parent(soak: Soak, refs: dict, runs: Path) -> Path:
     runs.mkdir(parents=True)
     source = refs[("run", 0)]
@@ -270,7 +287,7 @@ def main() -> None:
             soak = Soak(work, disk, rng, args.kills)
             t0 = time.time()
             refs = references(soak, work / "refs", epochs)
-            results, n = [], 0
+            verdicts, n = [], 0
             with ThreadPoolExecutor(args.jobs) as pool:
                 while soak.counts["kills"] < args.kills:
                     kinds = [(unit_run, rng.choice([0, 1])), (unit_branch, rng.choice(epochs)), (unit_sweep, epochs)]
@@ -278,11 +295,15 @@ def main() -> None:
                     for _ in range(args.jobs):
                         fn, arg = rng.choice(kinds)
                         n += 1
-                        jobs.append(pool.submit(fn, soak, refs, arg, (disk or work) / f"unit{n}"))
+                        jobs.append(pool.submit(compared, fn, soak, refs, arg, (disk or work) / f"unit{n}"))
                     for job in jobs:
-                        results += job.result()
+                        verdicts += job.result()
                     print(f"{n} units, {soak.counts['kills']} kills, {time.time() - t0:.0f} s", flush=True)
-            same = sum(store_rows(a) == store_rows(b) and same_model(a, b) for a, b in results)
+            same = verdicts.count("identical")
+            for v in verdicts:
+                if v != "identical":
+                    print("not identical:", v)
+            results = verdicts
             c = soak.counts
             print(f"kills: {c['kills']} (SIGKILL {c['SIGKILL']}, SIGTERM {c['SIGTERM']}, SIGINT {c['SIGINT']}; "
                   + ", ".join(f"{p} {soak.points[p]}" for p in POINTS) + ")")
