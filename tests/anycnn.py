@@ -12,7 +12,8 @@ import torch_pruning as tp
 from osp_engine.method import saliency as sal
 from osp_engine.method.costcheck import pruned_copy, random_keep
 from osp_engine.method.probe import build_cost_model
-from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups
+from osp_engine.method.groups import build_groups, find_classifier, prune_groups
+from osp_engine.method.graph import build_graph
 from osp_engine.method.regularizer import Shrinker
 from osp_engine.method.selection import select
 

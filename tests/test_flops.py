@@ -5,7 +5,8 @@ import torch
 import torch_pruning as tp
 
 from osp_engine.method.probe import build_cost_model
-from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups
+from osp_engine.method.groups import build_groups, find_classifier, prune_groups
+from osp_engine.method.graph import build_graph
 from osp_engine.models import build_model
 
 CIFAR_COUNTS = {  # (M FLOPs, M params) on 1x3x32x32, from the issue

@@ -230,13 +230,14 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
 
 def test_torch_pruning_grouping_is_bounded_in_time(monkeypatch):
     """A grouping call past GROUPING_BUDGET_S stops with one line (ECA blocks took minutes)."""
-    from osp_engine.method import groups
-    from osp_engine.method.groups import UnsupportedModel, build_graph, build_groups, find_classifier
+    from osp_engine.method import graph
+    from osp_engine.method.groups import UnsupportedModel, build_groups, find_classifier
+    from osp_engine.method.graph import build_graph
 
     model, x = CSP().eval(), torch.zeros(1, 3, 16, 16)
-    monkeypatch.setattr(groups, "GROUPING_BUDGET_S", 0.0)
+    monkeypatch.setattr(graph, "GROUPING_BUDGET_S", 0.0)
     with pytest.raises(UnsupportedModel, match=r"^Torch-Pruning's grouping did not finish in 0 s \(channels reshaped"):
         build_groups(model, build_graph(model, x), find_classifier(model, 10))
-    monkeypatch.setattr(groups, "GROUPING_BUDGET_S", 30.0)
+    monkeypatch.setattr(graph, "GROUPING_BUDGET_S", 30.0)
     assert [g.name for g in build_groups(model, build_graph(model, x), find_classifier(model, 10))] == \
         ["stem.0", "expand.0", "block.0.0", "block.1.0"]

@@ -8,7 +8,8 @@ from torch import nn
 
 from osp_engine import get_preset
 from osp_engine.method.config import apply_overrides
-from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.groups import build_groups, find_classifier
+from osp_engine.method.graph import build_graph
 from osp_engine.method.costs import flops_weights
 from osp_engine.method.saliency import group_saliency, weighted_saliency
 from osp_engine.method.schedule import auto_sl_start, fixed_sl_start, learning_rate, reg_strength

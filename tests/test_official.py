@@ -14,7 +14,8 @@ from torch import nn
 from osp_engine.method import saliency as sal
 from osp_engine.method.costs import cost_table
 from osp_engine.method.probe import build_cost_model
-from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.groups import build_groups, find_classifier
+from osp_engine.method.graph import build_graph
 from osp_engine.models import build_model
 from osp_engine.method.selection import select
 

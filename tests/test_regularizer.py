@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.groups import build_groups, find_classifier
+from osp_engine.method.graph import build_graph
 from osp_engine.models import build_model
 from osp_engine.method.regularizer import Shrinker
 

@@ -12,7 +12,8 @@ from osp_engine import get_preset
 from osp_engine.method.config import ConfigError, apply_overrides
 from osp_engine.method.costs import cost_table, official_table
 from osp_engine.method.probe import build_cost_model
-from osp_engine.method.groups import build_graph, build_groups, find_classifier
+from osp_engine.method.groups import build_groups, find_classifier
+from osp_engine.method.graph import build_graph
 from osp_engine.running.run import Run
 from osp_engine.method.schedule import fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
 from osp_engine.method.selection import SEARCHES, protected_mask

@@ -19,7 +19,8 @@ from torch import nn
 
 from .failure import describe
 from .flops import CostModel, layer_flops, parameter_sizes
-from .groups import Group, UnsupportedModel, build_graph, remove_channels
+from .groups import Group, UnsupportedModel, remove_channels
+from .graph import build_graph
 from .tp import tp
 
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .flops import CostModel
-from .groups import Group, KeptWhole, all_group_roots, build_graph, remove_channels
+from .groups import Group, KeptWhole, all_group_roots, remove_channels
+from .graph import build_graph
 from .tp import tp
 
 

@@ -21,17 +21,17 @@ probe (probe.py) keeps it whole and records why as a `KeptWhole`.
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .failure import first_line
+from .graph import UnsupportedModel, op_name, channel_shuffle, channel_slice
 from .tp import tp
 
 PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
+
+
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -96,10 +96,6 @@ class KeptWhole:
     reason: str               # one line: the layer and operation that break when it loses a unit
 
 
-class UnsupportedModel(ValueError):
-    """The model cannot be pruned or costed exactly; the message is one line naming the operation."""
-
-
 def is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, _CONVS) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
 
@@ -115,120 +111,6 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
         raise UnsupportedModel(f"no classifier with {num_classes} outputs found in the model: its last "
                                f"Linear or conv must output one value per class")
     return found
-
-
-def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    """Torch-Pruning's dependency graph; an operation it cannot trace is an UnsupportedModel."""
-    try:
-        with warnings.catch_warnings():          # per-channel parameters (layer scale) are handled as members
-            warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
-            if _fix_chunk_sizes(graph):
-                tp.dependency.index_mapping.update_index_mapping(graph)
-            _cut_channel_slices(graph)
-            _bound_grouping(graph, GROUPING_BUDGET_S)
-            return graph
-    except Exception as e:
-        raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
-
-
-def channel_slice(node) -> str | None:
-    """'[:, a:b]' if `node` takes part of its input's channels with bounds fixed in the model's code
-    (x[:, :32] of 48 channels), None for anything else (a whole-range slice is no slice)."""
-    grad_fn = getattr(node, "grad_fn", None)
-    if node.type != tp.ops.OPTYPE.SLICE or not hasattr(grad_fn, "_saved_self_sym_sizes"):
-        return None
-    shape = [int(d) for d in grad_fn._saved_self_sym_sizes]
-    if len(shape) < 2 or grad_fn._saved_dim not in (1, 1 - len(shape)):
-        return None
-    start, end, step = int(grad_fn._saved_start), min(int(grad_fn._saved_end), shape[1]), int(grad_fn._saved_step)
-    if start == 0 and end >= shape[1] and step == 1:
-        return None
-    return f"[:, {start}:{end}{'' if step == 1 else f':{step}'}] of {shape[1]} channels"
-
-
-def channel_shuffle(node) -> bool:
-    """True if `node` reshapes a feature map and, through element-wise operations only (a transpose
-    counts as one for Torch-Pruning), reshapes it again: a channel shuffle (ShuffleNet's view,
-    transpose, view). Torch-Pruning maps channels through it as if nothing moved: silently wrong."""
-    grad_fn = getattr(node, "grad_fn", None)
-    shape = [int(d) for d in getattr(grad_fn, "_saved_self_sym_sizes", ())]
-    if node.type != tp.ops.OPTYPE.RESHAPE or len(shape) < 4 or not node.inputs:
-        return False
-    if shape[0] != 1 or shape[1] < 2:            # not a feature map of the batch-1 trace: a weight or a gain
-        return False                             # reshaped (weight standardisation)
-    seen, todo = set(), list(node.outputs)
-    while todo:
-        n = todo.pop()
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        if n.type == tp.ops.OPTYPE.RESHAPE:
-            return True
-        if n.type == tp.ops.OPTYPE.ELEMENTWISE:
-            todo += n.outputs
-    return False
-
-
-def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
-    """Detach every fixed channel slice from the graph: no group reaches across it, and build_groups keeps
-    whole the groups on both of its sides. (Torch-Pruning's mapping through such slices can neither
-    keep the model running nor stay exact, and on ReXNet it enumerates index subsets for minutes.)"""
-    for node in graph.module2node.values():
-        if channel_slice(node) is None:
-            continue
-        for other in node.inputs + node.outputs:
-            other.dependencies = [d for d in other.dependencies if d.target is not node]
-        node.dependencies = []
-
-
-def _fix_chunk_sizes(graph: tp.DependencyGraph) -> bool:
-    """Give every channel split traced from torch.chunk (or torch.split by one size) its true part sizes.
-
-    Torch-Pruning reads a split's sizes from autograd attributes that current PyTorch names differently
-    for a split by one size (`_saved_split_size`, `_saved_self_sym_sizes`), and falls back to a guess
-    that can be wrong ([64, 32] for a chunk of 64 channels in two): its index mapping would then send
-    channels to the wrong part. True if any split was corrected (the index mapping must be rebuilt)."""
-    fixed = False
-    for node in graph.module2node.values():
-        grad_fn = getattr(node, "grad_fn", None)
-        if node.type != tp.ops.OPTYPE.SPLIT or not hasattr(grad_fn, "_saved_split_size"):
-            continue
-        shape, size = list(grad_fn._saved_self_sym_sizes), int(grad_fn._saved_split_size)
-        if len(shape) < 2 or grad_fn._saved_dim not in (1, 1 - len(shape)) or size <= 0:
-            continue
-        channels = int(shape[1])
-        parts = [size] * (channels // size) + ([channels % size] if channels % size else [])
-        if len(parts) != len(node.outputs) or node.module.split_sizes == parts:
-            continue
-        node.module.split_sizes = parts
-        node.module.offsets = [sum(parts[:i]) for i in range(len(parts) + 1)]
-        fixed = True
-    if fixed:                                    # concatenations inferred their sizes from the wrong guess
-        for node in graph.module2node.values():
-            if node.type == tp.ops.OPTYPE.CONCAT:
-                node.module.concat_sizes = node.module.offsets = None
-    return fixed
-
-
-def _where(e: BaseException) -> str:
-    """'operation <Op>: <error>' naming the traced operation Torch-Pruning failed on, for a one-line message."""
-    node, tb = None, e.__traceback__
-    while tb is not None:                                  # Torch-Pruning's frames hold the node at hand
-        node = tb.tb_frame.f_locals.get("node", node)
-        tb = tb.tb_next
-    error = first_line(e)
-    grad_fn = getattr(node, "grad_fn", None)
-    if grad_fn is None:
-        return error
-    op = type(grad_fn).__name__.replace("Backward0", "").replace("Backward1", "")
-    hint = " (a reshape that mixes channels, such as a channel shuffle)" if op in ("View", "Reshape", "UnsafeView") else ""
-    return f"its operation {op}{hint} fails with {error}"
-
-
-def _op_name(node) -> str:
-    """The traced operation of a node, as 'Slice' for SliceBackward0."""
-    return type(node.grad_fn).__name__.replace("Backward0", "") if node.grad_fn is not None else str(node.type)
 
 
 def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
@@ -281,66 +163,13 @@ def _unit(tp_group, size: int) -> int:
     return unit
 
 
-GROUPING_BUDGET_S = 30.0      # one grouping call of Torch-Pruning, at most (seconds)
-MAX_INDICES = 10_000_000      # indices one mapping of that call may produce
-
-
-def _bound_grouping(graph: tp.DependencyGraph, seconds: float) -> None:
-    """Make every grouping call on `graph` (`get_pruning_group`: all groups, a probe, a prune) stop after
-    `seconds` with a one-line refusal.
-
-    On some graphs (channels reshaped into a sequence and back, as in ECA and global-context blocks)
-    Torch-Pruning enumerates index subsets for minutes within one call, or multiplies them through
-    reshapes into lists of billions. Each call sets a deadline; every dependency's `is_triggered_by` and
-    index mapping, which the traversal calls at each step, looks at the clock, and a mapping that would
-    produce more than MAX_INDICES indices stops the call at once."""
-    deadline = [float("inf")]
-    get_pruning_group = graph.get_pruning_group
-
-    def bounded(*args, **kwargs):
-        deadline[0] = time.perf_counter() + seconds
-        try:
-            return get_pruning_group(*args, **kwargs)
-        finally:
-            deadline[0] = float("inf")
-
-    def check() -> None:
-        if time.perf_counter() > deadline[0]:
-            raise UnsupportedModel(f"Torch-Pruning's grouping did not finish in {seconds:g} s (channels "
-                                   f"reshaped across dimensions, as in ECA or global-context blocks)")
-
-    def guarded(mapping):                        # a flatten mapping multiplies the indices by its stride
-        def mapped(idxs):
-            check()
-            if not getattr(mapping, "reverse", True) and len(idxs) * getattr(mapping, "_stride", 1) > MAX_INDICES:
-                raise UnsupportedModel(f"Torch-Pruning's channel mapping through a reshape grows past {MAX_INDICES:,} "
-                                       f"indices (channels reshaped across dimensions, as in global-context blocks)")
-            return mapping(idxs)
-        mapped.guarded = True
-        return mapped
-
-    def watched(dep):                            # the traversal asks this right before it maps the indices,
-        is_triggered_by = dep.is_triggered_by    # and each grouping call first resets the mappings: guard them here
-
-        def triggered(fn):
-            check()
-            dep.index_mapping = [m if m is None or hasattr(m, "guarded") else guarded(m) for m in dep.index_mapping]
-            return is_triggered_by(fn)
-        return triggered
-
-    graph.get_pruning_group = bounded
-    for node in graph.module2node.values():
-        for dep in node.dependencies:
-            dep.is_triggered_by = watched(dep)
-
-
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
     """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
     slices = [(node, channel_slice(node)) for node in graph.module2node.values()]
-    sliced = {id(n): f"channels sliced {where} ({_op_name(node)})"
+    sliced = {id(n): f"channels sliced {where} ({op_name(node)})"
               for node, where in slices if where for n in node.inputs + node.outputs}
     sliced.update({id(n): "channels shuffled by a reshape, a transpose and a reshape (a channel shuffle)"
                    for n in graph.module2node.values() if channel_shuffle(n)})

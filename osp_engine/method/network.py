@@ -20,7 +20,8 @@ from .costcheck import CheckFailed, check_cost_model
 from .costs import cost_table
 from .failure import describe, first_line
 from .flops import CostModel, cost_model, count_subclasses
-from .groups import Group, KeptWhole, UnsupportedModel, build_graph, build_groups, find_classifier
+from .groups import Group, KeptWhole, UnsupportedModel, build_groups, find_classifier
+from .graph import build_graph
 from .probe import Probe, probe_groups, timed_progress
 from .selection import TOLERANCE, kept_step, n_protected, round_pruned
 from .tp import tp

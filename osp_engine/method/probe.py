@@ -25,7 +25,8 @@ from torch import nn
 
 from .failure import describe
 from .flops import CostModel, cost_model, flat, observe
-from .groups import Group, KeptWhole, UnsupportedModel, build_graph, pruning_group, remove_channels
+from .groups import Group, KeptWhole, UnsupportedModel, pruning_group, remove_channels
+from .graph import build_graph
 
 
 @dataclass

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from .faults import payload_bytes, writing
-from ..method.groups import build_graph, remove_channels
+from ..method.groups import remove_channels
+from ..method.graph import build_graph
 from ..models import build_model
 
 MODEL_FILE = "model.pt"
