@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine import get_preset  # noqa: E402
 from osp_engine.method.config import apply_overrides  # noqa: E402
 from osp_engine.running.run import Run  # noqa: E402
-from osp_engine.storage.store import RunReader  # noqa: E402
+from osp_engine.storage.reader import RunReader  # noqa: E402
 
 
 def main() -> None:

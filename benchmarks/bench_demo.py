@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from osp_engine.storage.store import RunReader  # noqa: E402
+from osp_engine.storage.reader import RunReader  # noqa: E402
 
 PREVIOUS = ["model=digits-resnet14", "epochs=40", "sl_start=6", "sl_end=30"]     # the demo preset before this one
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

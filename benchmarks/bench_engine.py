@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine.method import saliency as sal  # noqa: E402
 from osp_engine.method.costs import cost_table  # noqa: E402
 from osp_engine.method.probe import build_cost_model  # noqa: E402
-from osp_engine.method.groups import build_graph, build_groups, find_classifier, prune_groups  # noqa: E402
+from osp_engine.method.graph import build_graph  # noqa: E402
+from osp_engine.method.groups import build_groups, find_classifier, prune_groups  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
 from osp_engine.method.regularizer import Shrinker  # noqa: E402
 from osp_engine.method.selection import protected_mask, select  # noqa: E402

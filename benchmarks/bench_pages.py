@@ -30,9 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from osp_engine.method.config import Config  # noqa: E402
-from osp_engine.method.groups import build_graph, build_groups, find_classifier  # noqa: E402
+from osp_engine.method.graph import build_graph  # noqa: E402
+from osp_engine.method.groups import build_groups, find_classifier  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
-from osp_engine.storage.store import RunReader, RunStore  # noqa: E402
+from osp_engine.storage.reader import RunReader  # noqa: E402
+from osp_engine.storage.store import RunStore  # noqa: E402
 
 PAGES = ["runs", "stability", "channels", "tradeoff", "compare"]
 BUDGET_MS = 300.0

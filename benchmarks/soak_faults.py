@@ -218,7 +218,7 @@ def unit_sweep(soak: Soak, refs: dict, epochs: list[int], runs: Path) -> list[tu
                         soak.counts["started again"] += 1
         if res.returncode == 0:
             break
-    from osp_engine.storage.store import RunReader
+    from osp_engine.storage.reader import RunReader
 
     return [(b, refs[("branch", RunReader(b).info()["config"]["branch_epoch"])]) for b in new_dirs(runs, {parent.name})]
 

@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine.method.analysis import kept_fraction, settle_order
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from pages.layout import empty_state, header, teaching
 from pages.replay import run_masks
 from pages.routing import enter_frame, require_run

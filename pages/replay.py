@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine.method.analysis import pairwise_jaccard
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from pages.routing import reader, selected_run
 
 @st.cache_data(max_entries=64, show_spinner=False)

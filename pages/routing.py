@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from pages.control import manager
 from pages.layout import empty_state
 

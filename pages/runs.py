@@ -10,7 +10,7 @@ from osp_engine.running.branch import branch_epochs, checkpoints_bytes
 from osp_engine.method.config import VARIANTS
 from osp_engine.method.config import Config
 from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from osp_engine.storage.writer_lock import describe
 from pages.control import manager, may_steer, send, steering
 from pages.layout import empty_state, header

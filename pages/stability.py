@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from pages.control import manager, may_steer, send, steering
 from pages.layout import empty_state, header, teaching
 from pages.replay import run_frame, run_info, run_similarity

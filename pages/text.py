@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 VARIANT_TEXT = {
     "official": "reproduces the official code, its known quirks included",

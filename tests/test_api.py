@@ -14,7 +14,7 @@ from conftest import ROOT
 from osp_engine import ConfigError, get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.running.run import new_run_id
-from osp_engine.storage.store import RunReader, list_runs
+from osp_engine.storage.reader import RunReader, list_runs
 
 
 def _readme_code() -> str:

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import ROOT
 from osp_engine import get_preset
 from osp_engine.method.analysis import kept_fraction
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 PAGES = ["runs", "stability", "channels", "tradeoff", "compare", "branches"]
 

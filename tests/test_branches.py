@@ -20,7 +20,7 @@ from osp_engine.running.manager import RunManager
 from osp_engine.models import build_model
 from osp_engine.method.network import prepare_network
 from osp_engine.running.run import Run
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from osp_engine.storage.sweep import indicator_picks, sweep_rows, target_sweep, training_cost
 from osp_engine.running.train import evaluate
 

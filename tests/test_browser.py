@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 CHROMIUM = "/usr/bin/chromium"
 # the server, a command-line run and chromium share two cores: one PyTorch thread per run keeps two

@@ -103,7 +103,7 @@ def test_the_studio_steers_a_command_line_run(tmp_path):
     import time
 
     from osp_engine.running.manager import RunManager
-    from osp_engine.storage.store import RunReader
+    from osp_engine.storage.reader import RunReader
 
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--runs-dir", str(runs), "--set", "epochs=14",

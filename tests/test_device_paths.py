@@ -14,7 +14,7 @@ from osp_engine.method.network import prepare_network
 from osp_engine.method.regularizer import Shrinker
 from osp_engine.running.run import Run
 from osp_engine.running.speed import measure_speed
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 
 def test_the_gpu_code_path_runs_a_whole_cycle_on_cpu(tmp_path):

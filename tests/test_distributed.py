@@ -8,7 +8,7 @@ import time
 
 from conftest import ROOT
 from osp_engine.storage.export import load_pruned
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 SHORT = ["--set", "epochs=12", "--set", "sl_start=2", "--set", "sl_end=8", "--set", "reg=0.02",
          "--set", "reg_delta=0.02", "--set", "keep_checkpoints=0", "--set", "speed_budget_s=0.1"]

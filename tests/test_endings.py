@@ -14,7 +14,8 @@ from conftest import ROOT
 from osp_engine import ConfigError, get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.running.run import Run
-from osp_engine.storage.store import RunReader, RunStore
+from osp_engine.storage.store import RunStore
+from osp_engine.storage.reader import RunReader
 
 SHORT = ["epochs=8", "sl_start=1", "sl_end=5", "reg=0.02", "reg_delta=0.02"]
 

@@ -204,7 +204,7 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
 
     import osp_engine
     from conftest import ROOT
-    from osp_engine.storage.store import RunReader
+    from osp_engine.storage.reader import RunReader
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 SETTINGS = ["--set", "epochs=9", "--set", "sl_start=1", "--set", "sl_end=6", "--set", "reg=0.02", "--set", "reg_delta=0.02"]
 

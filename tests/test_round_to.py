@@ -12,7 +12,7 @@ from osp_engine.method.selection import kept_step, round_pruned, select
 from osp_engine.method.tp import tp
 from osp_engine.models import build_model
 from osp_engine.running.run import Run
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 
 
 def test_rounding_keeps_multiples_or_everything():

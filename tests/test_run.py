@@ -15,7 +15,7 @@ from osp_engine import get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.storage.export import load_pruned
 from osp_engine.running.run import Run
-from osp_engine.storage.store import RunReader, list_runs
+from osp_engine.storage.reader import RunReader, list_runs
 
 TINY = ["epochs=16", "sl_start=2", "sl_end=10", "reg=0.02", "reg_delta=0.02"]
 
@@ -127,7 +127,7 @@ def test_pause_resume_and_prune_now(tmp_path):
 def test_second_process_reads_while_running(tmp_path):
     run, thread = _start(TINY, tmp_path)
     _wait_epochs(run, 1)
-    code = ("import sys, json; sys.path.insert(0, '.'); from osp_engine.storage.store import RunReader;"
+    code = ("import sys, json; sys.path.insert(0, '.'); from osp_engine.storage.reader import RunReader;"
             f"r = RunReader({str(run.dir)!r}); print(json.dumps([r.info()['status'], r.last_epoch()]))")
     seen = []
     for _ in range(3):

@@ -6,7 +6,7 @@ import torch
 from osp_engine import get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.running.manager import RunManager
-from osp_engine.storage.store import list_runs
+from osp_engine.storage.reader import list_runs
 from osp_engine.running.threads import live_cpu_runs, thread_share
 
 TINY = ["epochs=6", "sl_start=1", "sl_end=3", "reg=0.02", "reg_delta=0.02"]

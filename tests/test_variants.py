@@ -17,7 +17,7 @@ from osp_engine.method.graph import build_graph
 from osp_engine.running.run import Run
 from osp_engine.method.schedule import fixed_sl_start, learning_rate, reg_strength, schedule_epoch, shrink_lr
 from osp_engine.method.selection import SEARCHES, protected_mask
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from test_math import TwoConv
 
 VARIANTS = ("official", "corrected")

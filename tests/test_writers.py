@@ -14,7 +14,7 @@ from osp_engine import ConfigError, get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.running.manager import RunManager
 from osp_engine.running.run import Run
-from osp_engine.storage.store import RunReader
+from osp_engine.storage.reader import RunReader
 from osp_engine.storage.writer_lock import RunHeld, WriterLock, holder
 from test_resume import KILLER, SETTINGS
 

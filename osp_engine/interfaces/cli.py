@@ -15,7 +15,8 @@ from pathlib import Path
 from ..method.config import ConfigError, apply_overrides
 from ..storage.faults import DiskFull, writing
 from .presets import DESCRIPTIONS, PRESETS, get_preset
-from ..storage.store import RunReader, runs_root, split_runs
+from ..storage.store import runs_root
+from ..storage.reader import RunReader, split_runs
 
 
 class _Parser(argparse.ArgumentParser):

@@ -45,7 +45,7 @@ def _inputs(run_dir: Path, input_shape: list[int], n: int) -> tuple[torch.Tensor
     try:
         from ..method.config import Config
         from ..running.data import load_dataset
-        from ..storage.store import RunReader
+        from ..storage.reader import RunReader
 
         cfg = Config.from_json(json.dumps(RunReader(run_dir).info()["config"]))
         _, val, _ = load_dataset(cfg)

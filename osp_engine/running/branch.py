@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..method.config import Config, ConfigError
 from ..storage.faults import FULL_ERRNOS, writing
-from ..storage.store import RunReader, list_runs
+from ..storage.reader import RunReader, list_runs
 
 CHECKPOINTS = "checkpoints"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from ..method.config import Config
 from .run import Run
 from ..storage.sweep import new_sweep_label, target_sweep_configs
-from ..storage.store import TERMINAL, RunReader, resolve_run_dir, runs_root, split_runs
+from ..storage.store import TERMINAL, resolve_run_dir, runs_root
+from ..storage.reader import RunReader, split_runs
 from ..storage.writer_lock import RunHeld, describe, holder
 
 

@@ -18,7 +18,8 @@ import torch
 
 from .branch import branch_epochs, checkpoint_path
 from ..method.config import Config, ConfigError
-from ..storage.store import STALE_AFTER_S, RunReader, RunStore
+from ..storage.store import STALE_AFTER_S, RunStore
+from ..storage.reader import RunReader
 from ..storage.writer_lock import WriterLock
 
 METHOD_EVENTS = ("phase", "sl_start", "prune", "ranks", "exported", "speed", "speed_failed")   # redone after a rewind

@@ -40,7 +40,8 @@ from .rng import rng_state, set_rng_state
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt, rewind
-from ..storage.store import RunReader, RunStore
+from ..storage.store import RunStore
+from ..storage.reader import RunReader
 from .threads import live_cpu_runs, thread_share, usable_cores
 from .train import evaluate, train_epoch
 from ..storage.writer_lock import WriterLock

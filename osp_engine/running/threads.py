@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..storage.store import list_runs
+from ..storage.reader import list_runs
 
 
 def usable_cores() -> int:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from ..method.config import Config
-from .store import RunReader, list_runs
+from .reader import RunReader, list_runs
 
 
 def training_cost(rows: list[dict]) -> dict:
