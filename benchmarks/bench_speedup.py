@@ -56,6 +56,41 @@ def rows(name: str, round_to: int, s: dict, ratio: float) -> list[str]:
     return out
 
 
+@torch.inference_mode()
+def layer_times(model: torch.nn.Module, shape: tuple, batch: int, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of each conv and linear layer of `model` at `batch`, timed by forward hooks."""
+    import statistics
+    import time
+    starts, spent = {}, {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            hooks.append(m.register_forward_pre_hook(lambda mod, inp, n=name: starts.__setitem__(n, time.perf_counter())))
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, n=name: spent.setdefault(n, []).append(1e3 * (time.perf_counter() - starts[n]))))
+    x = torch.randn(batch, *shape)
+    for _ in range(repeats + 2):
+        model(x)
+    for h in hooks:
+        h.remove()
+    return {n: statistics.median(v[2:]) for n, v in spent.items()}
+
+
+def layer_report(name: str, dense, pruned, shape: tuple, batch: int) -> None:
+    """Per-layer time, dense against pruned, sorted by the time the pruned layer still takes: which layers
+    did not get faster, and their share of the pruned model's time."""
+    d, p = layer_times(dense.eval(), shape, batch), layer_times(pruned.eval(), shape, batch)
+    total = sum(p.values())
+    print(f"\n{name}, batch {batch}: per-layer ms, dense -> pruned (the 12 slowest pruned layers)")
+    kinds = {n: m for n, m in pruned.named_modules()}
+    for n in sorted(p, key=p.get, reverse=True)[:12]:
+        m = kinds[n]
+        what = (f"conv {m.in_channels}->{m.out_channels} k{m.kernel_size[0]} groups {m.groups}"
+                if isinstance(m, torch.nn.Conv2d) else f"linear {m.in_features}->{m.out_features}")
+        print(f"  {n:<28} {what:<36} {d[n]:7.3f} -> {p[n]:7.3f} ms ({d[n] / p[n]:.2f}x, {100 * p[n] / total:.0f} %)")
+    print(f"  all conv/linear layers {sum(d.values()):.2f} -> {total:.2f} ms ({sum(d.values()) / total:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="digits-resnet8,resnet56,vgg16,tv-resnet50,mobilenetv2")
@@ -63,6 +98,7 @@ def main() -> None:
     ap.add_argument("--round-to", default="0,8", help="round_to values to compare (0: off)")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per network, runtime and device")
     ap.add_argument("--run", default=None, help="a run folder: time its exported model.pt")
+    ap.add_argument("--layers", action="store_true", help="also time every layer, dense against pruned (eager)")
     args = ap.parse_args()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"{torch.get_num_threads()} CPU threads; devices: {', '.join(map(str, devices))}; target {args.target}")
@@ -84,6 +120,8 @@ def main() -> None:
             for dev in devices:
                 s = both(dense, pruned, shape, dev, BATCH.get(shape[-1], 256), args.budget)
                 print("\n".join(rows(name, round_to, s, ratio)), flush=True)
+            if args.layers:
+                layer_report(f"{name} round_to={round_to}", dense, pruned, shape, 1)
 
 
 def both(dense, pruned, shape, device, batch: int, budget: float) -> dict:
