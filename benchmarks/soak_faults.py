@@ -230,14 +230,33 @@ def compared(unit, soak: Soak, refs: dict, arg, runs: Path) -> list[str]:
         pairs = unit(soak, refs, arg, runs)
         out = []
         for a, b in pairs:
-            same_store, same_weights = store_rows(a) == store_rows(b), same_model(a, b)
-            out.append("identical" if same_store and same_weights else
-                       f"{a.name}: store {'same' if same_store else 'differs'}, model {'same' if same_weights else 'differs'}")
+            ours, theirs = store_rows(a), store_rows(b)
+            same_weights = same_model(a, b)
+            differ = [f"{key} (first at {next(i for i, (x, y) in enumerate(zip(ours[key] + [None], theirs[key] + [None])) if x != y)}: "
+                      f"{_first_diff(ours[key], theirs[key])})" for key in ours if ours[key] != theirs[key]]
+            out.append("identical" if not differ and same_weights else
+                       f"{a.name}: store {'; '.join(differ) or 'same'}; model {'same' if same_weights else 'differs'}; "
+                       f"events {[e for e in _kinds(a)]}")
         return out
     except Exception as e:
         return [f"{runs.name} ({unit.__name__}) did not finish: {type(e).__name__}: {str(e)[-400:]}"]
     finally:
         shutil.rmtree(runs, ignore_errors=True)
+
+
+def _first_diff(ours: list, theirs: list) -> str:
+    for x, y in zip(ours, theirs):
+        if x != y:
+            return f"{str(x)[:160]} vs {str(y)[:160]}"
+    return f"{len(ours)} rows vs {len(theirs)}"
+
+
+def _kinds(run_dir: Path) -> list[str]:
+    con = sqlite3.connect(run_dir / "run.db")
+    try:
+        return [f"{k}@{e}" for k, e in con.execute("SELECT kind, epoch FROM events ORDER BY id")]
+    finally:
+        con.close()
 
 
 def _copy_parent(soak: Soak, refs: dict, runs: Path) -> Path:
@@ -275,6 +294,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--disk-mb", type=int, default=64)
+    ap.add_argument("--units", default="run,branch,sweep", help="the kinds of unit to draw from")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     epochs = [2, 4]
@@ -290,7 +310,8 @@ def main() -> None:
             verdicts, n = [], 0
             with ThreadPoolExecutor(args.jobs) as pool:
                 while soak.counts["kills"] < args.kills:
-                    kinds = [(unit_run, rng.choice([0, 1])), (unit_branch, rng.choice(epochs)), (unit_sweep, epochs)]
+                    kinds = [k for k in [(unit_run, rng.choice([0, 1])), (unit_branch, rng.choice(epochs)),
+                                         (unit_sweep, epochs)] if k[0].__name__[5:] in args.units.split(",")]
                     jobs = []
                     for _ in range(args.jobs):
                         fn, arg = rng.choice(kinds)
