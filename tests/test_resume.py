@@ -41,6 +41,10 @@ elif point == "after-prune-commit":           # the prune epoch and t* are commi
         original(self, rec)
         die()
     pruner_module.Pruner.record_prune = record
+elif point == "before-prune-record":          # the prune epoch committed, t* not yet (found by the soak)
+    def record(self, rec):
+        die()
+    pruner_module.Pruner.record_prune = record
 elif point == "during-checkpoint":            # epoch 4's checkpoint half written
     original = run_module.atomic_save
     def save(obj, path):
@@ -85,7 +89,8 @@ def uninterrupted(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("point", ["mid-epoch", "after-prune-commit", "during-checkpoint", "during-export"])
+@pytest.mark.parametrize("point", ["mid-epoch", "before-prune-record", "after-prune-commit", "during-checkpoint",
+                                   "during-export"])
 def test_a_killed_run_resumes_to_the_same_store_and_model(uninterrupted, tmp_path, point):
     script = tmp_path / "killer.py"
     script.write_text(KILLER.format(root=str(ROOT), point=point))

@@ -125,6 +125,10 @@ class NullStore:
     def take_commands(self) -> list:
         return []
 
+    def transaction(self):
+        import contextlib
+        return contextlib.nullcontext()
+
 
 def shard_loader(train, world: World, cfg):
     """Each rank's shard of every epoch: resident tensors keep every world-th image of each global batch

@@ -160,10 +160,11 @@ class Pruner:
         """Commit a prune: t*, its reason, and the event with the accuracy before and after."""
         before, after = rec["acc_before"], rec["acc_after"]
         change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
-        self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
-        self.store.event("prune", f"pruned after epoch {rec['epoch']} ({rec['reason']}): "
-                                  f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
-                         epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
+        with self.store.transaction():                    # t* and its event, or neither
+            self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
+            self.store.event("prune", f"pruned after epoch {rec['epoch']} ({rec['reason']}): "
+                                      f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
+                             epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
 
     def prune_at(self, epoch: int, save=None) -> None:
         """Prune with M_t now, as "Prune now" pressed during epoch t (restored by load_state) would have at

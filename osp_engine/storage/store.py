@@ -7,6 +7,7 @@ original channel ids, saliency as float32 bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -125,6 +126,13 @@ class RunStore:
     def update_run(self, **fields: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
         self.con.execute(f"UPDATE run SET {cols} WHERE id = 1", tuple(fields.values()))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes inside are committed together or not at all (a kill between them leaves neither)."""
+        with self.con:
+            self.con.execute("BEGIN")
+            yield
 
     def heartbeat(self, force: bool = False) -> None:
         now = time.time()
