@@ -159,7 +159,7 @@ class Soak:
         """Resume `run_dir` until it has exported its model."""
         res = None
         for _ in range(50):
-            if (run_dir / "model.pt").is_file():
+            if finished(run_dir):
                 return
             res = self.attempt(["resume", str(run_dir)])
             with self.lock:
@@ -167,6 +167,21 @@ class Soak:
             if res.returncode == 2 and "is being written" in res.stderr:
                 time.sleep(0.5)
         raise RuntimeError(f"{run_dir} did not finish after 50 resumes; the last said: {res.stderr[-600:]}")
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run recorded its end as finished (its model.pt alone is not enough: a process killed
+    after the export and before that record leaves a run to resume)."""
+    try:
+        con = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return con.execute("SELECT status FROM run").fetchone()[0] == "finished"
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
 
 
 def new_dirs(folder: Path, before: set) -> list[Path]:
@@ -209,7 +224,7 @@ def unit_sweep(soak: Soak, refs: dict, epochs: list[int], runs: Path) -> list[tu
     for _ in range(50):
         res = soak.attempt(["sweep", str(parent), "--epochs", ",".join(map(str, epochs))])
         for b in new_dirs(runs, {parent.name}):
-            if not (b / "model.pt").exists():
+            if not finished(b):
                 if (b / "checkpoint.pt").exists():
                     soak.finish(b)
                 else:
