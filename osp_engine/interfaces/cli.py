@@ -46,7 +46,7 @@ def _cmd_models(args) -> int:
     for name, module in zoo:
         print(f"{name:<32} {'timm':<9} timm ({module}), pretrained=False (input size from the dataset)")
     print(f"{len(MODELS) + len(zoo)} models; a model the engine cannot prune exactly is refused when a run starts, "
-          f"and groups it cannot prune are kept whole (docs/models.md lists every result)")
+          f"and groups it cannot prune are kept whole (docs/models.md gives the results model by model)")
     return 0
 
 
