@@ -80,6 +80,17 @@ def _store(run_dir):
         con.close()
 
 
+def killed_run(tmp_path, point):
+    """A command-line run with SETTINGS killed (SIGKILL) at `point`: its folder, 'running' in its store."""
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER.format(root=str(ROOT), point=point))
+    runs = tmp_path / "runs"
+    killed = _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script)
+    assert killed.returncode == -9, killed.stderr
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     runs = tmp_path_factory.mktemp("whole")
@@ -92,12 +103,7 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("point", ["mid-epoch", "before-prune-record", "after-prune-commit", "during-checkpoint",
                                    "during-export"])
 def test_a_killed_run_resumes_to_the_same_store_and_model(uninterrupted, tmp_path, point):
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER.format(root=str(ROOT), point=point))
-    runs = tmp_path / "runs"
-    killed = _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script)
-    assert killed.returncode == -9, killed.stderr
-    (run_dir,) = runs.iterdir()
+    run_dir = killed_run(tmp_path, point)
     assert RunReader(run_dir).info()["status"] == "running"            # as a killed process leaves it
     resumed = _cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
@@ -116,11 +122,7 @@ def test_resume_refuses_what_it_cannot_continue(uninterrupted):
 
 
 def test_export_exports_again_a_run_whose_export_was_cut_short(tmp_path):
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER.format(root=str(ROOT), point="during-export"))
-    runs = tmp_path / "runs"
-    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
-    (run_dir,) = runs.iterdir()
+    run_dir = killed_run(tmp_path, "during-export")
     res = _cli("export", str(run_dir), "--out", str(tmp_path / "pruned.pt"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "pruned.pt").is_file() and RunReader(run_dir).info()["status"] == "finished"
@@ -131,11 +133,7 @@ def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrup
     rewinds the store to the newest intact kept checkpoint, says so, and ends as the uninterrupted run."""
     from osp_engine.running.branch import branch_epochs, checkpoint_path
 
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
-    runs = tmp_path / "runs"
-    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
-    (run_dir,) = runs.iterdir()
+    run_dir = killed_run(tmp_path, "mid-epoch")
     last = RunReader(run_dir).last_epoch()
     os.truncate(run_dir / "checkpoint.pt", (run_dir / "checkpoint.pt").stat().st_size // 2)
     intact = [e for e in branch_epochs(run_dir) if checkpoint_path(run_dir, e).stat().st_size > 1000
@@ -154,11 +152,7 @@ def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrup
 
 
 def test_resume_refuses_when_no_checkpoint_is_intact(tmp_path):
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
-    runs = tmp_path / "runs"
-    assert _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script).returncode == -9
-    (run_dir,) = runs.iterdir()
+    run_dir = killed_run(tmp_path, "mid-epoch")
     for path in [run_dir / "checkpoint.pt", *(run_dir / "checkpoints").glob("*.pt")]:
         path.write_bytes(b"damaged")
     res = _cli("resume", str(run_dir))

@@ -16,7 +16,7 @@ from osp_engine.running.manager import RunManager
 from osp_engine.running.run import Run
 from osp_engine.storage.reader import RunReader
 from osp_engine.storage.writer_lock import RunHeld, WriterLock, holder
-from test_resume import KILLER, SETTINGS
+from test_resume import SETTINGS, killed_run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -41,20 +41,8 @@ def test_the_lock_excludes_a_second_writer_and_names_the_holder(tmp_path):
     WriterLock.take(tmp_path, "resume").release()            # free again at once
 
 
-def _killed_run(tmp_path) -> os.PathLike:
-    """A demo run killed (SIGKILL) a few batches into epoch 3: 'running' in its store, no process."""
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER.format(root=str(ROOT), point="mid-epoch"))
-    runs = tmp_path / "runs"
-    killed = subprocess.run([sys.executable, str(script), "run", "--runs-dir", str(runs), *SETTINGS], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600, env=ENV)
-    assert killed.returncode == -9, killed.stderr
-    (run_dir,) = runs.iterdir()
-    return run_dir
-
-
 def test_of_four_resumes_at_once_exactly_one_proceeds(tmp_path):
-    run_dir = _killed_run(tmp_path)
+    run_dir = killed_run(tmp_path, "mid-epoch")
     assert holder(run_dir) is None and RunReader(run_dir).info()["stale"]     # the killed writer's lock is free
     RunReader(run_dir).send_command("pause")          # the winner pauses at once: it holds the run while the others try
     procs = [subprocess.Popen([sys.executable, "-m", "osp_engine", "resume", str(run_dir)], cwd=ROOT, env=ENV,
