@@ -208,15 +208,21 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         assert "Page not found" not in page.inner_text("body") and f"run={finished_run.run_id}" in page.url
         page.get_by_role("link", name="Compare").click()           # the pruned model, read when clicked
         with page.expect_download(timeout=30000) as download:
-            page.get_by_role("button", name=re.compile(f"pruned model of {finished_run.run_id}")).click()
+            page.get_by_role("button", name=re.compile(rf"pruned model of {finished_run.run_id} \(\d")).click()
         saved = tmp_path / "downloaded.pt"
         download.value.save_as(saved)
         assert saved.read_bytes() == (finished_run.dir / "model.pt").read_bytes()
+        with page.expect_download(timeout=120000) as download:    # written and checked on ONNX Runtime when pressed
+            page.get_by_role("button", name=f"pruned model of {finished_run.run_id} (ONNX)").click()
+        download.value.save_as(tmp_path / "downloaded.onnx")
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(tmp_path / "downloaded.onnx"), providers=["CPUExecutionProvider"])
+        assert [i.shape[0] for i in session.get_inputs()] == ["batch"]
         page.locator(".st-key-compare_runs").click()                # a second run: both downloads must work
         page.get_by_role("option", name="zz-copy").click()
         page.keyboard.press("Escape")
         for run_id in ("zz-copy", finished_run.run_id):
-            button = page.get_by_role("button", name=re.compile(f"pruned model of {run_id}"))
+            button = page.get_by_role("button", name=re.compile(rf"pruned model of {run_id} \(\d"))
             button.wait_for(timeout=30000)
             with page.expect_download(timeout=30000) as download:
                 button.click()

@@ -2,6 +2,7 @@
 crafted model files refused; bad input answered in one line."""
 import os
 import signal
+import re
 import sqlite3
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def test_a_full_disk_ends_the_run_failed_with_the_reason_after_retries(tmp_path,
     run = Run(apply_overrides(get_preset("demo"), SHORT), tmp_path)
     assert run.execute() == "failed"
     s = RunReader(run.dir).summary()
-    assert s["status"] == "failed" and s["error"] == "OperationalError: database or disk is full"
+    assert s["status"] == "failed" and re.fullmatch(rf"disk full: writing run\.db in {re.escape(str(run.dir))} "
+                                                    rf"needs about \d+\.\d MB", s["error"]), s["error"]
     assert writes == [0, 1] and s["epochs"] == 2 and failing["update_run"] == 0
 
 
