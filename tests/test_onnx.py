@@ -22,7 +22,11 @@ def _check(model_pt, out):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (given,) = session.get_inputs()
     assert given.name == "input" and given.shape[0] == "batch"                 # the batch is dynamic
+    import onnx
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert "Conv" in ops and "BatchNormalization" not in ops                  # folded into the convolutions
     model = load_pruned(model_pt)
+    assert all(p.is_contiguous() for p in model.parameters())                  # the pruned tensors are new
     x = torch.randn(3, *given.shape[1:])
     theirs = session.run(None, {"input": x.numpy()})[0]
     with torch.inference_mode():
