@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from osp_engine.storage.reader import reproducible_content  # noqa: E402
 SETTINGS = ["--set", "epochs=9", "--set", "sl_start=1", "--set", "sl_end=6", "--set", "reg=0.02",
             "--set", "reg_delta=0.02", "--set", "threads=1"]
 POINTS = ["time", "train", "search", "prune", "checkpoint", "export", "branch-copy"]
@@ -79,19 +80,6 @@ sys.exit(cli.main(sys.argv[1:]))
 '''
 RANGES = {"time": (5, 80), "train": (1, 200), "search": (1, 9), "prune": (1, 1), "checkpoint": (1, 9),
           "export": (1, 1), "branch-copy": (1, 1)}
-
-
-def store_rows(run_dir: Path) -> dict:
-    """What an uninterrupted run and a resumed one must share: epochs (not wall times), masks, saliency, run row."""
-    con = sqlite3.connect(run_dir / "run.db")
-    try:
-        cols = [r[1] for r in con.execute("PRAGMA table_info(epochs)") if r[1] not in ("epoch_seconds", "cand_seconds")]
-        return dict(epochs=con.execute(f"SELECT {', '.join(cols)} FROM epochs ORDER BY epoch").fetchall(),
-                    masks=con.execute("SELECT * FROM masks ORDER BY epoch, gid").fetchall(),
-                    saliency=con.execute("SELECT * FROM saliency ORDER BY epoch, gid").fetchall(),
-                    run=con.execute("SELECT status, phase, error, t_star, prune_reason, t_sl_start FROM run").fetchall())
-    finally:
-        con.close()
 
 
 def same_model(a: Path, b: Path) -> bool:
@@ -245,7 +233,7 @@ def compared(unit, soak: Soak, refs: dict, arg, runs: Path) -> list[str]:
         pairs = unit(soak, refs, arg, runs)
         out = []
         for a, b in pairs:
-            ours, theirs = store_rows(a), store_rows(b)
+            ours, theirs = reproducible_content(a), reproducible_content(b)
             same_weights = same_model(a, b)
             differ = [f"{key} (first at {next(i for i, (x, y) in enumerate(zip(ours[key] + [None], theirs[key] + [None])) if x != y)}: "
                       f"{_first_diff(ours[key], theirs[key])})" for key in ours if ours[key] != theirs[key]]

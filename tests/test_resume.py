@@ -3,7 +3,6 @@ and model as an uninterrupted run (CPU, one thread each)."""
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from osp_engine.storage.reader import RunReader
+from osp_engine.storage.reader import RunReader, reproducible_content
 
 SETTINGS = ["--set", "epochs=9", "--set", "sl_start=1", "--set", "sl_end=6", "--set", "reg=0.02", "--set", "reg_delta=0.02"]
 
@@ -68,18 +67,6 @@ def _cli(*args, script=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _store(run_dir):
-    con = sqlite3.connect(run_dir / "run.db")
-    try:
-        cols = [r[1] for r in con.execute("PRAGMA table_info(epochs)") if r[1] not in ("epoch_seconds", "cand_seconds")]
-        return dict(epochs=con.execute(f"SELECT {', '.join(cols)} FROM epochs ORDER BY epoch").fetchall(),
-                    masks=con.execute("SELECT * FROM masks ORDER BY epoch, gid").fetchall(),
-                    saliency=con.execute("SELECT * FROM saliency ORDER BY epoch, gid").fetchall(),
-                    run=con.execute("SELECT status, phase, error, t_star, prune_reason, t_sl_start FROM run").fetchall())
-    finally:
-        con.close()
-
-
 def killed_run(tmp_path, point):
     """A command-line run with SETTINGS killed (SIGKILL) at `point`: its folder, 'running' in its store."""
     script = tmp_path / "killer.py"
@@ -108,7 +95,7 @@ def test_a_killed_run_resumes_to_the_same_store_and_model(uninterrupted, tmp_pat
     resumed = _cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed after epoch" in resumed.stdout
-    assert _store(run_dir) == _store(uninterrupted)
+    assert reproducible_content(run_dir) == reproducible_content(uninterrupted)
     a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(uninterrupted / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -141,7 +128,7 @@ def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrup
     resumed = _cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed after epoch {intact[-1]}" in resumed.stdout
-    assert _store(run_dir) == _store(uninterrupted)
+    assert reproducible_content(run_dir) == reproducible_content(uninterrupted)
     a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(uninterrupted / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -187,12 +174,12 @@ def test_a_full_disk_fails_the_run_in_one_line_and_it_resumes_once_space_is_free
                         rf"(/checkpoints)? needs about \d+\.\d MB", info["error"]), info["error"]
     assert failed.stderr.strip() == f"run failed: {info['error']}"
     assert not list(run_dir.glob("*.tmp"))                   # the partial file is gone
-    committed = _store(run_dir)["epochs"]
+    committed = reproducible_content(run_dir)["epochs"]
     (small_disk / "filler").unlink()
     resumed = _cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
-    assert _store(run_dir) == _store(uninterrupted)
-    assert _store(run_dir)["epochs"][:len(committed)] == committed           # nothing committed was lost
+    assert reproducible_content(run_dir) == reproducible_content(uninterrupted)
+    assert reproducible_content(run_dir)["epochs"][:len(committed)] == committed           # nothing committed was lost
 
 
 def test_a_run_whose_store_cannot_be_made_on_a_full_disk_leaves_no_folder(small_disk):

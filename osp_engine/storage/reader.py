@@ -230,3 +230,18 @@ def list_runs(root: str | Path) -> list[RunReader]:
         except FileNotFoundError:                           # not a run, or deleted while we looked
             continue
     return sorted(found, key=lambda r: r.run_id, reverse=True)          # ids start with their start time
+
+
+def reproducible_content(run_dir: str | Path) -> dict:
+    """What a run and the same run stopped and resumed (on CPU) must share, read straight from run.db:
+    the epoch rows without wall times, masks, saliency and the run row's outcome. The resume tests
+    and benchmarks/soak_faults.py compare it."""
+    con = sqlite3.connect(f"file:{Path(run_dir) / DB_NAME}?mode=ro", uri=True)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(epochs)") if r[1] not in ("epoch_seconds", "cand_seconds")]
+        return dict(epochs=con.execute(f"SELECT {', '.join(cols)} FROM epochs ORDER BY epoch").fetchall(),
+                    masks=con.execute("SELECT * FROM masks ORDER BY epoch, gid").fetchall(),
+                    saliency=con.execute("SELECT * FROM saliency ORDER BY epoch, gid").fetchall(),
+                    run=con.execute("SELECT status, phase, error, t_star, prune_reason, t_sl_start FROM run").fetchall())
+    finally:
+        con.close()
