@@ -10,18 +10,15 @@ result says which. This module imports onnx and onnxruntime only when called.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..method.config import ConfigError
-from ..storage.export import load_pruned
+from ..storage.export import load_pruned, write_onnx
 
 TOLERANCE = 1e-4          # absolute, plus RELATIVE of the output's size: float32 logits in the hundreds
 RELATIVE = 1e-5           # differ by more than 1e-4 between two correct kernels (a conv with BatchNorm folded)
@@ -69,11 +66,7 @@ def export_onnx(model_pt: str | Path, out: str | Path, opset: int = 17) -> dict:
     shape = torch.load(model_pt, map_location="cpu", weights_only=True)["arch"]["input_shape"]
     x, source = _inputs(model_pt.parent, shape, max(BATCHES))
     tmp = out.with_name(out.name + ".tmp")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x[:1],), str(tmp), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                          dynamo=False)
+    write_onnx(model, x[:1], tmp, opset)
     try:
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         diffs, close = {}, True

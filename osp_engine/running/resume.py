@@ -81,14 +81,15 @@ def _load_checkpoint(path: Path) -> tuple[dict, dict | None]:
         return torch.load(main, map_location="cpu", weights_only=True), None
     except Exception as e:
         damage = f"checkpoint.pt cannot be read ({type(e).__name__})"
-    for epoch in reversed(branch_epochs(path)):
+    kept = branch_epochs(path)
+    for epoch in reversed(kept):
         try:
             checkpoint = torch.load(checkpoint_path(path, epoch), map_location="cpu", weights_only=True)
         except Exception:
             continue
         return checkpoint, {"epoch": epoch, "reason": damage}
-    kept = " and no kept checkpoint is intact" if branch_epochs(path) else " and the run kept no other checkpoint"
-    raise ConfigError(f"{path.name}'s {damage}{kept}: start it again")
+    none = " and no kept checkpoint is intact" if kept else " and the run kept no other checkpoint"
+    raise ConfigError(f"{path.name}'s {damage}{none}: start it again")
 
 
 def rewind(store: RunStore, checkpoint: dict, reason: str) -> None:
@@ -98,8 +99,7 @@ def rewind(store: RunStore, checkpoint: dict, reason: str) -> None:
     t, state = checkpoint["epoch"], checkpoint["pruner"]
     last = RunReader(store.dir).last_epoch()
     con = store.con
-    with con:
-        con.execute("BEGIN")
+    with store.transaction():
         for table in ("epochs", "masks", "saliency"):
             con.execute(f"DELETE FROM {table} WHERE epoch > ?", (t,))
         con.execute(f"DELETE FROM events WHERE epoch > ? AND kind IN ({', '.join('?' * len(METHOD_EVENTS))})",

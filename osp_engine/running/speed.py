@@ -69,11 +69,10 @@ def measure_speed_onnxruntime(dense: nn.Module, pruned: nn.Module, input_shape: 
         import onnxruntime as ort
     except ImportError:
         return None
-    import contextlib
-    import io
     import tempfile
-    import warnings
     from pathlib import Path
+
+    from ..storage.export import write_onnx
 
     cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
     options = ort.SessionOptions()
@@ -84,11 +83,7 @@ def measure_speed_onnxruntime(dense: nn.Module, pruned: nn.Module, input_shape: 
     with tempfile.TemporaryDirectory() as tmp:
         for name, m in (("dense", dense), ("pruned", pruned)):
             path = str(Path(tmp) / f"{name}.onnx")
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                torch.onnx.export(m.eval().cpu(), (torch.from_numpy(one),), path, input_names=["input"],
-                                  output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                                  opset_version=17, dynamo=False)
+            write_onnx(m.cpu(), torch.from_numpy(one), path)
             session = ort.InferenceSession(path, options, providers=(["CUDAExecutionProvider"] if cuda else [])
                                            + ["CPUExecutionProvider"])
             pairs[name] = (lambda s=session: s.run(None, {"input": one})), (lambda s=session: s.run(None, {"input": many}))

@@ -37,6 +37,21 @@ def atomic_save(obj, path: Path) -> None:
         raise
 
 
+def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str | Path, opset: int = 17) -> None:
+    """`model` as ONNX at `path`: input "input", output "logits", the batch dimension dynamic, traced
+    on `example` in eval mode (the TorchScript exporter folds BatchNorm into the convolutions); the
+    exporter's warnings and progress lines are kept off the console."""
+    import contextlib
+    import io
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+
+
 def structure(model: torch.nn.Module) -> dict:
     return {name: list(p.shape) for name, p in model.state_dict().items() if p.dim() > 0}
 

@@ -141,16 +141,14 @@ class RunStore:
             self.update_run(heartbeat=now)
 
     def write_groups(self, groups: list[tuple[str, int, list[str]]]) -> None:
-        with self.con:
-            self.con.execute("BEGIN")
+        with self.transaction():
             self.con.executemany("INSERT INTO groups VALUES (?, ?, ?, ?)",
                                  [(i, n, s, json.dumps(l)) for i, (n, s, l) in enumerate(groups)])
 
     def write_epoch(self, row: dict, masks: list[np.ndarray] | None, saliency: list[np.ndarray] | None) -> None:
         """One transaction per epoch: metrics, then masks and saliency when the search ran."""
         cols = [c for c in EPOCH_COLUMNS if c in row]
-        with self.con:
-            self.con.execute("BEGIN")
+        with self.transaction():
             self.con.execute(f"INSERT OR REPLACE INTO epochs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                              tuple(row[c] for c in cols))
             e = row["epoch"]
@@ -179,8 +177,7 @@ class RunStore:
         events up to epoch `upto`, in one transaction."""
         self.con.execute("ATTACH DATABASE ? AS parent", (str(parent / DB_NAME),))
         try:
-            with self.con:
-                self.con.execute("BEGIN")
+            with self.transaction():
                 self.con.execute("INSERT INTO groups SELECT * FROM parent.groups")
                 present = {r[1] for r in self.con.execute("PRAGMA parent.table_info(epochs)")}
                 cols = ", ".join(c for c in EPOCH_COLUMNS if c in present)
