@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,22 @@ def finished_run(tmp_path_factory):
     run = Run(cfg, tmp_path_factory.mktemp("runs"))
     assert run.execute() == "finished", run.error
     return run
+
+
+def wait_until(condition, seconds: float) -> None:
+    """Poll `condition` every 50 ms until it holds; fail after `seconds` (a slow machine waits, never a fixed sleep)."""
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def filled_root(finished_run, tmp_path, monkeypatch):
+    """A runs folder holding a copy of the shared tiny run, as OSP_RUNS_DIR, the project root as cwd."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(finished_run.dir, root / finished_run.run_id)
+    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+    monkeypatch.chdir(ROOT)
+    return root, finished_run.run_id

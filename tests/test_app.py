@@ -16,16 +16,6 @@ from osp_engine.storage.reader import RunReader
 PAGES = ["runs", "stability", "channels", "tradeoff", "compare", "branches"]
 
 
-@pytest.fixture()
-def filled_root(finished_run, tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    root.mkdir()
-    shutil.copytree(finished_run.dir, root / finished_run.run_id)
-    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
-    monkeypatch.chdir(ROOT)
-    return root, finished_run.run_id
-
-
 def _page(name, run_id=None):
     """One page's render() with `run_id` picked, as app.py's navigation runs it."""
     at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)

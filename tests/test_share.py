@@ -1,6 +1,5 @@
 """A studio shared with a room (OSP_SHARE=1), in AppTest: viewers see the pages live and no control,
 forged callbacks change nothing, the presenter's session controls the runs."""
-import shutil
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -14,15 +13,10 @@ CONTROLS = {"Start the demo run", "Pause", "Resume", "Cancel", "Delete", "Unlock
 
 
 @pytest.fixture()
-def shared_root(finished_run, tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    root.mkdir()
-    shutil.copytree(finished_run.dir, root / finished_run.run_id)
-    monkeypatch.setenv("OSP_RUNS_DIR", str(root))
+def shared_root(filled_root, monkeypatch):
     monkeypatch.setenv("OSP_SHARE", "1")
     monkeypatch.setenv("OSP_PRESENTER_TOKEN", TOKEN)
-    monkeypatch.chdir(ROOT)
-    return root, finished_run.run_id
+    return filled_root
 
 
 def _labels(at) -> set[str]:

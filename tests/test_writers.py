@@ -5,11 +5,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from osp_engine import ConfigError, get_preset
 from osp_engine.method.config import apply_overrides
 from osp_engine.running.manager import RunManager
@@ -20,12 +19,7 @@ from test_resume import SETTINGS, killed_run
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-
-def _wait(condition, seconds=300):
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, "condition not reached"
-        time.sleep(0.05)
+WAIT_S = 300                                    # seconds a condition may take on a loaded machine
 
 
 def test_the_lock_excludes_a_second_writer_and_names_the_holder(tmp_path):
@@ -47,14 +41,14 @@ def test_of_four_resumes_at_once_exactly_one_proceeds(tmp_path):
     RunReader(run_dir).send_command("pause")          # the winner pauses at once: it holds the run while the others try
     procs = [subprocess.Popen([sys.executable, "-m", "osp_engine", "resume", str(run_dir)], cwd=ROOT, env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    _wait(lambda: sum(p.poll() is not None for p in procs) == 3)
+    wait_until(lambda: sum(p.poll() is not None for p in procs) == 3, WAIT_S)
     losers = [p for p in procs if p.poll() is not None]
     (winner,) = [p for p in procs if p.poll() is None]
     for p in losers:
         err = p.stderr.read()
         assert p.returncode == 2 and err.count("\n") == 1, err
         assert f"is being written by pid {winner.pid} on {socket.gethostname()} (resume) since" in err, err
-    _wait(lambda: (RunReader(run_dir).controls() or {}).get("paused"))
+    wait_until(lambda: (RunReader(run_dir).controls() or {}).get("paused"), WAIT_S)
     RunReader(run_dir).send_command("resume")
     out, err = winner.communicate(timeout=600)
     assert winner.returncode == 0, err
@@ -67,7 +61,8 @@ def test_a_killed_writer_frees_its_lock_at_once(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "osp_engine", "run", "--runs-dir", str(runs), *SETTINGS,
                              "--set", "epochs=40"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait(lambda: runs.is_dir() and any(runs.iterdir()) and holder(next(runs.iterdir())) is not None)
+    wait_until(lambda: runs.is_dir() and any(runs.iterdir()) and holder(next(runs.iterdir())) is not None,
+               WAIT_S)
     run_dir = next(runs.iterdir())
     assert holder(run_dir)["pid"] == proc.pid and holder(run_dir)["what"] == "run"
     proc.send_signal(signal.SIGKILL)
