@@ -194,10 +194,10 @@ def cancel(run_id: str) -> None:
 def run_card(r: RunReader) -> None:
     """One run: what it is, where it stands, how it ended, and the buttons that apply to it now."""
     mgr = manager()
-    s = r.summary()
-    s["baseline"] = r.info()["config"].get("baseline", False)
+    s, info = r.summary(), r.info()
+    s["baseline"] = info["config"].get("baseline", False)
     live = mgr.controls(r.run_id)
-    holder = r.info()["holder"]                                           # the process writing it, if any
+    holder = info["holder"]                                               # the process writing it, if any
     elsewhere = mgr.owned(r.run_id) is None and s["status"] == "running"   # written by another live process
     with st.container(border=True):
         top = st.columns([5, 2, 2, 2, 2])
