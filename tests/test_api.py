@@ -19,8 +19,8 @@ from osp_engine.storage.reader import RunReader, list_runs
 
 def _readme_code() -> str:
     text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 2, "the README shows one example of the API and one of the hooks"
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "lightning" not in b]
+    assert len(blocks) == 2, "the README shows one example of the API and one of the hooks (and Lightning's)"
     return "\n".join(blocks)
 
 
@@ -130,3 +130,15 @@ def test_a_local_weights_file_loads_and_a_classifier_of_another_size_is_left(tmp
     torch.save({"something": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ConfigError, match="does not fit the model"):
         load_weights(fresh, str(tmp_path / "other.pt"))
+
+
+def test_attach_leaves_the_model_in_the_mode_it_came_in(tmp_path):
+    """Preparing traces the model in eval mode; a loop that set train() must not then train with
+    frozen BatchNorm statistics (found by the Lightning callback: accuracy stuck at chance)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(8, 10)).train()
+    model[3].eval()                                                       # a module the loop froze stays frozen
+    with osp_engine.attach(model, torch.zeros(1, 1, 8, 8), num_classes=10, epochs=4, runs_dir=tmp_path,
+                           sl_start=0, sl_end=1):
+        assert [m.training for m in model.modules()] == [True, True, True, True, False, True, True, True]

@@ -3,7 +3,7 @@ import re
 
 from conftest import ROOT
 
-ORDER = {"method": 0, "models": 0, "storage": 1, "running": 2, "interfaces": 3}
+ORDER = {"method": 0, "models": 0, "storage": 1, "tracking": 2, "running": 3, "interfaces": 4, "integrations": 5}
 
 
 def _imports(path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -89,6 +90,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
                            f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
                 pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
     pruner = Pruner(cfg, net, store)
+    pruner.tracking = _tracking(cfg, store, root)
     pruner.relay = Relay(store, pruner.commands)
     pruner.relay.poll(force=True)                      # the studio can steer the run from now on
     status, error, t0 = "failed", None, time.time()
@@ -107,4 +109,21 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
         raise
     finally:
         store.update_run(status=status, error=error, ended=time.time(), heartbeat=time.time())
+        if pruner.tracking is not None:
+            pruner.tracking.finish(status)
         store.close()
+
+
+def _tracking(cfg: Config, store: RunStore, root: Path):
+    """The trackers of cfg.log_to on a new attached run; a tracker that cannot start removes the run folder
+    and raises ConfigError (one line)."""
+    if not cfg.trackers:
+        return None
+    from ..tracking.follow import Tracking
+
+    try:
+        return Tracking.open(cfg, store.dir, root, record=lambda kind, message, **data: store.event(kind, message, **data))
+    except ConfigError:
+        store.close()
+        shutil.rmtree(store.dir, ignore_errors=True)
+        raise

@@ -1,5 +1,5 @@
 """Command line: `python -m osp_engine presets | models | run | resume | branch | sweep | sweep-targets |
-list | show | export`.
+list | show | export | log`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -287,6 +287,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_log(args) -> int:
+    from ..tracking.backfill import backfill
+
+    reader = _reader(args.run_dir, args.runs_dir)
+    logged = backfill(reader, args.to, args.log_dir, say=lambda line: print(line, file=sys.stderr))
+    print(f"logged {logged} epochs of {reader.run_id} to {args.to}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m osp_engine", description="One-cycle structured pruning (OCSPruner) engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -335,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: from --out's suffix)")
     ex.add_argument("--runs-dir", default=None)
     ex.set_defaults(fn=_cmd_export)
+    lg = sub.add_parser("log", help="log a run that has ended to TensorBoard, MLflow or W&B")
+    lg.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    lg.add_argument("--to", required=True, help="tensorboard, mlflow or wandb")
+    lg.add_argument("--log-dir", default=None, help="TensorBoard's and W&B's folder (default: the run's log_dir, "
+                                                    "else inside the run folder)")
+    lg.add_argument("--runs-dir", default=None)
+    lg.set_defaults(fn=_cmd_log)
     return p
 
 
@@ -355,3 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def console() -> None:
+    """The `osp` command (pyproject.toml) and `python -m osp_engine`: main(), then exit without the
+    interpreter's teardown of torch (about 2 s of module garbage collection on 2 cores); every file is
+    closed and every save atomic by then."""
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

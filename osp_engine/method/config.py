@@ -16,6 +16,7 @@ from typing import Any
 
 
 VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,9 @@ class Config:
     parent: str = ""                      # a branch: the run it was branched from
     branch_epoch: int = -1                # a branch: the epoch whose sub-network it pruned
     sweep: str = ""                       # the target sweep this run belongs to (a label shared by its runs)
+    # mirroring the run into the researcher's trackers (osp_engine/tracking, docs/engine.md 'Trackers')
+    log_to: str = ""                      # "tensorboard", "mlflow", "wandb", or several joined by commas ("": none)
+    log_dir: str = ""                     # TensorBoard's and W&B's folder ("": inside the run folder)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def validate(self, model_registry: bool = True, dataset_registry: bool = True) -> "Config":
@@ -161,9 +165,20 @@ class Config:
             fail(f"speed_budget_s must be >= 0 seconds (0: skip the speed measurement), got {self.speed_budget_s}")
         if self.synthetic_size <= 0:
             fail("synthetic_size must be positive")
+        for name in self.trackers:
+            if name not in TRACKERS:
+                fail(f"log_to: unknown tracker {name!r}: use {', '.join(TRACKERS)} (several joined by commas)")
+            if importlib.util.find_spec(TRACKERS[name]) is None:
+                fail(f"log_to={name} needs the {TRACKERS[name]} package, which is not installed: "
+                     f"pip install {TRACKERS[name]}")
         if self.round_to < 0:
             fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers of `log_to`, in order, each once."""
+        return list(dict.fromkeys(n.strip() for n in self.log_to.split(",") if n.strip()))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -79,8 +79,20 @@ def prepare_network(model: nn.Module, num_classes: int, example: torch.Tensor, v
     """Groups, cost model (checked against Torch-Pruning's counter `checks` times) and pi for `model`.
 
     example: (1, C, H, W) on the model's device; say(line): progress when the probe takes over 2 s.
-    UnsupportedModel (one line) if it cannot be pruned exactly; never another exception.
+    UnsupportedModel (one line) if it cannot be pruned exactly; never another exception. The model is
+    traced in eval mode and left in the train / eval mode of each module as it came (a loop that set
+    train() before attaching must not train with frozen BatchNorm statistics).
     """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        return _prepare(model, num_classes, example, variant, checks, say)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _prepare(model: nn.Module, num_classes: int, example: torch.Tensor, variant: str, checks: int,
+             say: Callable[[str], None] | None) -> Prunable:
     _step("checking the model", model, lambda: (check_convolutional(model), check_input(model, example, num_classes)))
     count_subclasses(model)
     graph = build_graph(model, example)

@@ -43,6 +43,7 @@ class Pruner:
         self.evaluate = evaluate
         self.world = world                # under torchrun: every rank uses rank 0's candidate
         self.relay = None                 # set by osp_engine.attach: commands from the studio, polled per step
+        self.tracking = None              # the run's trackers (osp_engine/tracking), mirrored after each epoch
         self.shrinker = Shrinker(net.groups)
         self.history: list[list[np.ndarray]] = []
         self.raw: list[float] = []
@@ -142,6 +143,8 @@ class Pruner:
         self.store.write_epoch(self.row, self.masks, self.scores)
         if reason is not None:
             self.record_prune(self.prune_record)
+        if self.tracking is not None:                     # what was just committed, to TensorBoard / MLflow / W&B
+            self.tracking.sync()
         return reason is not None
 
     def _candidate_due(self, epoch: int) -> bool:

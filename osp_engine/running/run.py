@@ -75,6 +75,7 @@ class Run:
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
         self.lock: WriterLock | None = None           # a resumed run's writer lock, taken by Run.resume
         self.rewind: dict | None = None               # {epoch, reason}: resumed from a kept checkpoint
+        self.tracking = None                          # the trackers of log_to (osp_engine/tracking), rank 0 only
 
     def prepare(self, log=None) -> None:
         """Load the data and build, group, cost and check the model before any folder exists:
@@ -172,6 +173,26 @@ class Run:
                     pid=os.getpid(), host=socket.gethostname(), world_size=self.world.size)
         return store
 
+    def _open_tracking(self, store: RunStore):
+        """The run's trackers, at their last step; a tracker that cannot start is a ConfigError, and a new
+        run (or branch) is then removed, a resumed one recorded as failed with the reason (it can resume)."""
+        if not self.cfg.trackers or not self.world.leader:
+            return None
+        from ..tracking.follow import Tracking
+
+        try:
+            return Tracking.open(self.cfg, self.dir, self.root, record=lambda kind, message, **data:
+                                 store.event(kind, message, epoch=None, **data))
+        except ConfigError as e:
+            if self.resumed is None or self.parent_dir is not None:
+                store.close()
+                shutil.rmtree(self.dir, ignore_errors=True)
+            else:
+                store.event("failed", str(e))
+                store.update_run(status="failed", error=str(e), ended=time.time())
+                store.close()
+            raise
+
     def release(self) -> None:
         """Free a resumed run's writer lock when it will not run after all (cancelled while queued, or
         failed to start); a run that ran frees it when its store closes."""
@@ -185,6 +206,7 @@ class Run:
         try:
             self.prepare()
             store = self._open_store(versions)
+            self.tracking = self._open_tracking(store)
         except BaseException:
             self.release()
             raise
@@ -225,6 +247,8 @@ class Run:
                 time.sleep(min(0.1 * 2 ** attempt, 2.0))
         else:
             print(f"osp: could not record the end of run {self.run_id} ({self.status}: {self.error})", file=sys.stderr)
+        if self.tracking is not None:                     # the rest, the summary and the artifacts; never raises
+            self.tracking.finish(self.status)
         try:
             store.close()
         except Exception:
@@ -244,6 +268,7 @@ class Run:
         pruner = Pruner(cfg if world.leader else dataclasses.replace(cfg, candidate_every=0), net, store,
                         self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
                         world=world)
+        pruner.tracking = self.tracking
         if self.resumed is None:
             self._record_start(store, info, amp, cl)
         optimizer = self._optimizer(model)

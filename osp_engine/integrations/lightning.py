@@ -1,0 +1,152 @@
+"""One-cycle structured pruning inside a PyTorch Lightning `Trainer`: add `OneCyclePruning` to its callbacks.
+
+    trainer = L.Trainer(max_epochs=40, callbacks=[OneCyclePruning(target=0.5)])
+    trainer.fit(module, train_loader, val_loader)
+
+The LightningModule's network (the module itself, or its attribute `network=`) is searched at every
+epoch's start, shrunk after every optimiser step, pruned at the stable epoch and fine-tuned to the end
+of the same schedule; the run is an ordinary run folder that the studio shows and steers (pause,
+cancel, prune now). After the prune the optimisers are rebuilt by calling `configure_optimizers` again,
+and each LR scheduler is stepped as many times as the old one was, so the schedule goes on where it was.
+
+Contract with the module: its forward maps a batch of images to logits; it logs the validation accuracy
+(`accuracy=`, default "val_acc", a fraction in [0, 1] unless accuracy_in_percent=True) and may log the
+training loss (`loss=`, default "train_loss"); `example_input_array` (or `example=`) is one batch of
+inputs. Single device only (the prune changes the parameters a DDP wrapper holds). osp's figures
+(osp/psi_smoothed, osp/candidate_reduction, osp/model_flops) go to Lightning's own loggers too.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..interfaces.api import attach
+from ..method.config import ConfigError
+from ..running.commands import Cancelled
+
+try:
+    import lightning.pytorch as pl
+except ImportError as e:                                  # one line, not a traceback into Lightning
+    raise ImportError("osp_engine.integrations.lightning needs PyTorch Lightning: pip install lightning") from e
+
+LOGGED = (("psi_smoothed", "psi_smoothed"), ("candidate_reduction", "cand_reduction"), ("model_flops", "model_flops"))
+
+
+class OneCyclePruning(pl.Callback):
+    def __init__(self, example: torch.Tensor | None = None, *, num_classes: int | None = None,
+                 network: str | None = None, accuracy: str = "val_acc", loss: str = "train_loss",
+                 accuracy_in_percent: bool = False, runs_dir: str | Path | None = None, name: str | None = None,
+                 **settings) -> None:
+        """settings: any osp Config field (target=0.5, threshold=0.99, sl_start=..., log_to="mlflow", ...);
+        epochs is the Trainer's max_epochs. num_classes: inferred from the network's output if not given."""
+        self.example, self.num_classes, self.network = example, num_classes, network
+        self.accuracy, self.loss, self.scale = accuracy, loss, 1.0 if accuracy_in_percent else 100.0
+        self.runs_dir, self.name, self.settings = runs_dir, name, settings
+        self.pruner = None
+        self.run_dir: Path | None = None
+        self._epoch_lr = 0.0
+        self._stack: contextlib.ExitStack | None = None
+
+    # ---------------------------------------------------------------- start and end
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.world_size > 1:
+            raise ConfigError("OneCyclePruning runs on one device: the prune changes the parameters DDP holds")
+        if not trainer.max_epochs or trainer.max_epochs < 0:
+            raise ConfigError("OneCyclePruning needs Trainer(max_epochs=N): the one LR cycle has a known length")
+        net = self._net(pl_module)
+        example = self.example if self.example is not None else pl_module.example_input_array
+        if not isinstance(example, torch.Tensor):
+            raise ConfigError("OneCyclePruning needs one batch of inputs: pass example=... or set the module's "
+                              "example_input_array")
+        example = example[:1].to(pl_module.device)
+        if self.num_classes is None:
+            with torch.no_grad():
+                self.num_classes = int(net.eval()(example).shape[-1])
+            net.train()
+        self._stack = contextlib.ExitStack()
+        self.pruner = self._stack.enter_context(attach(
+            net, example, num_classes=self.num_classes, epochs=trainer.max_epochs, runs_dir=self.runs_dir,
+            name=self.name or type(pl_module).__name__, device=pl_module.device.type, **self.settings))
+        self.run_dir = self.pruner.store.dir
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._close()                                     # exports model.pt, records "finished"
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        self._close(exception)                            # records "failed" with the error
+
+    # ---------------------------------------------------------------- the method's steps
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.pruner is not None:
+            self.pruner.begin_epoch(trainer.current_epoch)   # 1. search M_t, set the shrink's strength
+            self._epoch_lr = _lr(trainer)                 # the epoch's LR (Lightning steps epoch schedulers
+                                                          # before on_train_epoch_end)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.pruner is None:
+            return
+        try:
+            self.pruner.after_step(_lr(trainer))          # 2. shrink the marked slices; studio commands
+        except Cancelled as e:                            # cancelled from the studio: stop the fit cleanly
+            self._close(e)
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.pruner is None:
+            return
+        metrics = trainer.callback_metrics
+        if self.accuracy not in metrics:
+            raise ConfigError(f"OneCyclePruning: the module logs no {self.accuracy!r} (log the validation accuracy, "
+                              f"or pass accuracy='<its name>')")
+        loss = metrics.get(self.loss)
+        pruned = self.pruner.end_epoch(                   # 3. record the epoch, 4. prune if the stop rule fires
+            trainer.current_epoch, train_loss=None if loss is None else float(loss), train_acc=None,
+            val_loss=float(metrics["val_loss"]) if "val_loss" in metrics else None,
+            val_acc=float(metrics[self.accuracy]) * self.scale, lr=self._epoch_lr)
+        for name, column in LOGGED:
+            if self.pruner.row.get(column) is not None:
+                pl_module.log(f"osp/{name}", float(self.pruner.row[column]))
+        if pruned:
+            rebuild_optimizers(trainer)
+
+    # ---------------------------------------------------------------- helpers
+    def _net(self, pl_module: "pl.LightningModule") -> torch.nn.Module:
+        if self.network is None:
+            return pl_module
+        net = getattr(pl_module, self.network, None)
+        if not isinstance(net, torch.nn.Module):
+            raise ConfigError(f"OneCyclePruning(network={self.network!r}): the module has no such sub-module")
+        return net
+
+    def _close(self, exception: BaseException | None = None) -> None:
+        stack, self._stack, self.pruner = self._stack, None, None
+        if stack is None:
+            return
+        if exception is None:
+            stack.close()
+        else:
+            with contextlib.suppress(BaseException):
+                stack.__exit__(type(exception), exception, exception.__traceback__)
+
+
+def _lr(trainer: "pl.Trainer") -> float:
+    return float(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def rebuild_optimizers(trainer: "pl.Trainer") -> None:
+    """configure_optimizers again (the pruned network has new tensors), each scheduler brought to where
+    the old one was: stepped once per epoch (this one included: Lightning steps epoch schedulers at the
+    epoch's last batch) or per optimiser step already done, per its frequency. A ReduceLROnPlateau
+    starts afresh (its steps depend on the metrics it saw)."""
+    trainer.strategy.setup_optimizers(trainer)
+    for config in trainer.lr_scheduler_configs:
+        if config.reduce_on_plateau:
+            continue
+        done = trainer.current_epoch + 1 if config.interval == "epoch" else trainer.global_step
+        with warnings.catch_warnings():                   # "scheduler.step() before optimizer.step()": on purpose
+            warnings.simplefilter("ignore")
+            for _ in range(done // max(config.frequency, 1)):
+                config.scheduler.step()

@@ -1,0 +1,92 @@
+"""The PyTorch Lightning callback (osp_engine.integrations.lightning): the README's example run as
+written, a real Trainer on the bundled digits, the run in the studio, and a cancel sent by the studio."""
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, wait_until
+from osp_engine.storage.reader import RunReader, list_runs
+
+pytest.importorskip("lightning")
+
+
+def _readme_lightning() -> str:
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "lightning" in b]
+    return block
+
+
+@pytest.fixture(scope="module")
+def lightning_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lightning")
+    (folder / "example.py").write_text(_readme_lightning())
+    env = {**os.environ, "OSP_RUNS_DIR": str(folder / "runs"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "example.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (reader,) = list_runs(folder / "runs")
+    assert res.stdout.strip().splitlines()[-1] == str(reader.dir)
+    return folder, reader
+
+
+def test_the_readme_example_prunes_at_a_stable_epoch_on_the_target(lightning_run):
+    _, reader = lightning_run
+    s = reader.summary()
+    assert s["status"] == "finished" and s["prune_reason"] == "stable" and s["epochs"] == 8
+    assert abs(s["flops_reduction"] - 0.5) <= 0.005
+    assert (reader.dir / "model.pt").is_file()
+    # configure_optimizers was called again and the schedule went on: MultiStepLR(milestones=[4, 6])
+    # epoch by epoch, whatever the prune epoch (a restarted scheduler would give 0.1 after it)
+    assert [r["lr"] for r in reader.epochs()] == pytest.approx([0.1] * 4 + [0.02] * 2 + [0.004] * 2)
+    assert s["final_acc"] > 90                     # the pruned network trained on: the new optimiser holds its tensors
+
+
+def test_osp_figures_reach_lightnings_own_logger(lightning_run):
+    folder, reader = lightning_run
+    (metrics,) = (folder / "logs" / "lightning_logs").glob("version_*/metrics.csv")
+    header, *rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    psi = [float(r[header.index("osp/psi_smoothed")]) for r in rows if r[header.index("osp/psi_smoothed")]]
+    assert psi == pytest.approx([p for p in reader.summary()["psi"] if p is not None], rel=1e-6)
+
+
+def test_the_run_is_in_the_studio(lightning_run, monkeypatch):
+    folder, reader = lightning_run
+    monkeypatch.setenv("OSP_RUNS_DIR", str(folder / "runs"))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    assert not at.exception and reader.run_id in " ".join(m.value for m in at.markdown)
+    page = AppTest.from_string("from pages.stability import render\nrender()\n", default_timeout=60)
+    page.session_state["run_id"] = reader.run_id
+    page.run()
+    assert not page.exception and page.get("plotly_chart")
+
+
+def test_a_cancel_from_the_studio_stops_the_fit(tmp_path):
+    import lightning.pytorch as L
+
+    namespace = {}
+    code = _readme_lightning().split("torch.manual_seed(0)")[0]          # the module class, not the fit
+    exec(compile(code, "README.md", "exec"), namespace)
+    from sklearn.datasets import load_digits
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from osp_engine.integrations.lightning import OneCyclePruning
+
+    torch.manual_seed(0)
+    digits = load_digits()
+    x, y = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16, torch.tensor(digits.target)
+    loader = DataLoader(TensorDataset(x[:512], y[:512]), batch_size=64)
+    pruning = OneCyclePruning(runs_dir=tmp_path, sl_start=5, sl_end=30)
+    trainer = L.Trainer(max_epochs=40, callbacks=[pruning], accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    fit = threading.Thread(target=trainer.fit, args=(namespace["Digits"](), loader, loader), daemon=True)
+    fit.start()
+    wait_until(lambda: pruning.run_dir is not None and RunReader(pruning.run_dir).last_epoch() >= 1, 240)
+    RunReader(pruning.run_dir).send_command("cancel")                 # what the studio's Cancel button sends
+    fit.join(240)
+    assert not fit.is_alive() and trainer.current_epoch < 39
+    assert RunReader(pruning.run_dir).info()["status"] == "cancelled"
