@@ -69,7 +69,7 @@ def _ranks_event(reader):
 
 
 def test_two_processes_train_one_run_written_by_rank_0(tmp_path, monkeypatch):
-    res = _torchrun("run", "--runs-dir", str(tmp_path), *SHORT)
+    res = _torchrun("run", "--runs-dir", str(tmp_path), *SHORT, "--set", "log_to=tensorboard")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("finished: t* =") == 1                # rank 0 reports, rank 1 stays quiet
     (run_dir,) = list(tmp_path.iterdir())                         # one run folder for both processes
@@ -83,6 +83,11 @@ def test_two_processes_train_one_run_written_by_rank_0(tmp_path, monkeypatch):
     model = load_pruned(run_dir / "model.pt")
     assert sum(p.numel() for p in model.parameters()) == ranks[0]["params"]
     assert not list(run_dir.glob("*.tmp")) and len(reader.epochs()) == 12
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1      # rank 0 logs, alone
+    logged = EventAccumulator(str(run_dir / "tensorboard"))
+    logged.Reload()
+    assert [e.step for e in logged.Scalars("osp/accuracy")] == list(range(12))
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
     at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
