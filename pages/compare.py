@@ -14,6 +14,7 @@ from pages.replay import run_frame, run_info
 from pages.routing import enter_frame, pick_runs
 from pages.text import chart_text, flops_ratio, percent
 from pages.figures import RUN_COLOURS
+from pages.report import report_html
 from pages.stability_chart import defined_psi
 from pages.teaching import explain as teaching_explainer
 
@@ -45,11 +46,14 @@ def _ort(s: dict, key: str) -> float | None:
 
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:
-    """Metrics as CSV, and the pruned model's bytes, read once per page draw; a model is only promised
-    while the run can still finish."""
-    c1, c2, c3 = st.columns(3)
+    """Metrics as CSV, the run's report (HTML, written when pressed), and the pruned model's bytes, read
+    once per page draw; a model is only promised while the run can still finish."""
+    c1, c2, c3, c4 = st.columns(4)
     c1.download_button(f"metrics of {r.run_id} (CSV)", df.to_csv(index=False).encode(), f"{r.run_id}-metrics.csv",
                        "text/csv", key=f"csv_{r.run_id}")
+    c4.download_button(f"report of {r.run_id} (HTML)", lambda: report_html(r.dir), f"{r.run_id}-report.html",
+                       "text/html", key=f"report_{r.run_id}", on_click="ignore",
+                       help="one self-contained file: the run card and every chart, interactive, opens offline")
     model, status = r.dir / "model.pt", r.info()["display_status"]
     if model.is_file() and model.stat().st_size <= MODEL_BYTES_CAP:
         c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes(),

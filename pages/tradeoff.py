@@ -13,7 +13,8 @@ from pages.layout import header, teaching
 from pages.replay import run_frame
 from pages.routing import enter_frame, pick_runs
 from pages.text import chart_text, plain
-from pages.figures import RUN_COLOURS, phase_bands
+from pages.figures import RUN_COLOURS
+from pages.tradeoff_chart import add_candidates, add_run, curves_figure
 from pages.teaching import explain as teaching_explainer
 
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
@@ -33,41 +34,6 @@ def reference_points() -> pd.DataFrame:
 def published_network(model: str) -> str:
     """The network name the published points use: a registry name without its torchvision prefix."""
     return model.removeprefix("tv-")
-
-
-def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epoch: bool) -> None:
-    """A run as measured models only: its dense network (best accuracy before the prune) and its pruned
-    network (accuracy at the end), joined; with every_epoch, each epoch's evaluated model, faded."""
-    pruned = df[df["phase"] == "pruned"]
-    dense = df[df["phase"] != "pruned"]
-    points = []
-    if len(dense):
-        points.append((dense["model_flops"].iloc[-1] / 1e6, float(dense["val_acc"].max()), "dense (best epoch)"))
-    if len(pruned):
-        points.append((pruned["model_flops"].iloc[-1] / 1e6, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
-    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                             name=label, line=dict(color=colour), text=[p[2] for p in points],
-                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
-                                         line=dict(width=2, color=colour)),
-                             hovertemplate="%{text}: %{x:.3f} M FLOPs, %{y:.2f} %<extra></extra>"))
-    if every_epoch:
-        fig.add_trace(go.Scatter(x=df["model_flops"].to_numpy() / 1e6, y=df["val_acc"].to_numpy(dtype=float),
-                                 mode="markers", name=f"{label}: every epoch", opacity=0.35,
-                                 marker=dict(size=6, color=colour), text=df["epoch"].to_numpy(),
-                                 hovertemplate="epoch %{text}: %{y:.2f} %<extra></extra>"))
-
-
-def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame) -> None:
-    """Each evaluated candidate at its own FLOPs and its own accuracy (physically pruned, before any
-    fine-tuning): what pruning at that epoch would have given at once."""
-    measured = df[df["cand_acc"].notna()] if "cand_acc" in df else df.iloc[:0]
-    if measured.empty:
-        return
-    fig.add_trace(go.Scatter(x=measured["cand_flops"].to_numpy() / 1e6, y=measured["cand_acc"].to_numpy(dtype=float),
-                             mode="markers", name=f"{label}: candidate if pruned then", opacity=0.6,
-                             marker=dict(size=8, symbol="x", color=colour), text=measured["epoch"].to_numpy(),
-                             hovertemplate="epoch %{text}: %{x:.3f} M FLOPs, %{y:.2f} % before fine-tuning"
-                                           "<extra></extra>"))
 
 
 def add_target_sweep(fig: go.Figure, label: str, sweep: dict, dense_mflops: float | None) -> None:
@@ -121,18 +87,6 @@ def add_paper_points(fig: go.Figure, model: str, dataset: str, dense_mflops: flo
                                  marker=dict(symbol="star" if method == "OCSPruner" else "diamond", size=11),
                                  hovertemplate=f"{method}: %{{y:.2f}} %<extra></extra>"))
     return sorted(set(mine["source"]))
-
-
-def curves_figure(run_id: str, df: pd.DataFrame) -> go.Figure:
-    x = df["epoch"].to_numpy()
-    fig = go.Figure()
-    for name, label, colour in (("train_acc", "training accuracy", "#a0aec0"),
-                                ("val_acc", "validation accuracy", "#2b6cb0")):
-        fig.add_trace(go.Scatter(x=x, y=df[name].to_numpy(dtype=float), name=label, line=dict(color=colour)))
-    fig.update_layout(shapes=phase_bands(x.tolist(), df["phase"].tolist()), xaxis_title="epoch (counted from 0)",
-                      yaxis_title="accuracy (%)", title=f"Accuracy through the run: {run_id}", height=380,
-                      font=dict(size=16))
-    return fig
 
 
 def render() -> None:

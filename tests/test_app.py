@@ -202,7 +202,8 @@ def test_tradeoff_and_compare_pages(filled_root):
     assert list(df["run"]) == [run_id] and df["status"][0] == "finished"
     assert abs(df["FLOPs removed (%)"][0] - 50) < 2 and df["FLOPs target (%)"][0] == 50.0
     labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == [f"metrics of {run_id} (CSV)", labels[1], f"pruned model of {run_id} (ONNX)"]
+    assert labels == [f"metrics of {run_id} (CSV)", labels[1], f"pruned model of {run_id} (ONNX)",
+                      f"report of {run_id} (HTML)"]
     assert labels[1].startswith(f"pruned model of {run_id} (") and labels[1].endswith(" MB)")
     psi = json.loads(_figures(at)[0])
     assert [sh["x0"] for sh in psi["layout"]["shapes"]] == [s["t_star"], 0]      # t*, then the threshold line

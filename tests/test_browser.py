@@ -218,6 +218,11 @@ def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_r
         import onnxruntime
         session = onnxruntime.InferenceSession(str(tmp_path / "downloaded.onnx"), providers=["CPUExecutionProvider"])
         assert [i.shape[0] for i in session.get_inputs()] == ["batch"]
+        with page.expect_download(timeout=120000) as download:    # the HTML report, written when pressed
+            page.get_by_role("button", name=f"report of {finished_run.run_id} (HTML)").click()
+        download.value.save_as(tmp_path / "report.html")
+        report = (tmp_path / "report.html").read_text()
+        assert report.startswith("<!DOCTYPE html>") and f"<h1>{finished_run.run_id}</h1>" in report
         page.locator(".st-key-compare_runs").click()                # a second run: both downloads must work
         page.get_by_role("option", name="zz-copy").click()
         page.keyboard.press("Escape")

@@ -1,5 +1,5 @@
 """Command line: `python -m osp_engine presets | models | run | resume | branch | sweep | sweep-targets |
-list | show | export | log`.
+list | show | export | log | report`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
-from pathlib import Path
 
 from ..method.config import ConfigError, apply_overrides
-from ..storage.faults import DiskFull, writing
+from ..storage.faults import DiskFull
 from .presets import DESCRIPTIONS, PRESETS, get_preset
-from ..storage.store import runs_root
 from ..storage.reader import RunReader, split_runs
+from .locate import find_run, runs_folder
+from .takeaway import cmd_export, cmd_log, cmd_report
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +64,7 @@ def _cmd_resume(args) -> int:
     from ..running.distributed import join_world
     from ..running.run import Run
 
-    path = _reader(args.run_dir, args.runs_dir, check=False).dir
+    path = find_run(args.run_dir, args.runs_dir, check=False).dir
     world = join_world(RunReader(path).info()["config"].get("device", "auto"))
     run = Run.resume(path, world)
     world.barrier()                                   # every rank has checked the run before rank 0 reopens it
@@ -76,7 +75,7 @@ def _cmd_resume(args) -> int:
 def _cmd_branch(args) -> int:
     from ..running.run import Run
 
-    run = Run.branch(_reader(args.run_dir, args.runs_dir).dir, args.epoch)
+    run = Run.branch(find_run(args.run_dir, args.runs_dir).dir, args.epoch)
     run.prepare()
     return _execute(run)
 
@@ -94,7 +93,7 @@ def _cmd_sweep(args) -> int:
     from ..running.run import Run
     from ..storage.sweep import indicator_picks, sweep_rows
 
-    parent = _reader(args.run_dir, args.runs_dir)
+    parent = find_run(args.run_dir, args.runs_dir)
     info = parent.info()
     if info["config"].get("parent"):
         raise ConfigError(f"{parent.run_id} is itself a branch: sweep its parent {info['config']['parent']}")
@@ -157,7 +156,7 @@ def _cmd_sweep_targets(args) -> int:
                              lambda c=c: Run(c, args.runs_dir)) for c in configs])
     if code:
         return code
-    result = target_sweep(_root(args.runs_dir), label)
+    result = target_sweep(runs_folder(args.runs_dir), label)
     for target, reduction, acc, run_id in result["points"]:
         print(f"target {target:.2f}: FLOPs -{100 * reduction:.1f} %, final accuracy {acc:.2f} %  {run_id}")
     if result["baseline"] is not None:
@@ -196,33 +195,8 @@ def _execute(run) -> int:
     return 0
 
 
-def _reader(path: str, runs_dir: str | None = None, check: bool = True) -> RunReader:
-    """A run from a folder path or a run id under the runs folder (readable, unless check=False);
-    ConfigError otherwise."""
-    candidates = [Path(path)]
-    if "/" not in path and not path.startswith("."):
-        candidates.append(runs_root(runs_dir) / path)
-    for candidate in candidates:
-        try:
-            reader = RunReader(candidate)
-        except FileNotFoundError:
-            continue
-        problem = reader.problem() if check else None
-        if problem:
-            raise ConfigError(f"{reader.dir} is unreadable: {problem}")
-        return reader
-    raise ConfigError(f"{path!r} is not a run folder or run id: pass one listed by `python -m osp_engine list`")
-
-
-def _root(runs_dir: str | None) -> Path:
-    root = runs_root(runs_dir)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"runs folder {str(root)!r} is a file: pass --runs-dir DIR or set OSP_RUNS_DIR to a folder")
-    return root
-
-
 def _cmd_list(args) -> int:
-    root = _root(args.runs_dir)
+    root = runs_folder(args.runs_dir)
     runs, unreadable = split_runs(root)
     if not runs and not unreadable:
         print(f"no runs under {root}")
@@ -238,61 +212,13 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    s = _reader(args.run_dir, args.runs_dir).summary()
+    s = find_run(args.run_dir, args.runs_dir).summary()
     if args.json:
         print(json.dumps(s, indent=1))
     else:
         for k, v in s.items():
             if k != "psi":
                 print(f"{k:<24} {v}")
-    return 0
-
-
-def _check_out(out: Path) -> None:
-    """--out must be a new or replaceable file, in an existing folder, outside every run folder."""
-    if out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a folder: give a file name, e.g. {out / 'pruned.pt'}")
-    if not out.parent.resolve().is_dir():
-        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist; create it first")
-    for folder in [out.parent.resolve(), *out.parent.resolve().parents]:
-        if (folder / "run.db").exists():
-            raise ConfigError(f"--out {str(out)!r} is inside the run folder {str(folder)!r}: write it elsewhere")
-
-
-def _cmd_export(args) -> int:
-    reader = _reader(args.run_dir, args.runs_dir)
-    src = reader.dir / "model.pt"
-    s = reader.summary()
-    if not src.is_file() and s["epochs"] == s["total_epochs"] and (reader.dir / "checkpoint.pt").is_file():
-        from ..running.run import Run                     # trained to the end, export cut short: export it again
-
-        run = Run.resume(reader.dir)
-        run.prepare()
-        run.execute()
-    if not src.is_file():
-        raise ConfigError(f"{reader.dir} has no exported model yet: the run exports it when it finishes")
-    _check_out(Path(args.out))
-    if (args.format or ("onnx" if args.out.endswith(".onnx") else "pt")) == "onnx":
-        from .onnx_export import export_onnx
-
-        with writing(Path(args.out).resolve(), 2 * src.stat().st_size):
-            done = export_onnx(src, args.out)
-        diffs = ", ".join(f"{d:.1e} at batch {b}" for b, d in done["max_abs_diff"].items())
-        print(f"exported {src} -> {args.out} (ONNX opset {done['opset']}, dynamic batch; ONNX Runtime's outputs "
-              f"differ from PyTorch's by at most {diffs} on {done['inputs']})")
-        return 0
-    with writing(Path(args.out).resolve(), src.stat().st_size):
-        shutil.copyfile(src, args.out)
-    print(f"exported {src} -> {args.out}")
-    return 0
-
-
-def _cmd_log(args) -> int:
-    from ..tracking.backfill import backfill
-
-    reader = _reader(args.run_dir, args.runs_dir)
-    logged = backfill(reader, args.to, args.log_dir, say=lambda line: print(line, file=sys.stderr))
-    print(f"logged {logged} epochs of {reader.run_id} to {args.to}")
     return 0
 
 
@@ -343,14 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pt: model.pt as is; onnx: ONNX with a dynamic batch, checked on ONNX Runtime "
                          "(default: from --out's suffix)")
     ex.add_argument("--runs-dir", default=None)
-    ex.set_defaults(fn=_cmd_export)
+    ex.set_defaults(fn=cmd_export)
     lg = sub.add_parser("log", help="log a run that has ended to TensorBoard, MLflow or W&B")
     lg.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
     lg.add_argument("--to", required=True, help="tensorboard, mlflow or wandb")
     lg.add_argument("--log-dir", default=None, help="TensorBoard's and W&B's folder (default: the run's log_dir, "
                                                     "else inside the run folder)")
     lg.add_argument("--runs-dir", default=None)
-    lg.set_defaults(fn=_cmd_log)
+    lg.set_defaults(fn=cmd_log)
+    rp = sub.add_parser("report", help="one self-contained HTML file of a run: its card and interactive charts")
+    rp.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    rp.add_argument("--out", required=True, help="the HTML file to write, e.g. run.html")
+    rp.add_argument("--runs-dir", default=None)
+    rp.set_defaults(fn=cmd_report)
     return p
 
 
