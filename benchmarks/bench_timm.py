@@ -11,7 +11,8 @@ For each model (built by name, pretrained=False, 10 classes, 1x3xSxS inputs, one
 
     python benchmarks/bench_timm.py [--models a,b,...] [--size 64] [--jobs 2] [--limit-s 60] [--out scan.tsv]
 
-Models run smallest first in `--jobs` worker processes; each model has `--limit-s` CPU seconds (a timer
+Models run smallest first, each in a fresh worker process, `--jobs` at once (a model that exhausts memory
+is recorded as failed and takes no other with it); each model has `--limit-s` CPU seconds (a timer
 in the one-thread worker; on an idle machine CPU and wall time agree, and `osp_s` / `tp_s` are CPU
 seconds). Rows are appended to --out as they finish (a rerun skips the models already there), and the
 summary counts are printed at the end; `--markdown` prints a finished scan as docs/models.md's table.
@@ -194,19 +195,28 @@ def main() -> None:
     names = [n for n in names if n not in done]
     names.sort(key=_parameters)                                      # smallest first
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    parts = [names[i::args.jobs] for i in range(args.jobs)]
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--models", ",".join(p), "--size", str(args.size),
-                               "--limit-s", str(args.limit_s), "--out", f"{out}.part{i}"], env=env)
-             for i, p in enumerate(parts) if p]
-    t0 = time.time()
-    while any(p.poll() is None for p in procs):
-        try:
-            next(p for p in procs if p.poll() is None).wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        finished = sum(len(Path(f"{out}.part{i}").read_text().splitlines()) for i in range(len(procs))
-                       if Path(f"{out}.part{i}").exists())
-        print(f"{finished}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
+    running: dict[str, tuple[subprocess.Popen, Path]] = {}
+    t0, pending, finished = time.time(), list(names), 0
+    while pending or running:
+        while pending and len(running) < args.jobs:                  # one fresh process per model: a model
+            name = pending.pop(0)                                    # that exhausts memory takes none with it
+            part = Path(f"{out}.part-{name}")
+            running[name] = (subprocess.Popen([sys.executable, __file__, "--worker", "--models", name, "--size",
+                                               str(args.size), "--limit-s", str(args.limit_s), "--out", str(part)],
+                                              env=env), part)
+        time.sleep(1.0)
+        for name, (proc, part) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            finished += 1
+            if proc.returncode != 0 and not part.exists():            # killed (the kernel's OOM killer, a crash)
+                why = "out of memory (killed by the system)" if proc.returncode == -9 else f"exit code {proc.returncode}"
+                with part.open("w", newline="") as f:
+                    csv.writer(f, delimiter="\t").writerow([name, dict(timm_classifiers())[name],
+                                                            f"{_parameters(name) / 1e6:.1f}", "failed", "", "", "",
+                                                            f"the worker died: {why}", "", ""])
+            print(f"{finished}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
     _merge_parts(out)
     summary(out)
 
@@ -215,7 +225,7 @@ def _merge_parts(out: Path) -> None:
     """Append the workers' rows (`<out>.partN`) to `out`, creating it with its header if needed."""
     if not out.exists():
         out.write_text("\t".join(COLUMNS) + "\n")
-    for part in sorted(out.parent.glob(f"{out.name}.part*")):
+    for part in sorted(out.parent.glob(f"{out.name}.part*")):     # .partN (older scans) and .part-<model>
         with out.open("a") as f:
             f.write(part.read_text())
         part.unlink()
