@@ -118,17 +118,20 @@ def test_each_tracker_holds_one_psi_point_per_searched_epoch_and_the_prune(live_
 
 def test_a_killed_and_resumed_run_logs_every_epoch_once(tmp_path):
     cmd = [sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(tmp_path),
-           *[a for s in [*SETTINGS, "epochs=12", f"log_to={ALL}"] for a in ("--set", s)]]
+           *[a for s in [*SETTINGS, "epochs=30", "sl_end=24", f"log_to={ALL}"] for a in ("--set", s)]]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until(lambda: any((p / "run.db").exists() for p in tmp_path.iterdir()), 240)
         (run_dir,) = [p for p in tmp_path.iterdir() if (p / "run.db").exists()]
+        wait_until(lambda: RunReader(run_dir).last_epoch() >= 2 or proc.poll() is not None, 240)
+        live = _cli(["log", run_dir.name, "--to", "tensorboard"], tmp_path)      # a backfill of a live run: refused
+        assert live.returncode == 2 and "is still running (pid " in live.stderr, live.stderr
         wait_until(lambda: RunReader(run_dir).last_epoch() >= 4 or proc.poll() is not None, 240)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(60)
     reader = RunReader(run_dir)
-    assert reader.last_epoch() < 11
+    assert reader.last_epoch() < 29
     online = _env(HOME=str(tmp_path), WANDB_MODE="online", WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
     online.pop("WANDB_API_KEY", None)
     res = _cli(["resume", str(run_dir)], tmp_path, online)                 # W&B cannot start: refused, kept
@@ -140,7 +143,7 @@ def test_a_killed_and_resumed_run_logs_every_epoch_once(tmp_path):
     for logged in (tensorboard_scalars(run_dir / "tensorboard", "osp/accuracy")[0],
                    mlflow_scalars(tmp_path, reader.run_id, "osp/accuracy"),
                    wandb_scalars(run_dir, reader.run_id, "osp/accuracy")):
-        assert [s for s, _ in logged] == list(range(12))                     # every epoch, once
+        assert [s for s, _ in logged] == list(range(30))                     # every epoch, once
         assert [v for _, v in logged] == pytest.approx([r["val_acc"] for r in reader.epochs()], rel=1e-6)
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2        # one W&B run, continued
     assert len(mlflow_run(tmp_path, reader.run_id)[1].data.tags) > 0       # one MLflow run (search found one)
