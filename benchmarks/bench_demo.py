@@ -7,10 +7,12 @@
    and the run's own seconds against the command line's (the studio/CLI ratio).
 
     python benchmarks/bench_demo.py [--repeat 1]
+    python benchmarks/bench_demo.py --baseline REV [--repeat 3]    # first chart: REV's studio against this one
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import socket
@@ -40,15 +42,16 @@ def cli_demo(root: Path, settings: list[str]) -> tuple[float, dict]:
     return wall, RunReader(run_dir).summary()
 
 
-def _studio(root: Path):
-    """(server process, browser page at its Runs page) inside a Playwright context the caller closes."""
+def _studio(root: Path, code: Path = ROOT):
+    """(server process, browser page at its Runs page) inside a Playwright context the caller closes;
+    code: the checkout whose app.py is served (another revision's worktree for --baseline)."""
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.headless", "true"], cwd=ROOT, env={**os.environ, "OSP_RUNS_DIR": str(root)},
+                               "--server.headless", "true"], cwd=code, env={**os.environ, "OSP_RUNS_DIR": str(root)},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     p = sync_playwright().start()
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
@@ -72,9 +75,9 @@ def _studio(root: Path):
     return page, port, close
 
 
-def studio_demo(root: Path) -> dict:
+def studio_demo(root: Path, code: Path = ROOT) -> dict:
     """Click "Start the demo run", open Stability, wait for the first chart and for "finished"."""
-    page, _, close = _studio(root)
+    page, _, close = _studio(root, code)
     try:
         t_click = time.perf_counter()
         page.get_by_role("button", name="Start the demo run").click()
@@ -104,6 +107,29 @@ def watched_cli_demo(root: Path) -> dict:
     return RunReader(root / run_id).summary()
 
 
+@contextlib.contextmanager
+def worktree(revision: str):
+    """A detached git worktree of `revision` in a temporary folder, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="osp-baseline-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder / "tree"), revision], cwd=ROOT, check=True,
+                   capture_output=True)
+    try:
+        yield folder / "tree"
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(folder / "tree")], cwd=ROOT, capture_output=True)
+
+
+def first_chart_side_by_side(revision: str, repeat: int) -> None:
+    """The studio's first chart after the click, `revision`'s app and this checkout's, alternated."""
+    with worktree(revision) as base, tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeat):
+            before = studio_demo(Path(tmp) / f"base{i}", base)
+            after = studio_demo(Path(tmp) / f"now{i}", ROOT)
+            print(f"first chart after the click: {revision} {before['first_chart']:.1f} s, this checkout "
+                  f"{after['first_chart']:.1f} s ({before['first_chart'] / after['first_chart']:.2f}x); finished "
+                  f"{before['finished']:.1f} s and {after['finished']:.1f} s")
+
+
 def line(label: str, wall: float, s: dict) -> str:
     return (f"{label:<34} {wall:6.1f} s process, {s['wall_seconds']:6.1f} s run · t* = {s['t_star']} "
             f"({s['prune_reason']}), FLOPs -{100 * s['flops_reduction']:.1f} %, final accuracy {s['final_acc']:.2f} %")
@@ -113,8 +139,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="only the studio's first chart: git revision REV's app against this checkout's, alternated")
     args = ap.parse_args()
     print(f"{len(os.sched_getaffinity(0))} cores")
+    if args.baseline:
+        first_chart_side_by_side(args.baseline, args.repeat)
+        return
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             old_wall, old = cli_demo(Path(tmp) / "old", PREVIOUS)

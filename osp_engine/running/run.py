@@ -271,7 +271,7 @@ class Run:
         pruner.tracking = self.tracking
         if self.resumed is None:
             self._record_start(store, info, amp, cl)
-        optimizer = self._optimizer(model)
+        optimizer = self.optimizer_for(model)
         start = 0
 
         def save(ckpt: dict) -> None:                     # epoch t's checkpoint, before epoch t is committed
@@ -289,7 +289,7 @@ class Run:
             self._layout(model, cl)                       # a resumed pruned model was pruned again just now
         if self.parent_dir is not None and start == cfg.branch_epoch + 1 and not pruner.pruned:
             pruner.prune_at(cfg.branch_epoch, save)        # a branch: "Prune now" pressed during epoch t
-            optimizer = self._optimizer(self._layout(model, cl))
+            optimizer = self.optimizer_for(self._layout(model, cl))
         trained = world.wrap(model, dev)                  # what a step runs: the model, or DDP around it
         self.relay = Relay(store, self.commands)
         self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
@@ -312,7 +312,7 @@ class Run:
             if pruner.end_epoch(epoch, world.mean(stats.loss), world.mean(stats.acc), val_stats.loss, val_stats.acc,
                                 learning_rate(cfg, position, 0, n_iter), save=save):
                 check_ranks_agree(world, store, epoch, pruner.kept, model)
-                optimizer = self._optimizer(self._layout(model, cl))     # the pruned tensors are new
+                optimizer = self.optimizer_for(self._layout(model, cl))     # the pruned tensors are new
                 trained = world.wrap(model, dev)
             log(_progress_line(pruner.row, cfg.epochs))
         if world.leader:                                  # 5. export the pruned network, and time it
@@ -346,7 +346,7 @@ class Run:
         if ckpt["pruned"]:
             prune_groups(self.net.graph, self.net.groups, state["keep"])
         model.load_state_dict(ckpt["model"])
-        optimizer = self._optimizer(model)
+        optimizer = self.optimizer_for(model)
         if ckpt["optimizer"] is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
         pruner.load_state(state)
@@ -366,7 +366,8 @@ class Run:
         (a physical prune makes new, contiguous tensors)."""
         return model.to(memory_format=torch.channels_last) if channels_last else model
 
-    def _optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+    def optimizer_for(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The run's SGD on `model`'s current tensors (at the start, and after the prune replaces them)."""
         cfg = self.cfg
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
