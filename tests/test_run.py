@@ -204,3 +204,17 @@ def test_listing_skips_what_is_not_a_run(finished_run, tmp_path):
     (tmp_path / "half" / "run.db").mkdir(parents=True)        # run.db that is not a file
     assert [r.run_id for r in list_runs(tmp_path)] == ["a-run"]
     assert list_runs(tmp_path / "absent") == []
+
+
+def test_the_studio_warm_up_takes_the_first_optimisers_import_off_the_first_epoch(tmp_path):
+    """PyTorch's first optimiser imports torch._dynamo (seconds on 2 cores, before a run's first epoch):
+    the studio's warm-up, started when its page first loads, makes one, writing nothing."""
+    from conftest import ROOT
+
+    code = ("import sys; from osp_engine import get_preset; from osp_engine.running.manager import RunManager; "
+            f"m = RunManager({str(tmp_path)!r}); before = 'torch._dynamo' in sys.modules; "
+            "m.warm_up(get_preset('demo')).join(); print(before, 'torch._dynamo' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert res.stdout.split() == ["False", "True"], res.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
