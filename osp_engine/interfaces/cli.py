@@ -222,6 +222,15 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def on_run(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
+    """A subcommand that acts on one run: its folder or id, and the runs folder an id is looked up in."""
+    parser = sub.add_parser(name, help=help)
+    parser.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    parser.add_argument("--runs-dir", default=None)
+    parser.set_defaults(fn=fn)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m osp_engine", description="One-cycle structured pruning (OCSPruner) engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -232,21 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=None, help="where run folders go (default runs/ or $OSP_RUNS_DIR)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field")
     r.set_defaults(fn=_cmd_run)
-    rs = sub.add_parser("resume", help="continue a stopped, cancelled or failed run after its last epoch")
-    rs.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
-    rs.add_argument("--runs-dir", default=None)
-    rs.set_defaults(fn=_cmd_resume)
-    br = sub.add_parser("branch", help="what if the run had pruned at epoch K: a new run from its checkpoint")
-    br.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    on_run(sub, "resume", "continue a stopped, cancelled or failed run after its last epoch", _cmd_resume)
+    br = on_run(sub, "branch", "what if the run had pruned at epoch K: a new run from its checkpoint", _cmd_branch)
     br.add_argument("--epoch", type=int, required=True, help="a searched epoch whose checkpoint the run kept")
-    br.add_argument("--runs-dir", default=None)
-    br.set_defaults(fn=_cmd_branch)
-    sw = sub.add_parser("sweep", help="branches at several prune epochs, one after another, and their table")
-    sw.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    sw = on_run(sub, "sweep", "branches at several prune epochs, one after another, and their table", _cmd_sweep)
     sw.add_argument("--epochs", default=None, help="prune epochs, e.g. 4,6,8 (default: every kept one)")
     sw.add_argument("--every", type=int, default=None, help="every N-th kept epoch from t_sl_start to sl_end")
-    sw.add_argument("--runs-dir", default=None)
-    sw.set_defaults(fn=_cmd_sweep)
     st = sub.add_parser("sweep-targets", help="one recipe at several FLOPs targets plus a dense baseline")
     st.add_argument("--preset", default="demo")
     st.add_argument("--targets", required=True, help="FLOPs fractions to remove, e.g. 0.3,0.5,0.7")
@@ -257,31 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list runs")
     ls.add_argument("--runs-dir", default=None)
     ls.set_defaults(fn=_cmd_list)
-    sh = sub.add_parser("show", help="a run's figures")
-    sh.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
-    sh.add_argument("--json", action="store_true")
-    sh.add_argument("--runs-dir", default=None)
-    sh.set_defaults(fn=_cmd_show)
-    ex = sub.add_parser("export", help="copy a run's pruned model, or write it as ONNX")
-    ex.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    on_run(sub, "show", "a run's figures", _cmd_show).add_argument("--json", action="store_true")
+    ex = on_run(sub, "export", "copy a run's pruned model, or write it as ONNX", cmd_export)
     ex.add_argument("--out", required=True)
     ex.add_argument("--format", choices=["pt", "onnx"], default=None,
                     help="pt: model.pt as is; onnx: ONNX with a dynamic batch, checked on ONNX Runtime "
                          "(default: from --out's suffix)")
-    ex.add_argument("--runs-dir", default=None)
-    ex.set_defaults(fn=cmd_export)
-    lg = sub.add_parser("log", help="log a run that has ended to TensorBoard, MLflow or W&B")
-    lg.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    lg = on_run(sub, "log", "log a run that has ended to TensorBoard, MLflow or W&B", cmd_log)
     lg.add_argument("--to", required=True, help="tensorboard, mlflow or wandb")
     lg.add_argument("--log-dir", default=None, help="TensorBoard's and W&B's folder (default: the run's log_dir, "
                                                     "else inside the run folder)")
-    lg.add_argument("--runs-dir", default=None)
-    lg.set_defaults(fn=cmd_log)
-    rp = sub.add_parser("report", help="one self-contained HTML file of a run: its card and interactive charts")
-    rp.add_argument("run_dir", help="a run folder, or a run id under the runs folder")
+    rp = on_run(sub, "report", "one self-contained HTML file of a run: its card and interactive charts", cmd_report)
     rp.add_argument("--out", required=True, help="the HTML file to write, e.g. run.html")
-    rp.add_argument("--runs-dir", default=None)
-    rp.set_defaults(fn=cmd_report)
     return p
 
 
