@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from osp_engine.method.analysis import kept_fraction
+from osp_engine.running.branch import epoch_label
 from osp_engine.storage.reader import RunReader
 from osp_engine.storage.sweep import indicator_picks, sweep_rows
 from pages.figures import RUN_COLOURS, matrix_figure
@@ -53,7 +54,8 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
     rows = [("network", f"{s['model']} on {s['dataset']}"), ("status", f"{s['status']}, {s['epochs']} of "
             f"{s['total_epochs']} epochs, {s['wall_seconds']:.0f} s"), ("variant", s["variant"]),
             ("FLOPs target", _pct(s["target_flops_reduction"]) + " removed"),
-            ("pruned", "not pruned" if s["t_star"] is None else f"after epoch {s['t_star']} ({s['prune_reason']})"),
+            ("pruned", "not pruned" if s["t_star"] is None else f"after epoch {s['t_star']} ({s['prune_reason']})"
+             if s["t_star"] >= 0 else f"at initialization ({s['prune_reason']})"),
             ("FLOPs removed", _pct(s["flops_reduction"])), ("parameters removed", _pct(s["params_reduction"])),
             ("accuracy", f"final {s['final_acc']:.2f} %, best {s['best_acc']:.2f} %" if s["final_acc"] is not None
              else "–"),
@@ -61,7 +63,7 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
     if s["dense_acc_at_prune"] is not None:
         rows.append(("accuracy at the prune", f"{s['dense_acc_at_prune']:.2f} %"))
     if cfg.get("parent"):
-        rows.append(("branch of", f"{cfg['parent']}, pruned at epoch {cfg['branch_epoch']}"))
+        rows.append(("branch of", f"{cfg['parent']}, pruned at epoch {epoch_label(cfg['branch_epoch'])}"))
     if s["kept_whole"]:
         rows.append(("groups kept whole", f"{len(s['kept_whole'])} (never pruned)"))
     if s["speed"]:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
-from osp_engine.running.branch import branch_epochs, checkpoints_bytes
+from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
 from osp_engine.method.config import VARIANTS
 from osp_engine.method.config import Config
 from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
@@ -159,7 +159,7 @@ def details(r: RunReader, s: dict) -> str:
     cfg = r.info()["config"]
     lines = []
     if cfg.get("parent"):
-        lines.append(f"branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}")
+        lines.append(f"branch of {plain(cfg['parent'])}, pruned at epoch {epoch_label(cfg['branch_epoch'])}")
     if cfg.get("sweep"):
         lines.append(f"target sweep {plain(cfg['sweep'])}")
     speed, world = s["speed"], s["world_size"]

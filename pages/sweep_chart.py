@@ -54,7 +54,13 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
     fig.update_layout(shapes=shapes, height=660, font=dict(size=font), barmode="group", hovermode="closest",
                       margin=dict(t=10, b=150, l=90, r=90),
                       legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, font=dict(size=font - 2)))
-    fig.update_xaxes(range=[max(x.min() - 0.5, 0.5), min(last, x.max()) + 0.5])
+    right = min(last, x.max()) + 0.5
+    if any(r["epoch"] == -1 for r in rows):            # a branch pruned at initialization: drawn at "init"
+        step = max(1, int(right) // 10)
+        ticks = [-1] + list(range(0, int(right) + 1, step))
+        fig.update_xaxes(range=[-1.5, right], tickvals=ticks, ticktext=["init"] + [str(t) for t in ticks[1:]])
+    else:
+        fig.update_xaxes(range=[max(x.min() - 0.5, 0.5), right])
     fig.update_xaxes(title_text="prune epoch (counted from 0)", row=3, col=1)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(title_text="PSI", range=[-0.02, 1.02], row=2, col=1, secondary_y=False)

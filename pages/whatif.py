@@ -3,7 +3,7 @@ logic here: the run manager queues them, osp_engine/running/branch.py says what 
 import streamlit as st
 
 from osp_engine import ConfigError
-from osp_engine.running.branch import branch_epochs, checkpoints_bytes
+from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
 from pages.control import manager, may_steer, steering
 from pages.text import plain
 
@@ -28,7 +28,7 @@ def what_if(run_id: str, info: dict) -> None:
     """An epoch picker over the run's kept checkpoints, 'What if I had pruned here?' and 'Sweep'."""
     cfg = info["config"]
     if cfg.get("parent"):
-        st.caption(f"This run is a branch of {plain(cfg['parent'])}, pruned at epoch {cfg['branch_epoch']}: "
+        st.caption(f"This run is a branch of {plain(cfg['parent'])}, pruned at epoch {epoch_label(cfg['branch_epoch'])}: "
                    f"its parent's Branches page shows it beside the others.")
         return
     run_dir = manager().reader(run_id).dir
@@ -45,13 +45,14 @@ def what_if(run_id: str, info: dict) -> None:
                     f"epoch's candidate and fine-tunes to the end of the same schedule, as a run of its own.")
         default = info["t_star"] if info["t_star"] in kept else kept[len(kept) // 2]
         c1, c2, c3 = st.columns([3, 2, 2])
-        c1.select_slider("Prune epoch", kept, value=default, key=f"whatif_epoch_{run_id}")
+        c1.select_slider("Prune epoch", kept, value=default, key=f"whatif_epoch_{run_id}", format_func=epoch_label,
+                         help="init: the untrained network, pruned before epoch 0 (pruning at initialization)")
         c2.button("What if I had pruned here?", key="whatif_branch", on_click=start_branches,
                   args=(run_id,), help="queued: it trains when the device is free")
         step = max(1, len(kept) // 6)                  # about six branches, whatever the run's length
         c3.button(f"Sweep {len(kept[::step])} epochs", key="whatif_sweep",
                   on_click=start_branches, args=(run_id, kept[::step]),
-                  help=f"branches at epochs {', '.join(map(str, kept[::step]))}, one after another")
+                  help=f"branches at epochs {', '.join(map(epoch_label, kept[::step]))}, one after another")
         if st.session_state.get("whatif_error"):
             st.error(f"Could not branch: {plain(st.session_state['whatif_error'])}")
         elif st.session_state.get("whatif_started"):

@@ -142,8 +142,8 @@ def test_branches_refuse_what_they_cannot_do(family, capsys):
     root, parent = family
     kept = branch_epochs(parent.dir)
     t_star = RunReader(parent.dir).info()["t_star"]
-    assert kept == list(range(1, t_star))                       # searched epochs before the prune
-    with pytest.raises(ConfigError, match=rf"no checkpoint of epoch 20 .*kept: 1-{t_star - 1}\)"):
+    assert kept == [-1] + list(range(1, t_star))                # the untrained network, searched epochs before t*
+    with pytest.raises(ConfigError, match=rf"no checkpoint of epoch 20 .*kept: init, 1-{t_star - 1}\)"):
         Run.branch(parent.dir, 20)
     assert cli(["branch", parent.run_id, "--runs-dir", str(root), "--epoch", "0"]) == 2
     assert "no checkpoint of epoch 0" in capsys.readouterr().err
@@ -153,6 +153,33 @@ def test_branches_refuse_what_they_cannot_do(family, capsys):
     assert sweep_epochs([2, 3, 4, 5, 6, 7], every=2, first=3, last=6) == [3, 5]
     with pytest.raises(ConfigError, match=r"no checkpoint of epoch\(s\) \[30\]"):
         sweep_epochs([1, 2], epochs=[2, 30])
+
+
+def test_pruning_at_initialization_is_a_branch_point(family, capsys):
+    """`branch --epoch init`: the untrained network (kept before epoch 0) pruned with the sub-network
+    searched on its own weights, then the whole schedule trained pruned."""
+    from osp_engine.method import saliency as sal
+    from osp_engine.method.selection import select
+
+    root, parent = family
+    cfg = parent.cfg
+    _, _, info = load_dataset(cfg)
+    torch.manual_seed(cfg.seed)
+    untrained = build_model(cfg.model, info.num_classes, info.image_size, info.in_channels)
+    kept = torch.load(checkpoint_path(parent.dir, -1), map_location="cpu", weights_only=True)
+    assert kept["epoch"] == -1 and all(torch.equal(kept["model"][n], t) for n, t in untrained.state_dict().items())
+    assert cli(["branch", parent.run_id, "--epoch", "init", "--runs-dir", str(root)]) == 0
+    assert "t* = init (manual)" in capsys.readouterr().out
+    (branch,) = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] == -1]
+    rows, s = branch.epochs(), branch.summary()
+    assert (s["t_star"], s["prune_reason"], s["status"]) == (-1, "manual", "finished")
+    assert [r["epoch"] for r in rows] == list(range(cfg.epochs)) and {r["phase"] for r in rows} == {"pruned"}
+    net = prepare_network(untrained, info.num_classes, torch.zeros(1, *info.input_shape), cfg.variant, 0)
+    chosen = select(sal.weighted_saliency(sal.all_saliency(net.groups), net.pi), net.cost, cfg.target, cfg.l_max,
+                    cfg.l_k, cfg.variant)
+    assert rows[0]["model_flops"] == s["final_flops"] == chosen.flops and s["final_params"] == chosen.params
+    assert [e["message"] for e in branch.events() if e["kind"] == "prune"][0].startswith("pruned at initialization")
+    assert sweep_rows(RunReader(parent.dir), [branch])[0]["epoch"] == -1
 
 
 def test_the_queue_never_trains_more_than_one_run_per_device(family):

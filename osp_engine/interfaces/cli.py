@@ -80,11 +80,17 @@ def _cmd_branch(args) -> int:
     return _execute(run)
 
 
-def _int_list(text: str, what: str) -> list:
+def _epoch(text: str) -> int:
+    """A branch point: an epoch's number, or 'init' (-1: the untrained network)."""
+    return -1 if text.strip() == "init" else int(text)
+
+
+def _epoch_list(text: str, what: str) -> list:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [_epoch(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ConfigError(f"{what} {text!r}: give whole numbers separated by commas, e.g. 4,8,12") from None
+        raise ConfigError(f"{what} {text!r}: give epochs separated by commas (init: the untrained network), "
+                          f"e.g. init,4,8,12") from None
 
 
 def _cmd_sweep(args) -> int:
@@ -98,7 +104,7 @@ def _cmd_sweep(args) -> int:
     if info["config"].get("parent"):
         raise ConfigError(f"{parent.run_id} is itself a branch: sweep its parent {info['config']['parent']}")
     cfg = info["config"]
-    epochs = sweep_epochs(branch_epochs(parent.dir), args.every, _int_list(args.epochs, "--epochs") if args.epochs else None,
+    epochs = sweep_epochs(branch_epochs(parent.dir), args.every, _epoch_list(args.epochs, "--epochs") if args.epochs else None,
                           first=info["t_sl_start"] if info["t_sl_start"] is not None else cfg["monitor_start"],
                           last=cfg["sl_end"])
     done = {b.info()["config"]["branch_epoch"] for b in branches_of(parent.dir.parent, parent.run_id)
@@ -167,6 +173,8 @@ def _cmd_sweep_targets(args) -> int:
 def _execute(run) -> int:
     """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome
     (under torchrun, rank 0 prints)."""
+    from ..running.branch import epoch_label
+
     def stop(signum, frame):
         if run.commands.cancelled:
             raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -175,7 +183,8 @@ def _execute(run) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     leader = run.world.leader
-    origin = (f" (branch of {run.cfg.parent}: prunes at epoch {run.cfg.branch_epoch})" if run.parent_dir is not None
+    origin = (f" (branch of {run.cfg.parent}: prunes at epoch {epoch_label(run.cfg.branch_epoch)})"
+              if run.parent_dir is not None
               else f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else "")
     if leader:
         world = f" on {run.world.size} processes" if run.world.size > 1 else ""
@@ -188,7 +197,8 @@ def _execute(run) -> int:
         print(f"run {status}: {run.error}", file=sys.stderr)
         return 1 if status == "failed" else 3
     fr = summary["flops_reduction"]
-    pruned = f"t* = {summary['t_star']} ({summary['prune_reason']})" if summary["t_star"] is not None else "not pruned"
+    pruned = f"t* = {epoch_label(summary['t_star'])} ({summary['prune_reason']})" if summary["t_star"] is not None \
+        else "not pruned"
     print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
           f"(target {100 * run.cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
           f"{summary['wall_seconds']:.1f} s, variant {run.cfg.variant}")
@@ -243,9 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_run)
     on_run(sub, "resume", "continue a stopped, cancelled or failed run after its last epoch", _cmd_resume)
     br = on_run(sub, "branch", "what if the run had pruned at epoch K: a new run from its checkpoint", _cmd_branch)
-    br.add_argument("--epoch", type=int, required=True, help="a searched epoch whose checkpoint the run kept")
+    br.add_argument("--epoch", type=_epoch, required=True,
+                    help="a searched epoch whose checkpoint the run kept, or init (prune the untrained network)")
     sw = on_run(sub, "sweep", "branches at several prune epochs, one after another, and their table", _cmd_sweep)
-    sw.add_argument("--epochs", default=None, help="prune epochs, e.g. 4,6,8 (default: every kept one)")
+    sw.add_argument("--epochs", default=None, help="prune epochs, e.g. init,4,6,8 (default: every kept one)")
     sw.add_argument("--every", type=int, default=None, help="every N-th kept epoch from t_sl_start to sl_end")
     st = sub.add_parser("sweep-targets", help="one recipe at several FLOPs targets plus a dense baseline")
     st.add_argument("--preset", default="demo")

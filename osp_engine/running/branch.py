@@ -2,7 +2,9 @@
 
 A run that keeps checkpoints (`keep_checkpoints=k`) leaves `checkpoints/epoch-NNNN.pt` for every k-th
 searched epoch before its prune: the model, the optimiser, the method's state and every random state
-right after epoch t was trained and evaluated. A branch at epoch t starts from that file, prunes with
+right after epoch t was trained and evaluated; and `checkpoints/init.pt`, the untrained network before
+epoch 0 (branch point INIT = -1: pruning at initialization, searched on the untrained weights, then the
+whole schedule trained pruned). A branch at epoch t starts from that file, prunes with
 M_t (the sub-network searched at the start of epoch t) as "Prune now" pressed during epoch t would,
 and fine-tunes to the end of the same schedule, in the parent's variant. Its store begins with a copy
 of the parent's epochs 0..t, so its curves, its training seconds and its epoch-FLOPs cover the whole
@@ -21,10 +23,27 @@ from ..storage.faults import FULL_ERRNOS, writing
 from ..storage.reader import RunReader, list_runs
 
 CHECKPOINTS = "checkpoints"
+INIT = -1                      # the branch point before epoch 0: the untrained network
 
 
 def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"epoch-{epoch:04d}.pt"
+    name = "init.pt" if epoch == INIT else f"epoch-{epoch:04d}.pt"
+    return Path(run_dir) / CHECKPOINTS / name
+
+
+def epoch_label(epoch: int) -> str:
+    """'init' for the branch point before epoch 0, else the epoch's number."""
+    return "init" if epoch == INIT else str(epoch)
+
+
+def keep_initial(run_dir: Path, checkpoint: dict) -> None:
+    """The untrained network's checkpoint (model, method state, random states before epoch 0), written
+    once at a new run's start when it keeps checkpoints: the branch point of pruning at initialization."""
+    from ..storage.export import atomic_save          # torch: only a run writes checkpoints
+
+    target = checkpoint_path(run_dir, INIT)
+    target.parent.mkdir(exist_ok=True)
+    atomic_save(checkpoint, target)
 
 
 def keep_checkpoint(run_dir: Path, epoch: int, every: int) -> None:
@@ -50,13 +69,14 @@ def branch_epochs(run_dir: str | Path) -> list[int]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("epoch-*.pt") if p.stem.split("-")[1].isdigit())
+    kept = sorted(int(p.stem.split("-")[1]) for p in folder.glob("epoch-*.pt") if p.stem.split("-")[1].isdigit())
+    return ([INIT] if checkpoint_path(run_dir, INIT).is_file() else []) + kept
 
 
 def checkpoints_bytes(run_dir: str | Path) -> int:
     """Disk use of the kept checkpoints, in bytes."""
     folder = Path(run_dir) / CHECKPOINTS
-    return sum(p.stat().st_size for p in folder.glob("epoch-*.pt")) if folder.is_dir() else 0
+    return sum(p.stat().st_size for p in folder.glob("*.pt")) if folder.is_dir() else 0
 
 
 def branch_config(parent: RunReader, epoch: int) -> Config:
@@ -68,7 +88,8 @@ def branch_config(parent: RunReader, epoch: int) -> Config:
     kept = branch_epochs(parent.dir)
     if epoch not in kept:
         hint = f"kept: {_ranges(kept)}" if kept else "it kept none: start it with --set keep_checkpoints=1"
-        raise ConfigError(f"{parent.run_id} has no checkpoint of epoch {epoch} to branch from ({hint})")
+        what = "the untrained network" if epoch == INIT else f"epoch {epoch}"
+        raise ConfigError(f"{parent.run_id} has no checkpoint of {what} to branch from ({hint})")
     cfg = Config.from_json(json.dumps(info["config"]))
     return dataclasses.replace(cfg, parent=parent.run_id, branch_epoch=epoch, keep_checkpoints=0, sweep="")
 
@@ -102,8 +123,9 @@ def sweep_epochs(kept: list[int], every: int | None = None, epochs: list[int] | 
 
 
 def _ranges(xs: list[int]) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7'."""
-    out, i = [], 0
+    """[-1, 1, 2, 3, 7] -> 'init, 1-3, 7'."""
+    out = ["init"] if INIT in xs else []
+    xs, i = [x for x in xs if x != INIT], 0
     while i < len(xs):
         j = i
         while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:

@@ -162,10 +162,14 @@ class Pruner:
     def record_prune(self, rec: dict) -> None:
         """Commit a prune: t*, its reason, and the event with the accuracy before and after."""
         before, after = rec["acc_before"], rec["acc_after"]
-        change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
+        if before is None:                                # at initialization: nothing evaluated before
+            change = "untrained" if after is None else f"untrained, accuracy {after:.2f} % once pruned"
+        else:
+            change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
+        when = "at initialization" if rec["epoch"] < 0 else f"after epoch {rec['epoch']}"
         with self.store.transaction():                    # t* and its event, or neither
             self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
-            self.store.event("prune", f"pruned after epoch {rec['epoch']} ({rec['reason']}): "
+            self.store.event("prune", f"pruned {when} ({rec['reason']}): "
                                       f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
                              epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
 
@@ -173,7 +177,8 @@ class Pruner:
         """Prune with M_t now, as "Prune now" pressed during epoch t (restored by load_state) would have at
         its end: the same masks, accuracy before and after, checkpoint, then the prune's record."""
         after = self._prune("manual")
-        self.prune_record = {"epoch": epoch, "reason": "manual", "acc_before": self.row["val_acc"], "acc_after": after}
+        self.prune_record = {"epoch": epoch, "reason": "manual", "acc_before": self.row.get("val_acc"),
+                             "acc_after": after}
         if save is not None:
             save(self.checkpoint(epoch))
         self.record_prune(self.prune_record)

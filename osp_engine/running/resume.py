@@ -81,7 +81,7 @@ def _load_checkpoint(path: Path) -> tuple[dict, dict | None]:
         return torch.load(main, map_location="cpu", weights_only=True), None
     except Exception as e:
         damage = f"checkpoint.pt cannot be read ({type(e).__name__})"
-    kept = branch_epochs(path)
+    kept = [e for e in branch_epochs(path) if e >= 0]      # the untrained network is a branch point only
     for epoch in reversed(kept):
         try:
             checkpoint = torch.load(checkpoint_path(path, epoch), map_location="cpu", weights_only=True)

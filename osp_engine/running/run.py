@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .branch import branch_config, checkpoint_path, keep_checkpoint
+from .branch import INIT, branch_config, checkpoint_path, keep_checkpoint, keep_initial
 from .commands import Cancelled, Commands, Relay
 from ..method.config import Config, ConfigError
 from .data import check_dataset, load_dataset
@@ -135,7 +135,8 @@ class Run:
             ckpt = torch.load(checkpoint_path(parent, epoch), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ConfigError(f"the checkpoint of epoch {epoch} of {parent.name} cannot be read ({type(e).__name__})") from None
-        label = new_run_id(dataclasses.replace(cfg, preset=f"{cfg.preset or cfg.model}-e{epoch}"))
+        label = new_run_id(dataclasses.replace(cfg, preset=f"{cfg.preset or cfg.model}-"
+                                                          f"{'init' if epoch == INIT else f'e{epoch}'}"))
         run = cls(cfg, runs_dir if runs_dir is not None else parent.parent, run_id=label)
         run.resumed, run.parent_dir = ckpt, parent
         return run
@@ -150,8 +151,10 @@ class Run:
             store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
                                     cfg.dataset, what="branch")
             try:
-                store.event("started", f"branch of {cfg.parent}: prunes the sub-network of epoch {cfg.branch_epoch}, "
-                                       f"then fine-tunes to epoch {cfg.epochs - 1}", epoch=cfg.branch_epoch,
+                what = "the untrained network's sub-network (at initialization), then trains it" \
+                    if cfg.branch_epoch == INIT else f"the sub-network of epoch {cfg.branch_epoch}, then fine-tunes"
+                store.event("started", f"branch of {cfg.parent}: prunes {what} to epoch {cfg.epochs - 1}",
+                            epoch=max(cfg.branch_epoch, 0),
                             variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
                 store.copy_history(self.parent_dir, cfg.branch_epoch)
             except BaseException as e:                    # a branch without its history is no run: remove it
@@ -271,6 +274,8 @@ class Run:
         pruner.tracking = self.tracking
         if self.resumed is None:
             self._record_start(store, info, amp, cl)
+            if cfg.keep_checkpoints > 0 and world.leader:  # the untrained network: a branch point too
+                keep_initial(self.dir, {**pruner.checkpoint(INIT), "optimizer": None, "rng": rng_state(train)})
         optimizer = self.optimizer_for(model)
         start = 0
 

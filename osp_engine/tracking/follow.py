@@ -104,8 +104,8 @@ class Tracking:
                         sink.epoch(row["epoch"], epoch_metrics(row), keep)
                         count += 1
                 for ev in due:
-                    sink.event(last if ev["epoch"] is None else min(ev["epoch"], last), ev["kind"], ev["message"],
-                               ev["data"])
+                    step = last if ev["epoch"] is None else min(max(ev["epoch"], 0), last)   # a prune at init: 0
+                    sink.event(step, ev["kind"], ev["message"], ev["data"])
                 sink.flush()
                 return count
             count = self._guard(name, mirror)
