@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import socket
 import sys
 import threading
 import time
@@ -28,18 +26,19 @@ from .branch import INIT, branch_config, checkpoint_path, keep_checkpoint, keep_
 from .commands import Cancelled, Commands, Relay
 from ..method.config import Config, ConfigError
 from .data import check_dataset, load_dataset
-from .distributed import NullStore, World, check_ranks_agree, set_epoch, shard_loader
+from .distributed import World, check_ranks_agree, set_epoch, shard_loader
 from ..storage.export import atomic_save
-from ..storage.faults import DiskFull, explain, is_disk_full
+from ..storage.faults import explain
 from ..method.groups import UnsupportedModel, prune_groups
 from ..models import build_model
-from ..method.network import Prunable, check_target, kept_whole_note, prepare_network
+from ..method.network import Prunable, check_target, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
-from .resume import adopt, rewind
+from .resume import adopt
+from .opening import open_store, open_tracking, record_start
 from ..storage.store import RunStore
 from ..storage.reader import RunReader
 from .threads import live_cpu_runs, thread_share, usable_cores
@@ -141,61 +140,6 @@ class Run:
         run.resumed, run.parent_dir = ckpt, parent
         return run
 
-    def _open_store(self, versions: dict) -> RunStore:
-        """A new store (a branch's begins with its parent's history), or for a resumed run its own,
-        marked running again with a 'resume' event."""
-        cfg = self.cfg
-        if not self.world.leader:
-            return NullStore(self.dir)                    # rank 0 writes the run folder
-        if self.parent_dir is not None:
-            store = RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
-                                    cfg.dataset, what="branch")
-            try:
-                what = "the untrained network's sub-network (at initialization), then trains it" \
-                    if cfg.branch_epoch == INIT else f"the sub-network of epoch {cfg.branch_epoch}, then fine-tunes"
-                store.event("started", f"branch of {cfg.parent}: prunes {what} to epoch {cfg.epochs - 1}",
-                            epoch=max(cfg.branch_epoch, 0),
-                            variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
-                store.copy_history(self.parent_dir, cfg.branch_epoch)
-            except BaseException as e:                    # a branch without its history is no run: remove it
-                full = is_disk_full(e, self.dir, 1 << 20)
-                store.close()
-                shutil.rmtree(self.dir, ignore_errors=True)
-                raise DiskFull(self.dir / "run.db", 1 << 20) if full else e
-            return store
-        if self.resumed is None:
-            return RunStore.create(self.dir, self.run_id, cfg.to_json(), versions, str(self.device), cfg.threshold,
-                                   cfg.dataset)
-        for leftover in self.dir.glob("*.tmp"):          # a save that was cut short
-            leftover.unlink()
-        store = RunStore(self.dir, self.lock)
-        if self.rewind is not None:
-            rewind(store, self.resumed, self.rewind["reason"])
-        store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
-        store.event("resume", f"resumed after epoch {self.resumed['epoch']}", epoch=self.resumed["epoch"],
-                    pid=os.getpid(), host=socket.gethostname(), world_size=self.world.size)
-        return store
-
-    def _open_tracking(self, store: RunStore):
-        """The run's trackers, at their last step; a tracker that cannot start is a ConfigError, and a new
-        run (or branch) is then removed, a resumed one recorded as failed with the reason (it can resume)."""
-        if not self.cfg.trackers or not self.world.leader:
-            return None
-        from ..tracking.follow import Tracking
-
-        try:
-            return Tracking.open(self.cfg, self.dir, self.root, record=lambda kind, message, **data:
-                                 store.event(kind, message, epoch=None, **data))
-        except ConfigError as e:
-            if self.resumed is None or self.parent_dir is not None:
-                store.close()
-                shutil.rmtree(self.dir, ignore_errors=True)
-            else:
-                store.event("failed", str(e))
-                store.update_run(status="failed", error=str(e), ended=time.time())
-                store.close()
-            raise
-
     def release(self) -> None:
         """Free a resumed run's writer lock when it will not run after all (cancelled while queued, or
         failed to start); a run that ran frees it when its store closes."""
@@ -208,8 +152,8 @@ class Run:
         versions = {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")}
         try:
             self.prepare()
-            store = self._open_store(versions)
-            self.tracking = self._open_tracking(store)
+            store = open_store(self, versions)
+            self.tracking = open_tracking(self, store)
         except BaseException:
             self.release()
             raise
@@ -273,7 +217,7 @@ class Run:
                         world=world)
         pruner.tracking = self.tracking
         if self.resumed is None:
-            self._record_start(store, info, amp, cl)
+            record_start(self, store, info, amp, cl)
             if cfg.keep_checkpoints > 0 and world.leader:  # the untrained network: a branch point too
                 keep_initial(self.dir, {**pruner.checkpoint(INIT), "optimizer": None, "rng": rng_state(train)})
         optimizer = self.optimizer_for(model)
@@ -322,17 +266,6 @@ class Run:
             log(_progress_line(pruner.row, cfg.epochs))
         if world.leader:                                  # 5. export the pruned network, and time it
             self._finish(pruner, store, info)
-
-    def _record_start(self, store: RunStore, info, amp: bool, cl: bool) -> None:
-        """A new run's groups, dataset and 'started' event (with this process, to tell a stale run)."""
-        cfg, net, world = self.cfg, self.net, self.world
-        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-        store.update_run(dataset=info.label, phase="dense")
-        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups{kept_whole_note(net)}, "
-                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {self.device}, variant "
-                               f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
-                    epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
-                    channels_last=cl, world_size=world.size, kept_whole=[dataclasses.asdict(k) for k in net.whole])
 
     def _finish(self, pruner: Pruner, store: RunStore, info) -> None:
         """Export model.pt (with what load_pruned needs to rebuild it), then measure its speed."""

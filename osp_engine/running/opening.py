@@ -1,0 +1,89 @@
+"""How a run's record begins: its store (new, a branch's with its parent's history, or a resumed one's),
+its trackers, and a new run's first record (groups, dataset, the 'started' event)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from ..method.config import ConfigError
+from ..method.network import kept_whole_note
+from ..storage.faults import DiskFull, is_disk_full
+from ..storage.store import RunStore
+from .branch import INIT
+from .distributed import NullStore
+from .resume import rewind
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def open_store(run: "Run", versions: dict) -> RunStore:
+    """A new store (a branch's begins with its parent's history), or for a resumed run its own,
+    marked running again with a 'resume' event."""
+    cfg = run.cfg
+    if not run.world.leader:
+        return NullStore(run.dir)                    # rank 0 writes the run folder
+    if run.parent_dir is not None:
+        store = RunStore.create(run.dir, run.run_id, cfg.to_json(), versions, str(run.device), cfg.threshold,
+                                cfg.dataset, what="branch")
+        try:
+            what = "the untrained network's sub-network (at initialization), then trains it" \
+                if cfg.branch_epoch == INIT else f"the sub-network of epoch {cfg.branch_epoch}, then fine-tunes"
+            store.event("started", f"branch of {cfg.parent}: prunes {what} to epoch {cfg.epochs - 1}",
+                        epoch=max(cfg.branch_epoch, 0),
+                        variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
+            store.copy_history(run.parent_dir, cfg.branch_epoch)
+        except BaseException as e:                    # a branch without its history is no run: remove it
+            full = is_disk_full(e, run.dir, 1 << 20)
+            store.close()
+            shutil.rmtree(run.dir, ignore_errors=True)
+            raise DiskFull(run.dir / "run.db", 1 << 20) if full else e
+        return store
+    if run.resumed is None:
+        return RunStore.create(run.dir, run.run_id, cfg.to_json(), versions, str(run.device), cfg.threshold,
+                               cfg.dataset)
+    for leftover in run.dir.glob("*.tmp"):          # a save that was cut short
+        leftover.unlink()
+    store = RunStore(run.dir, run.lock)
+    if run.rewind is not None:
+        rewind(store, run.resumed, run.rewind["reason"])
+    store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
+    store.event("resume", f"resumed after epoch {run.resumed['epoch']}", epoch=run.resumed["epoch"],
+                pid=os.getpid(), host=socket.gethostname(), world_size=run.world.size)
+    return store
+
+def open_tracking(run: "Run", store: RunStore):
+    """The run's trackers, at their last step; a tracker that cannot start is a ConfigError, and a new
+    run (or branch) is then removed, a resumed one recorded as failed with the reason (it can resume)."""
+    if not run.cfg.trackers or not run.world.leader:
+        return None
+    from ..tracking.follow import Tracking
+
+    try:
+        return Tracking.open(run.cfg, run.dir, run.root, record=lambda kind, message, **data:
+                             store.event(kind, message, epoch=None, **data))
+    except ConfigError as e:
+        if run.resumed is None or run.parent_dir is not None:
+            store.close()
+            shutil.rmtree(run.dir, ignore_errors=True)
+        else:
+            store.event("failed", str(e))
+            store.update_run(status="failed", error=str(e), ended=time.time())
+            store.close()
+        raise
+
+
+def record_start(run: "Run", store: RunStore, info, amp: bool, cl: bool) -> None:
+    """A new run's groups, dataset and 'started' event (with this process, to tell a stale run)."""
+    cfg, net, world = run.cfg, run.net, run.world
+    store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+    store.update_run(dataset=info.label, phase="dense")
+    store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups{kept_whole_note(net)}, "
+                           f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {run.device}, variant "
+                           f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
+                epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
+                channels_last=cl, world_size=world.size, kept_whole=[dataclasses.asdict(k) for k in net.whole])
