@@ -47,17 +47,19 @@ def _ort(s: dict, key: str) -> float | None:
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:
     """Metrics as CSV, the run's report (HTML, written when pressed), and the pruned model's bytes, read
-    once per page draw; a model is only promised while the run can still finish."""
+    once per page draw; a model is only promised while the run can still finish. No download reruns the
+    page: a rerun would replace the deferred downloads (ONNX, report) while a click on one is on its way."""
     c1, c2, c3, c4 = st.columns(4)
     c1.download_button(f"metrics of {r.run_id} (CSV)", df.to_csv(index=False).encode(), f"{r.run_id}-metrics.csv",
-                       "text/csv", key=f"csv_{r.run_id}")
+                       "text/csv", key=f"csv_{r.run_id}", on_click="ignore")
     c4.download_button(f"report of {r.run_id} (HTML)", lambda: report_html(r.dir), f"{r.run_id}-report.html",
                        "text/html", key=f"report_{r.run_id}", on_click="ignore",
                        help="one self-contained file: the run card and every chart, interactive, opens offline")
     model, status = r.dir / "model.pt", r.info()["display_status"]
     if model.is_file() and model.stat().st_size <= MODEL_BYTES_CAP:
         c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes(),
-                           f"{r.run_id}-pruned.pt", "application/octet-stream", key=f"model_{r.run_id}")
+                           f"{r.run_id}-pruned.pt", "application/octet-stream", key=f"model_{r.run_id}",
+                           on_click="ignore")
         onnx_download(c3, r, model)
     elif model.is_file():
         c2.caption(f"The pruned model is {model.stat().st_size / 1e6:.0f} MB: "
