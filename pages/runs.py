@@ -155,7 +155,7 @@ def speed_line(speed: dict, s: dict) -> str:
 
 def details(r: RunReader, s: dict) -> str:
     """A branch's parent and prune epoch, the world size of a distributed run, the exported model's
-    measured speed-up, the kept checkpoints and their disk use (markdown lines); s: r.summary()."""
+    measured speed-up, its trackers, the kept checkpoints and their disk use (markdown lines); s: r.summary()."""
     cfg = r.info()["config"]
     lines = []
     if cfg.get("parent"):
@@ -174,6 +174,8 @@ def details(r: RunReader, s: dict) -> str:
         lines.append(f"{len(s['kept_whole'])} groups kept whole (never pruned: see Channels)")
     if speed:
         lines.append(speed_line(speed, s))
+    if cfg.get("log_to"):                            # where each tracker logs, or why it stopped
+        lines += [plain(message) for message in r.trackers().values()]
     kept = branch_epochs(r.dir)
     if kept:
         lines.append(f"{len(kept)} checkpoints kept for branches · {checkpoints_bytes(r.dir) / 1e6:.1f} MB")

@@ -183,7 +183,7 @@ def test_a_tracker_that_cannot_start_is_one_line_and_leaves_no_run(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name[0].isdigit()]      # no run folder
 
 
-def test_a_tracker_that_fails_mid_run_is_an_event_and_the_run_goes_on(tmp_path):
+def test_a_tracker_that_fails_mid_run_is_an_event_and_the_run_goes_on(tmp_path, monkeypatch):
     """The MLflow run is deleted from its store after epoch 1 (as another user might): MLflow then
     refuses every write; the osp run finishes, records why the tracker stopped, and MLflow keeps 0-1."""
     import torch
@@ -214,3 +214,9 @@ def test_a_tracker_that_fails_mid_run_is_an_event_and_the_run_goes_on(tmp_path):
     stopped = [e["message"] for e in reader.events() if e["kind"] == "tracker" and "stopped" in e["message"]]
     assert len(stopped) == 1 and stopped[0].startswith("mlflow stopped logging: MlflowException:")
     assert [m.step for m in client.get_metric_history(run.info.run_id, "osp/accuracy")] == [0, 1]
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    card = next(m.value for m in at.markdown if reader.run_id in m.value)
+    assert "mlflow stopped logging" in card                                 # the run card says why

@@ -152,6 +152,11 @@ class RunReader:
         rows = self._query("SELECT id, t, epoch, kind, message, data FROM events WHERE id > ? ORDER BY id", (since_id,))
         return [dict(id=i, t=t, epoch=e, kind=k, message=m, data=json.loads(d or "{}")) for i, t, e, k, m, d in rows]
 
+    def trackers(self) -> dict[str, str]:
+        """{tracker: the newest word on it} from the run's 'tracker' events: where it logs, or why it stopped."""
+        rows = self._query("SELECT message, data FROM events WHERE kind = 'tracker' ORDER BY id")
+        return {json.loads(d or "{}").get("tracker", "?"): m for m, d in rows}
+
     def summary(self) -> dict:
         """The figures `show --json` prints: status, prune epoch and reason, reductions, accuracies, PSI."""
         info, rows = self.info(), self.epochs()
