@@ -29,3 +29,9 @@ def test_pip_install_gives_the_package_and_the_osp_command(tmp_path):
     assert path.startswith(str(venv)) and variant == "official"               # the installed copy, not the checkout
     res = subprocess.run([str(osp), "run", "--set", "epochs=0"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith("error: epochs must be a positive number")
+    short = [a for s in ("epochs=5", "sl_start=1", "sl_end=2", "speed_budget_s=0") for a in ("--set", s)]
+    res = subprocess.run([str(osp), "run", "--preset", "demo", *short], cwd=elsewhere, capture_output=True, text=True,
+                         timeout=300, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    assert res.returncode == 0 and res.stdout.splitlines()[-1].startswith("finished: t* = "), res.stderr[-2000:]
+    (run_dir,) = list((elsewhere / "runs").iterdir())                          # runs/ of the folder it ran in
+    assert res.stdout.startswith(f"run {run_dir.name} -> ")
