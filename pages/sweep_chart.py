@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from osp_engine.running.branch import INIT, epoch_label
 from pages.figures import hline, phase_bands, vline
 from pages.stability_chart import column, defined_psi
 
@@ -55,10 +56,10 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                       margin=dict(t=10, b=150, l=90, r=90),
                       legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, font=dict(size=font - 2)))
     right = min(last, x.max()) + 0.5
-    if any(r["epoch"] == -1 for r in rows):            # a branch pruned at initialization: drawn at "init"
+    if any(r["epoch"] == INIT for r in rows):          # a branch pruned at initialization: drawn at "init"
         step = max(1, int(right) // 10)
-        ticks = [-1] + list(range(0, int(right) + 1, step))
-        fig.update_xaxes(range=[-1.5, right], tickvals=ticks, ticktext=["init"] + [str(t) for t in ticks[1:]])
+        ticks = [INIT] + list(range(0, int(right) + 1, step))
+        fig.update_xaxes(range=[INIT - 0.5, right], tickvals=ticks, ticktext=[epoch_label(t) for t in ticks])
     else:
         fig.update_xaxes(range=[max(x.min() - 0.5, 0.5), right])
     fig.update_xaxes(title_text="prune epoch (counted from 0)", row=3, col=1)

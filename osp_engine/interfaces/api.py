@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import socket
 import time
 import traceback
@@ -31,6 +30,7 @@ from ..running.data import DatasetInfo
 from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..method.network import check_target, kept_whole_note, prepare_network
+from ..running.opening import start_tracking
 from ..running.pruner import Pruner
 from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
 from ..storage.store import RunStore
@@ -90,7 +90,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
                            f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
                 pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
     pruner = Pruner(cfg, net, store)
-    pruner.tracking = _tracking(cfg, store, root)
+    pruner.tracking = start_tracking(cfg, store, root, new=True)   # a tracker that cannot start: no folder
     pruner.relay = Relay(store, pruner.commands)
     pruner.relay.poll(force=True)                      # the studio can steer the run from now on
     status, error, t0 = "failed", None, time.time()
@@ -112,18 +112,3 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
         if pruner.tracking is not None:
             pruner.tracking.finish(status)
         store.close()
-
-
-def _tracking(cfg: Config, store: RunStore, root: Path):
-    """The trackers of cfg.log_to on a new attached run; a tracker that cannot start removes the run folder
-    and raises ConfigError (one line)."""
-    if not cfg.trackers:
-        return None
-    from ..tracking.follow import Tracking
-
-    try:
-        return Tracking.open(cfg, store.dir, root, record=lambda kind, message, **data: store.event(kind, message, **data))
-    except ConfigError:
-        store.close()
-        shutil.rmtree(store.dir, ignore_errors=True)
-        raise

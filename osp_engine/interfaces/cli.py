@@ -13,6 +13,7 @@ import sys
 from ..method.config import ConfigError, apply_overrides
 from ..storage.faults import DiskFull
 from .presets import DESCRIPTIONS, PRESETS, get_preset
+from ..running.branch import epoch_label, parse_epoch           # no torch: the CLI starts at once
 from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
 from .takeaway import cmd_export, cmd_log, cmd_report
@@ -80,14 +81,9 @@ def _cmd_branch(args) -> int:
     return _execute(run)
 
 
-def _epoch(text: str) -> int:
-    """A branch point: an epoch's number, or 'init' (-1: the untrained network)."""
-    return -1 if text.strip() == "init" else int(text)
-
-
 def _epoch_list(text: str, what: str) -> list:
     try:
-        return [_epoch(x) for x in text.split(",") if x.strip()]
+        return [parse_epoch(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ConfigError(f"{what} {text!r}: give epochs separated by commas (init: the untrained network), "
                           f"e.g. init,4,8,12") from None
@@ -173,8 +169,6 @@ def _cmd_sweep_targets(args) -> int:
 def _execute(run) -> int:
     """Run to the end with SIGINT/SIGTERM as cancel (a second one stops at once); print the outcome
     (under torchrun, rank 0 prints)."""
-    from ..running.branch import epoch_label
-
     def stop(signum, frame):
         if run.commands.cancelled:
             raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -253,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_run)
     on_run(sub, "resume", "continue a stopped, cancelled or failed run after its last epoch", _cmd_resume)
     br = on_run(sub, "branch", "what if the run had pruned at epoch K: a new run from its checkpoint", _cmd_branch)
-    br.add_argument("--epoch", type=_epoch, required=True,
+    br.add_argument("--epoch", type=parse_epoch, required=True,
                     help="a searched epoch whose checkpoint the run kept, or init (prune the untrained network)")
     sw = on_run(sub, "sweep", "branches at several prune epochs, one after another, and their table", _cmd_sweep)
     sw.add_argument("--epochs", default=None, help="prune epochs, e.g. init,4,6,8 (default: every kept one)")

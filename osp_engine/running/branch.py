@@ -36,6 +36,11 @@ def epoch_label(epoch: int) -> str:
     return "init" if epoch == INIT else str(epoch)
 
 
+def parse_epoch(text: str) -> int:
+    """epoch_label's inverse: a branch point as typed, 'init' or an epoch's number (ValueError otherwise)."""
+    return INIT if text.strip() == "init" else int(text)
+
+
 def keep_initial(run_dir: Path, checkpoint: dict) -> None:
     """The untrained network's checkpoint (model, method state, random states before epoch 0), written
     once at a new run's start when it keeps checkpoints: the branch point of pruning at initialization."""

@@ -57,23 +57,30 @@ def open_store(run: "Run", versions: dict) -> RunStore:
     return store
 
 def open_tracking(run: "Run", store: RunStore):
-    """The run's trackers, at their last step; a tracker that cannot start is a ConfigError, and a new
-    run (or branch) is then removed, a resumed one recorded as failed with the reason (it can resume)."""
-    if not run.cfg.trackers or not run.world.leader:
+    """The run's trackers (rank 0's), at their last step: `start_tracking` on its store."""
+    if not run.world.leader:
+        return None
+    return start_tracking(run.cfg, store, run.root, new=run.resumed is None or run.parent_dir is not None)
+
+
+def start_tracking(cfg, store: RunStore, root, new: bool):
+    """The trackers of cfg.log_to on the run `store` writes (None without any), at their last step. A
+    tracker that cannot start is a ConfigError, and then a new run (or branch, or attached run) is removed,
+    a resumed one recorded as failed with the reason (it can resume once the tracker can start)."""
+    if not cfg.trackers:
         return None
     from ..tracking.follow import Tracking
 
     try:
-        return Tracking.open(run.cfg, run.dir, run.root, record=lambda kind, message, **data:
+        return Tracking.open(cfg, store.dir, root, record=lambda kind, message, **data:
                              store.event(kind, message, epoch=None, **data))
     except ConfigError as e:
-        if run.resumed is None or run.parent_dir is not None:
-            store.close()
-            shutil.rmtree(run.dir, ignore_errors=True)
-        else:
+        if not new:
             store.event("failed", str(e))
             store.update_run(status="failed", error=str(e), ended=time.time())
-            store.close()
+        store.close()
+        if new:
+            shutil.rmtree(store.dir, ignore_errors=True)
         raise
 
 
