@@ -29,6 +29,4 @@ def backfill(reader: RunReader, tracker: str, log_dir: str | None = None, say=pr
     cfg.validate(model_registry=False, dataset_registry=False)
     tracking = Tracking.open(cfg, reader.dir, Path(reader.dir).parent, names=[tracker],
                              record=lambda kind, message, **data: say(message))
-    logged = tracking.sync(final=True)
-    tracking.finish("stale" if info["stale"] else info["status"])
-    return logged
+    return tracking.finish("stale" if info["stale"] else info["status"])

@@ -119,9 +119,10 @@ class Tracking:
         self._save_marks()
         return logged
 
-    def finish(self, status: str) -> None:
-        """Log the rest, the summary and the artifacts, then close every tracker. Never raises."""
-        self.sync(final=True)
+    def finish(self, status: str) -> int:
+        """Log the rest, the summary and the artifacts, then close every tracker; returns the epochs the
+        last sync logged. Never raises."""
+        logged = self.sync(final=True)
         try:
             summary = run_summary({**self.reader.summary(), "status": status})
         except Exception:
@@ -129,6 +130,7 @@ class Tracking:
         for name, sink in list(self.sinks.items()):
             self._guard(name, lambda s=sink: s.finish(status, summary, self.dir))
         self.sinks.clear()
+        return logged
 
     def _guard(self, name: str, fn):
         """fn()'s result, or None with the tracker dropped and an event saying why (the run goes on)."""
