@@ -90,13 +90,49 @@ class Shuffle(nn.Module):
         return self.fc(self.g2(y).mean((2, 3)))
 
 
-BLOCKS = {"csp": CSP, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
+class ECA(nn.Module):
+    """ECA-Net: a 1-D convolution across the pooled channels, viewed as a sequence and back."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv = cbr(3, 32), cbr(32, 32)
+        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.head, self.fc = cbr(32, 32, 1), nn.Linear(32, 10)
+
+    def forward(self, x):
+        y = self.conv(self.stem(x))
+        w = self.eca(y.mean((2, 3)).view(y.shape[0], 1, -1)).view(y.shape[0], -1, 1, 1)
+        return self.fc(self.head(y * w.sigmoid()).mean((2, 3)))
+
+
+class RadixSplit(nn.Module):
+    """ResNeSt: a conv of radix x C channels viewed as (radix, C), summed, attended and recombined."""
+    def __init__(self, c=16, radix=2):
+        super().__init__()
+        self.radix = radix
+        self.stem, self.conv = cbr(3, 32), cbr(32, c * radix)
+        self.fc1, self.fc2 = nn.Conv2d(c, 8, 1), nn.Conv2d(8, c * radix, 1)
+        self.head, self.fc = cbr(c, 32, 1), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.conv(self.stem(x))
+        n, rc, h, w = x.shape
+        x = x.view(n, self.radix, rc // self.radix, h, w)
+        attn = self.fc2(torch.relu(self.fc1(x.sum(1).mean((2, 3), keepdim=True))))
+        attn = attn.view(n, self.radix, -1).softmax(1).view(n, self.radix, -1, 1, 1)
+        return self.fc(self.head((x * attn).sum(1)).mean((2, 3)))
+
+
+BLOCKS = {"csp": CSP, "eca": ECA, "split-attention": RadixSplit, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
 KEPT_WHOLE = {                        # block -> {group kept whole: what its reason says}
     "csp": {}, "ghost": {},
     "res2net": {"conv1.0": "`sp = conv(parts[i] if i == 0 else sp + parts[i])` fails in convs.0.0 (Conv2d)"},
     "partial-residual": {"stem.0": "channels sliced [:, 0:32] of 48 channels (Slice)",
                          "body.2.0": "channels sliced [:, 0:32] of 48 channels (Slice)"},
     "shuffle": {"g1.0": "a channel shuffle"},
+    "eca": {"conv.0": "channels reshaped across dimensions (1, 32) -> (1, 1, 32) (View)",
+            "eca": "channels reshaped across dimensions (1, 1, 32) -> (1, 32, 1, 1) (View)"},
+    "split-attention": {"conv.0": "channels reshaped across dimensions (1, 32, 16, 16) -> (1, 2, 16, 16, 16) (View)",
+                        "fc2": "a channel shuffle"},      # viewed (radix, C), softmax over the radix, viewed back
 }
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .failure import describe
 from .flops import CostModel, layer_flops, parameter_sizes
-from .groups import Group, UnsupportedModel, remove_channels
+from .groups import Group, UnsupportedModel, remove_together
 from .graph import build_graph
 from .tp import tp
 
@@ -39,10 +39,7 @@ def pruned_copy(model: nn.Module, groups: list[Group], keep: list[np.ndarray], e
     """A copy of `model` with every channel not in `keep` physically removed (model is not touched)."""
     twin = copy.deepcopy(model).eval()
     graph = build_graph(twin, example)
-    for g, kept in zip(groups, keep):
-        drop = np.flatnonzero(~kept).tolist()
-        if drop:
-            remove_channels(graph, twin.get_submodule(g.name), drop)
+    remove_together(graph, [(twin.get_submodule(g.name), np.flatnonzero(~kept).tolist()) for g, kept in zip(groups, keep)])
     return twin
 
 

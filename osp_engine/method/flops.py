@@ -125,11 +125,25 @@ def count_subclasses(model: nn.Module) -> None:
             _COUNTER.MODULES_MAPPING[kind] = _COUNTER.MODULES_MAPPING[base]
 
 
+def counted_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers the counter charges, outermost first: a counted layer, not its sub-layers."""
+    found: list[nn.Module] = []
+
+    def visit(m: nn.Module) -> None:
+        if type(m) in _COUNTER.MODULES_MAPPING or type(m) in _COUNTER.CUSTOM_MODULES_MAPPING:
+            found.append(m)
+        else:
+            for child in m.children():
+                visit(child)
+
+    visit(model)
+    return found
+
+
 def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
     """One batch-1 forward: per counted call (name, type, [factor lists]); per parameter its shape."""
     names = {m: n for n, m in model.named_modules()}
     calls: list = []
-    hooks = []
 
     def hook(m, inp, out):
         rule = FACTORS.get(_COUNTER.MODULES_MAPPING.get(type(m)))
@@ -137,14 +151,7 @@ def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
             raise UnsupportedModel(f"the FLOPs model cannot cost {type(m).__name__} layers ({names[m]})")
         calls.append((names[m], type(m).__name__, rule(m, inp, out)))
 
-    def attach(m: nn.Module) -> None:           # the counter charges a counted layer, not its sub-layers
-        if type(m) in _COUNTER.MODULES_MAPPING or type(m) in _COUNTER.CUSTOM_MODULES_MAPPING:
-            hooks.append(m.register_forward_hook(hook))
-        else:
-            for child in m.children():
-                attach(child)
-
-    attach(model)
+    hooks = [m.register_forward_hook(hook) for m in counted_layers(model)]
     try:
         with torch.no_grad():
             model(example)

@@ -8,13 +8,16 @@ reshape), and grouping calls that would run for minutes (bounded). Anything it c
 """
 from __future__ import annotations
 
+import math
 import time
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .failure import first_line
+from .mapping import remember_mapping
 from .tp import tp
 
 
@@ -32,6 +35,7 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
                 tp.dependency.index_mapping.update_index_mapping(graph)
             _cut_channel_slices(graph)
             _bound_grouping(graph, GROUPING_BUDGET_S)
+            remember_mapping(graph)
             return graph
     except Exception as e:
         raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
@@ -50,6 +54,29 @@ def channel_slice(node) -> str | None:
     if start == 0 and end >= shape[1] and step == 1:
         return None
     return f"[:, {start}:{end}{'' if step == 1 else f':{step}'}] of {shape[1]} channels"
+
+
+def channel_reshape(node) -> str | None:
+    """'(1, 256, 8, 8) -> (1, 2, 128, 8, 8)' if `node` reshapes a feature map so that dimension 1 no longer
+    holds its channels one to one, None for a reshape Torch-Pruning maps right: one that keeps dimension
+    1 (squeezing or flattening the spatial ones), flattens everything after the batch (before a linear
+    layer), or unflattens a flat vector. Torch-Pruning maps any other as a flatten, wrongly (split
+    attention's radix view sends channel c to c // 128), and through several of them (ECA, split
+    attention) it multiplies index lists for minutes."""
+    grad_fn = getattr(node, "grad_fn", None)
+    metadata = getattr(grad_fn, "_input_metadata", ())
+    if node.type != tp.ops.OPTYPE.RESHAPE or not hasattr(grad_fn, "_saved_self_sym_sizes") or len(metadata) != 1:
+        return None
+    shape_in = [int(d) for d in grad_fn._saved_self_sym_sizes]
+    shape_out = [int(d) for d in metadata[0].shape]
+    if len(shape_in) < 2 or len(shape_out) < 2 or shape_in[0] != shape_out[0]:
+        return None
+    same = math.prod(shape_in[1:]) == math.prod(shape_out[1:])
+    flatten = len(shape_out) == 2 and same                             # (1, C, H, W) -> (1, C*H*W)
+    unflatten = len(shape_in) == 2 and shape_out[1] > 1 and same       # (1, C*H*W) -> (1, C, H, W)
+    if shape_in[1] == shape_out[1] or flatten or unflatten:
+        return None
+    return f"{tuple(shape_in)} -> {tuple(shape_out)}"
 
 
 def channel_shuffle(node) -> bool:
@@ -75,12 +102,60 @@ def channel_shuffle(node) -> bool:
     return False
 
 
-def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
-    """Detach every fixed channel slice from the graph: no group reaches across it, and build_groups keeps
-    whole the groups on both of its sides. (Torch-Pruning's mapping through such slices can neither
-    keep the model running nor stay exact, and on ReXNet it enumerates index subsets for minutes.)"""
+@dataclass
+class Cuts:
+    """Why a group must be kept whole, by id(node): `feeds` a cut of build_graph's (a fixed channel
+    slice, a reshape across the channel dimension), is `fed` by one, or is `inside` a channel shuffle."""
+    feeds: dict[int, str]
+    fed: dict[int, str]
+    inside: dict[int, str]
+
+    def crossed(self, item, graph: tp.DependencyGraph) -> str:
+        """Why Torch-Pruning's group `item` belongs to cannot be pruned, or "": its channels are the ones
+        a cut takes in (a node feeding it, pruned on its output or passing channels through) or gives
+        out (a node fed by it, pruned on its input or passing channels through)."""
+        node = item.dep.target
+        out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        through = not _changes_width(node.module)
+        if id(node) in self.feeds and (out or through):
+            return self.feeds[id(node)]
+        if id(node) in self.fed and (not out or through):
+            return self.fed[id(node)]
+        return self.inside.get(id(node), "")
+
+
+SHUFFLE = "channels shuffled by a reshape, a transpose and a reshape (a channel shuffle)"
+
+
+def _changes_width(m) -> bool:
+    """True for a layer whose input and output channels are pruned apart: a linear, a convolution but
+    a depthwise one (Torch-Pruning removes the same channels on both of its sides)."""
+    return isinstance(m, nn.Linear) or isinstance(m, nn.modules.conv._ConvNd) and not (m.groups > 1 and m.groups == m.in_channels)
+
+
+def find_cuts(graph: tp.DependencyGraph) -> Cuts:
+    """Every node beside a cut of build_graph's or inside a channel shuffle, with the reason."""
+    cuts = Cuts({}, {}, {})
     for node in graph.module2node.values():
-        if channel_slice(node) is None:
+        where, across = channel_slice(node), channel_reshape(node)
+        if not (where or across):
+            continue
+        reason = f"channels sliced {where}" if where else \
+            SHUFFLE if channel_shuffle(node) else f"channels reshaped across dimensions {across}"
+        reason = reason if reason == SHUFFLE else f"{reason} ({op_name(node)})"
+        cuts.feeds.update({id(n): reason for n in node.inputs})
+        cuts.fed.update({id(n): reason for n in node.outputs})
+    cuts.inside.update({id(n): SHUFFLE for n in graph.module2node.values() if channel_shuffle(n)})
+    return cuts
+
+
+def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
+    """Detach every fixed channel slice and every reshape across the channel dimension from the graph: no
+    group reaches across it, and build_groups keeps whole the groups on both of its sides.
+    (Torch-Pruning's mapping through them can neither keep the model running nor stay exact, and on
+    ReXNet, ECA and split attention it enumerates or multiplies index lists for minutes.)"""
+    for node in graph.module2node.values():
+        if channel_slice(node) is None and channel_reshape(node) is None:
             continue
         for other in node.inputs + node.outputs:
             other.dependencies = [d for d in other.dependencies if d.target is not node]

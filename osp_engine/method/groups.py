@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .graph import UnsupportedModel, op_name, channel_shuffle, channel_slice
+from .graph import UnsupportedModel, find_cuts
 from .tp import tp
 
 PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
@@ -168,11 +168,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
-    slices = [(node, channel_slice(node)) for node in graph.module2node.values()]
-    sliced = {id(n): f"channels sliced {where} ({op_name(node)})"
-              for node, where in slices if where for n in node.inputs + node.outputs}
-    sliced.update({id(n): "channels shuffled by a reshape, a transpose and a reshape (a channel shuffle)"
-                   for n in graph.module2node.values() if channel_shuffle(n)})
+    cuts = find_cuts(graph)
     groups: list[Group] = []
     for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=ROOT_TYPES):
         root = tp_group.items[0].dep.target.module
@@ -203,7 +199,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
                             for n in channel_parameters(m)]
             if is_out and (member is not None or isinstance(m, _NORMS)):
                 layers.append(names[m])
-        whole = next((sliced[id(item.dep.target)] for item in tp_group.items if id(item.dep.target) in sliced), unmapped)
+        whole = next((why for item in tp_group.items if (why := cuts.crossed(item, graph))), unmapped)
         group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
         _check_units(group)
         groups.append(group)
@@ -252,10 +248,36 @@ def remove_channels(graph: tp.DependencyGraph, root: nn.Module, drop: list[int],
     """Remove output channels `drop` of `root` with Torch-Pruning, and slice the per-channel parameters
     it leaves whole (`channel_parameters`) with the same indices. group: `pruning_group`'s, if at hand."""
     group = group if group is not None else pruning_group(graph, root, drop)
-    extras = [(item.dep.target.module, channel_parameters(item.dep.target.module), set(item.idxs))
-              for item in group.items if graph.is_out_channel_pruning_fn(item.dep.handler)]
+    _prune_items(graph, group.items)
+    graph._pruning_history.append([graph._module2name[root], True, list(drop)])
+
+
+def remove_together(graph: tp.DependencyGraph, removals: list[tuple[nn.Module, list[int]]], groups=None) -> None:
+    """Remove output channels `drop` of every `root` of disjoint groups at once: every coupled layer is
+    sliced once, with the union of its indices, all numbered as before anything was removed. The same
+    channels go as removing group after group, without rebuilding Torch-Pruning's index mapping after
+    each (on a DenseNet each rebuild costs as much as the prune). History as `remove_channels` records it.
+    groups: `pruning_group`'s for each removal, if at hand (every removal non-empty)."""
+    if groups is None:
+        removals = [(root, list(drop)) for root, drop in removals if len(drop)]
+        groups = [pruning_group(graph, root, drop) for root, drop in removals]
+    _prune_items(graph, [item for group in groups for item in group.items])
+    graph._pruning_history += [[graph._module2name[root], True, drop] for root, drop in removals]
+
+
+def _prune_items(graph: tp.DependencyGraph, items: list) -> None:
+    """Apply Torch-Pruning's pruning items, indices merged per (layer, handler), then slice the gains."""
+    merged: dict = {}
+    for item in items:
+        merged.setdefault((item.dep.target, item.dep.handler), (item.dep, set()))[1].update(item.idxs)
+    group = tp.dependency.Group()
+    group._DG = graph
+    for dep, idxs in merged.values():
+        group.add_dep(dep, sorted(idxs))
+    extras = [(dep.target.module, channel_parameters(dep.target.module), idxs)
+              for dep, idxs in merged.values() if graph.is_out_channel_pruning_fn(dep.handler)]
     extras = [(m, names, sorted(set(range(m.out_channels)) - idxs)) for m, names, idxs in extras if names]
-    group.prune()
+    group.prune(record_history=False)                 # the history names each group's root: the callers
     for m, names, kept in extras:
         for name in names:
             p = getattr(m, name)
@@ -264,11 +286,5 @@ def remove_channels(graph: tp.DependencyGraph, root: nn.Module, drop: list[int],
 
 
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:
-    """Physically remove every channel not kept. keep[g]: (C_g,) bool over original ids, whole units.
-
-    Groups are disjoint, so pruning one never renumbers another's channels.
-    """
-    for group, kept in zip(groups, keep):
-        drop = torch.nonzero(~kept.cpu()).flatten().tolist()
-        if drop:
-            remove_channels(graph, group.root, drop)
+    """Physically remove every channel not kept. keep[g]: (C_g,) bool over original ids, whole units."""
+    remove_together(graph, [(g.root, torch.nonzero(~kept.cpu()).flatten().tolist()) for g, kept in zip(groups, keep)])

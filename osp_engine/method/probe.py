@@ -1,4 +1,4 @@
-"""The cost probe: remove one unit of each group in turn from one copy of the model and watch what changes.
+"""The cost probe: remove one unit of each group from a copy of the model and watch what changes.
 
 Every dimension the FLOPs counter multiplies (flops.py) is read before and after each removal; the
 change is that group's coefficient. A removal that breaks the forward pass (a split with sizes fixed
@@ -7,13 +7,13 @@ changes which layers run marks the group KEPT WHOLE: the removal is undone, the 
 pruned, and its channels stay constants of the cost model. The reason names the layer and the line
 of its code that failed (failure.describe).
 
-One copy serves all groups: a removal is undone by restoring the state of the modules it touched (the
-weights Torch-Pruning replaced, the split and concatenation sizes it rewrote), checked by observing
-the copy again; where that cannot be done, the copy is rebuilt and the kept removals replayed.
+One copy serves all groups, each probed from the same state and every removal undone (probecopy.py);
+groups touching disjoint layers are removed together and observed in one forward pass. Every factor
+is linear in the group counts, so a coefficient does not depend on which other units are gone (the
+cost check of randomly pruned copies confirms it).
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .failure import describe
-from .flops import CostModel, cost_model, flat, observe
-from .groups import Group, KeptWhole, UnsupportedModel, pruning_group, remove_channels
-from .graph import build_graph
+from .flops import CostModel, cost_model
+from .groups import Group, KeptWhole, UnsupportedModel
+from .probecopy import ProbeCopy, disjoint_batches
 
 
 @dataclass
@@ -53,99 +52,54 @@ class Probe:
         self.coef = [{renumber[k]: v for k, v in c.items() if k in renumber} for c in self.coef]
 
 
-def _snapshot(tp_group) -> list | None:
-    """The state of every module the removal will touch (None if it touches a bare parameter, which
-    Torch-Pruning re-registers in the graph itself: that removal cannot be undone by restoring modules)."""
-    saved, seen = [], set()
-    for item in tp_group.items:
-        m = item.dep.target.module
-        if isinstance(m, nn.Parameter):
-            return None
-        if id(m) not in seen:
-            seen.add(id(m))
-            saved.append((m, {k: copy.copy(v) if isinstance(v, (dict, list)) else v for k, v in vars(m).items()}))
-    return saved
-
-
-def _restore(saved: list) -> None:
-    for m, state in saved:
-        vars(m).clear()
-        vars(m).update(state)
-
-
-class _Copy:
-    """The probe's copy of the model with its graph; `undo` returns it to the last accepted state."""
-
-    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
-        self.model, self.example = model, example
-        self.kept: list[tuple[str, list[int]]] = []          # accepted removals, to replay on a rebuild
-        self._rebuild()
-
-    def _rebuild(self) -> None:
-        self.copy = copy.deepcopy(self.model).eval()
-        self.graph = build_graph(self.copy, self.example)
-        for name, drop in self.kept:
-            remove_channels(self.graph, self.copy.get_submodule(name), drop)
-
-    def remove_unit(self, g: Group, calls: list, before: np.ndarray) -> tuple[np.ndarray | None, str]:
-        """Remove unit 0 of `g` (channels 0, n, 2n, ...): (the factors observed after, "") if the model still
-        runs the same layers, else (None, why) with the removal undone. before: the factors observed now."""
-        drop = list(range(0, g.size, g.n_units))
-        saved, reason = None, ""
-        try:
-            tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), drop)
-            saved = _snapshot(tp_group)
-            remove_channels(self.graph, self.copy.get_submodule(g.name), drop, tp_group)
-            calls_g, shapes_g = observe(self.copy, self.example)
-            after = np.array(flat(calls_g + shapes_g), dtype=np.int64)
-            if [c[:2] for c in calls_g] != [c[:2] for c in calls] or len(after) != len(before):
-                reason = "removing a channel changes which layers run (the forward depends on the widths)"
-        except UnsupportedModel:
-            raise
-        except Exception as e:
-            reason = describe(e, self.copy)
-        if not reason:
-            self.kept.append((g.name, drop))
-            return after, ""
-        self.undo(saved, before)
-        return None, reason
-
-    def undo(self, saved, expected: np.ndarray) -> None:
-        """Back to the state whose observation is `expected`, by restoring modules or else rebuilding."""
-        if saved is not None:
-            _restore(saved)
-            try:
-                if np.array_equal(np.array(flat(sum(observe(self.copy, self.example), [])), dtype=np.int64), expected):
-                    return
-            except Exception:
-                pass
-        self._rebuild()
-
-
 def probe_groups(model: nn.Module, groups: list[Group], example: torch.Tensor,
                  progress: Callable[[int, int], None] | None = None) -> Probe:
-    """Probe every group of `model` (not touched; example: a batch of one). progress(done, total) after each."""
-    probe = _Copy(model, example)
-    calls, shapes = observe(probe.copy, example)
-    layout = calls + shapes
-    before = np.array(flat(layout), dtype=np.int64)
-    result = Probe(layout, before.copy(), [dict() for _ in before])
-    for i, g in enumerate(groups):
-        reason = g.whole
-        if not reason and g.n_units > 1:              # a group of one unit never loses it: no coefficient
-            after, reason = probe.remove_unit(g, calls, before)
-            if not reason:
-                for f in np.flatnonzero(after != before):
-                    result.coef[f][len(result.prunable)] = Fraction(int(before[f] - after[f]), g.unit)
-                before = after
-        if reason:
-            result.whole.append(KeptWhole(g.name, g.size, reason))
-        else:
-            g.gid = len(result.prunable)
-            result.prunable.append(g)
-        if progress is not None:
-            progress(i + 1, len(groups))
+    """Probe every group of `model` (not touched; example: a batch of one). progress(done, total) as it goes."""
+    probe = ProbeCopy(model, example)
+    result = Probe(probe.layout, probe.observed.copy(), [dict() for _ in probe.observed])
+    probed = [g for g in groups if not g.whole and g.n_units > 1]    # a group of one unit never loses it
+    skipped = len(groups) - len(probed)
+    change = _changes(probe, probed, lambda done: progress and progress(skipped + done, len(groups)))
+    for g in groups:
+        delta = change.get(id(g), g.whole)
+        if isinstance(delta, str) and delta:
+            result.whole.append(KeptWhole(g.name, g.size, delta))
+            continue
+        g.gid = len(result.prunable)
+        result.prunable.append(g)
+        if not isinstance(delta, str):
+            for f in np.flatnonzero(delta):
+                result.coef[f][g.gid] = Fraction(int(delta[f]), g.unit)
     return result
+
+
+def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], None]) -> dict[int, np.ndarray | str]:
+    """id(group) -> the factors' change removing its unit 0 causes (before - after), or why it must be
+    kept whole. Groups that touch a bare parameter go one by one first (their removals stay); the
+    others in batches touching disjoint layers, one forward pass each, planned again whenever the copy
+    had to be rebuilt; a batch whose changes cannot be told apart goes one by one."""
+    change: dict[int, np.ndarray | str] = {}
+    pending = list(groups)
+    while pending:
+        rebuilds = probe.rebuilds
+        plans = [(g, probe.plan(g)) for g in pending]
+        change.update({id(g): plan for g, plan in plans if isinstance(plan, str)})
+        alone = [g for g, plan in plans if not isinstance(plan, str) and plan[1] is None]
+        for g in alone:
+            change[id(g)] = probe.remove_unit(g)
+        batchable = [(g, plan) for g, plan in plans if not isinstance(plan, str) and plan[1] is not None]
+        if alone:                                        # the copy changed: plan the others on it
+            batchable = []
+        for batch in disjoint_batches(batchable):
+            together = probe.remove_units(batch) if len(batch) > 1 else None
+            for g, _ in batch:
+                change[id(g)] = together[id(g)] if together is not None else probe.remove_unit(g)
+            progress(len(change))
+            if probe.rebuilds != rebuilds:
+                break
+        pending = [g for g in pending if id(g) not in change]
+        progress(len(change))
+    return change
 
 
 def timed_progress(say: Callable[[str], None] | None, what: str, after_s: float = 2.0):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .faults import payload_bytes, writing
-from ..method.groups import remove_channels
+from ..method.groups import remove_together
 from ..method.graph import build_graph
 from ..models import build_model
 
@@ -94,8 +94,8 @@ def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Mod
         model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
     shape = arch.get("input_shape") or [arch["in_channels"], arch["image_size"], arch["image_size"]]
     graph = build_graph(model, torch.zeros(1, *shape))
-    for name, _, idxs in blob["pruning_history"]:          # osp prunes output channels only
-        remove_channels(graph, model.get_submodule(name), list(idxs))
+    history = blob["pruning_history"]                      # osp prunes output channels only, each group once
+    remove_together(graph, [(model.get_submodule(name), list(idxs)) for name, _, idxs in history])
     state = OrderedDict(blob["state_dict"])
     state._metadata = OrderedDict(blob.get("metadata", {}))       # per-module versions (MNASNet reads its own)
     model.load_state_dict(state)

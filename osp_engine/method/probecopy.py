@@ -1,0 +1,216 @@
+"""The probe's copy of the model: remove units of groups, observe what the counter would multiply, undo.
+
+A removal is undone by restoring the state of the modules it touched (the weights Torch-Pruning
+replaced, the split and concatenation sizes it rewrote), checked by comparing the graph's channel
+counts with those before it; where that cannot be done, the copy is rebuilt and the removals left in
+place replayed. Every group is thus probed from the same state, and Torch-Pruning's index mapping is
+built once. Groups whose removals touch disjoint layers are removed together and observed in one
+forward pass, each factor's change going to the one group that touched its layer.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from .failure import describe
+from .flops import counted_layers, flat, observe
+from .graph import build_graph
+from .groups import Group, UnsupportedModel, pruning_group, remove_channels, remove_together
+from .mapping import counts_unchanged
+
+CHANGED_LAYERS = "removing a channel changes which layers run (the forward depends on the widths)"
+
+
+def unit_zero(g: Group) -> list[int]:
+    """The channels of unit 0 of `g`: 0, n, 2n, ... for n units."""
+    return list(range(0, g.size, g.n_units))
+
+
+class ProbeCopy:
+    """A copy of the model with its graph. observed: (F,) the factors observing it gives now; owner[f]:
+    the layer factor f belongs to (a counted layer, or the module holding a parameter)."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+        self.model, self.example = model, example
+        self.kept: list[tuple[str, list[int]]] = []          # removals left in place, to replay on a rebuild
+        self.rebuilds = -1                                   # times the copy was made again (plans go stale)
+        self._rebuild()
+        self.calls, shapes = observe(self.copy, example)
+        self.layout = self.calls + shapes
+        self.observed = np.array(flat(self.layout), dtype=np.int64)
+        self.owner = [name if kind != "parameter" else name.rpartition(".")[0]
+                      for name, kind, terms in self.layout for term in terms for _ in term]
+        self.producers = producers(self.copy, example)
+
+    def _rebuild(self) -> None:
+        self.rebuilds += 1
+        self.copy = copy.deepcopy(self.model).eval()
+        self.graph = build_graph(self.copy, self.example)
+        self.names = {m: n for n, m in self.copy.named_modules()}
+        for name, drop in self.kept:
+            remove_channels(self.graph, self.copy.get_submodule(name), drop)
+
+    def plan(self, g: Group):
+        """Torch-Pruning's group removing unit 0 of `g` now, and the names of the layers it touches (None
+        if it touches a bare parameter: that removal cannot be undone by restoring modules); or why
+        Torch-Pruning cannot group it."""
+        try:
+            tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), unit_zero(g))
+        except UnsupportedModel:
+            raise
+        except Exception as e:
+            return describe(e, self.copy)
+        targets = [item.dep.target.module for item in tp_group.items]
+        if any(isinstance(m, nn.Parameter) for m in targets):
+            return tp_group, None
+        return tp_group, {self.names[m] for m in targets if m in self.names}    # not a traced cat or split:
+                                                                               # it has no factor of its own
+
+    def remove_units(self, batch: list[tuple[Group, object]]) -> dict[int, np.ndarray | str] | None:
+        """Remove unit 0 of every (group, its plan's group) of `batch` at once (their layers disjoint) and
+        observe: id(group) -> the factors' change it caused (before - after), or None if the change
+        cannot be told apart by layer (the layers run changed, the forward failed, a factor changed in
+        a layer none of them touched): probe those one by one. The copy is restored either way."""
+        touched = {}
+        for g, (tp_group, layers) in batch:
+            touched.update({layer: id(g) for layer in layers})
+        saved = _snapshot([item for _, (tp_group, _) in batch for item in tp_group.items])
+        try:
+            remove_together(self.graph, [(self.copy.get_submodule(g.name), unit_zero(g)) for g, _ in batch],
+                            [tp_group for _, (tp_group, _) in batch])
+            calls, shapes = observe(self.copy, self.example)
+            after = np.array(flat(calls + shapes), dtype=np.int64)
+        except UnsupportedModel:
+            raise
+        except Exception:
+            self.undo(saved)
+            return None
+        self.undo(saved)
+        if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
+            return None
+        change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
+        for f in np.flatnonzero(after != self.observed):
+            layer = self.owner[f]                    # a layer no group touched (an activation, a pool)
+            cause = {touched[layer]} if layer in touched else \
+                {touched[p] for p in self.producers.get(layer, ()) if p in touched}   # changed by its input
+            if len(cause) != 1:
+                return None
+            change[cause.pop()][f] = self.observed[f] - after[f]
+        return change
+
+    def remove_unit(self, g: Group) -> np.ndarray | str:
+        """Remove unit 0 of `g` alone: the factors' change it caused (before - after), or why not (the
+        forward fails, the layers run change). Undone, except a removal that cannot be undone by
+        restoring modules (it re-registers a bare parameter): left in place if it worked, and
+        `observed` becomes what it gave."""
+        drop, saved = unit_zero(g), None
+        try:
+            tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), drop)
+            saved = _snapshot(tp_group.items)
+            remove_channels(self.graph, self.copy.get_submodule(g.name), drop, tp_group)
+            calls, shapes = observe(self.copy, self.example)
+            after = np.array(flat(calls + shapes), dtype=np.int64)
+            if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
+                self.undo(saved)
+                return CHANGED_LAYERS
+        except UnsupportedModel:
+            raise
+        except Exception as e:
+            reason = describe(e, self.copy)
+            self.undo(saved)
+            return reason
+        change = self.observed - after
+        if saved is None:
+            self.kept.append((g.name, drop))
+            self.observed = after
+        else:
+            self.undo(saved)
+        return change
+
+    def undo(self, saved) -> None:
+        """Back to the state before the last removal: restore its modules, or else rebuild the copy."""
+        if saved is not None:
+            _restore(saved)
+            if counts_unchanged(self.graph):
+                return
+        self._rebuild()
+
+
+def _snapshot(items) -> list | None:
+    """The state of every module Torch-Pruning's `items` will touch (None if one is a bare parameter,
+    which Torch-Pruning re-registers in the graph itself: that cannot be undone by restoring modules)."""
+    saved, seen = [], set()
+    for item in items:
+        m = item.dep.target.module
+        if isinstance(m, nn.Parameter):
+            return None
+        if id(m) not in seen:
+            seen.add(id(m))
+            saved.append((m, {k: copy.copy(v) if isinstance(v, (dict, list)) else v for k, v in vars(m).items()}))
+    return saved
+
+
+def _restore(saved: list) -> None:
+    for m, state in saved:
+        vars(m).clear()
+        vars(m).update(state)
+
+
+def producers(model: nn.Module, example: torch.Tensor) -> dict[str, set[str]]:
+    """name -> the counted layers whose outputs reach that counted layer's input through uncounted
+    operations only (an addition, a concatenation, an in-place activation), from one forward pass
+    with autograd recording: walked back from the input's grad_fn until a counted layer's output."""
+    names = {m: n for n, m in model.named_modules()}
+    made_by: dict[int, str] = {}                 # id(grad_fn of a counted layer's output) -> its name
+    alive: list = []                             # those grad_fns, kept so that no id is reused
+    found: dict[str, set[str]] = {}
+
+    def hook(m, inp, out):
+        name = names[m]
+        if inp and isinstance(inp[0], torch.Tensor):
+            found.setdefault(name, set()).update(_upstream(inp[0].grad_fn, made_by, exclude=out))
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            made_by[id(out.grad_fn)] = name
+            alive.append(out.grad_fn)
+
+    hooks = [m.register_forward_hook(hook) for m in counted_layers(model)]
+    try:
+        with torch.enable_grad():
+            model(example.detach().requires_grad_(False))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def _upstream(fn, made_by: dict[int, str], exclude: torch.Tensor, limit: int = 2000) -> set[str]:
+    """Names of the counted layers nearest upstream of autograd node `fn` (the input's own producer
+    first: an in-place activation's input is already its output, so `exclude`'s grad_fn is skipped)."""
+    own = getattr(exclude, "grad_fn", None)
+    found, todo, seen = set(), [fn], set()
+    while todo and len(seen) < limit:
+        fn = todo.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if fn is not own and id(fn) in made_by:
+            found.add(made_by[id(fn)])
+            continue
+        todo += [next_fn for next_fn, _ in fn.next_functions]
+    return found
+
+
+def disjoint_batches(plans: list[tuple[Group, object]]) -> list[list[tuple[Group, object]]]:
+    """(group, plan) pairs in batches whose plans touch disjoint layers, first fit in order."""
+    batches: list[tuple[set, list]] = []
+    for g, (tp_group, layers) in plans:
+        home = next((b for b in batches if not (b[0] & layers)), None)
+        if home is None:
+            home = (set(), [])
+            batches.append(home)
+        home[0].update(layers)
+        home[1].append((g, (tp_group, layers)))
+    return [b[1] for b in batches]

@@ -1,0 +1,90 @@
+"""The plan's fast paths give what the slow ones give: removing groups together equals removing them one
+after another, the probe in batches equals the probe one group at a time, and Torch-Pruning's index
+mapping is rebuilt exactly when a channel count changed."""
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from osp_engine.method.flops import count_subclasses
+from osp_engine.method.graph import build_graph
+from osp_engine.method.groups import build_groups, find_classifier, pruning_group, remove_channels, remove_together
+from osp_engine.method.mapping import counts_unchanged
+from osp_engine.method.probe import _changes
+from osp_engine.method.probecopy import ProbeCopy, disjoint_batches
+
+
+def cbr(i, o, k=3):
+    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+
+class Dense(nn.Module):
+    """DenseNet: every layer reads the concatenation of all features before it; then a transition."""
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.layers = nn.ModuleList([nn.Sequential(cbr(16 + 8 * i, 12, 1), cbr(12, 8)) for i in range(3)])
+        self.head, self.pool, self.fc = cbr(40, 16, 1), nn.AvgPool2d(2), nn.Linear(16, 10)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return self.fc(self.pool(self.head(torch.cat(features, 1))).mean((2, 3)))
+
+
+def _grouped(model, x):
+    count_subclasses(model)
+    graph = build_graph(model, x)
+    return graph, build_groups(model, graph, find_classifier(model, 10))
+
+
+def test_removing_groups_together_equals_removing_them_one_after_another():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    dense = Dense().eval()
+    one, together = copy.deepcopy(dense), copy.deepcopy(dense)
+    graph_one, groups = _grouped(one, x[:1])
+    graph_together, _ = _grouped(together, x[:1])
+    rng = np.random.default_rng(0)
+    drops = {g.name: sorted(rng.choice(g.size, g.size // 2, replace=False).tolist()) for g in groups}
+    for g in groups:                              # each removal renumbers the concatenations after it
+        remove_channels(graph_one, one.get_submodule(g.name), drops[g.name])
+    remove_together(graph_together, [(together.get_submodule(name), drop) for name, drop in drops.items()])
+    a, b = one.state_dict(), together.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["head.0.weight"].shape == (8, 20, 1, 1)                 # 40 - 16/2 - 3 * 8/2 channels read
+    assert sorted(map(str, graph_one.pruning_history())) == sorted(map(str, graph_together.pruning_history()))
+    with torch.no_grad():
+        assert torch.equal(one(x), together(x))
+
+
+def test_the_index_mapping_is_rebuilt_when_and_only_when_a_channel_count_changed():
+    model = Dense().eval()
+    graph, groups = _grouped(model, torch.zeros(1, 3, 16, 16))
+    assert counts_unchanged(graph)
+    stem = model.get_submodule("stem.0")
+    remove_channels(graph, stem, [0, 1])
+    assert not counts_unchanged(graph)            # the concatenations' sizes moved: the next grouping rebuilds
+    group = pruning_group(graph, stem, [0])
+    assert counts_unchanged(graph)
+    head_reads = [item.idxs for item in group.items if item.dep.target.module is model.get_submodule("head.0")]
+    assert head_reads == [[0]]                    # stem's channel 0 is still the head's input channel 0
+
+
+def test_the_probe_in_batches_sees_what_it_sees_one_group_at_a_time():
+    import torchvision
+
+    for model, x in ((Dense().eval(), torch.zeros(1, 3, 16, 16)),
+                     (torchvision.models.resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))):
+        _, groups = _grouped(model, x)
+        probed = [g for g in groups if g.n_units > 1]
+        batched = _changes(ProbeCopy(model, x), probed, lambda done: None)
+        alone = ProbeCopy(model, x)
+        plans = [(g, alone.plan(g)) for g in probed]
+        assert len(disjoint_batches(plans)) < len(probed)              # some batches hold several groups
+        for g in probed:
+            expected = alone.remove_unit(g)
+            assert np.array_equal(batched[id(g)], expected), g.name
+            assert expected.any()
