@@ -1,7 +1,7 @@
 """osp studio: Streamlit entry. Page config, navigation over the pages' render functions, the run picker."""
 import streamlit as st
 
-from pages import branches, channels, compare, runs, stability, tradeoff
+from pages import branches, channels, compare, lesson, runs, stability, tradeoff
 from pages.control import show_refusal, sidebar_presenter
 from pages.layout import warm_chart_renderer
 from pages.replay import sidebar_replay
@@ -15,6 +15,7 @@ listed = [
     st.Page(tradeoff.render, title="Trade-off", icon=":material/balance:", url_path="tradeoff"),
     st.Page(compare.render, title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     st.Page(branches.render, title="Branches", icon=":material/call_split:", url_path="branches"),
+    st.Page(lesson.render, title="Lesson", icon=":material/school:", url_path="lesson"),
 ]
 # The default page is served at "/" only: an unlisted second route to it answers the deep links
 # /runs and /runs?run=<id> instead of "Page not found". The links are drawn here, so it stays unlisted.
@@ -31,5 +32,6 @@ sidebar_run_picker()
 sidebar_replay()
 sidebar_presenter()                         # shared with a room: viewers until the presenter token is entered
 show_refusal()
+lesson.sidebar_lesson({p.url_path: p for p in listed}, nav.url_path)
 warm_chart_renderer()
 nav.run()

@@ -321,3 +321,56 @@ def test_a_shared_studio_shows_viewers_everything_live_and_only_the_presenter_st
     finally:
         cli.terminate()
         cli.wait(60)
+
+
+def _lesson_step(page, title: str, path: str) -> None:
+    """Wait until the lesson panel shows step `title` on the page at `path`, drawn without an exception."""
+    panel = page.locator(".st-key-lesson-panel")
+    panel.get_by_text(title).wait_for(timeout=120000)
+    page.wait_for_url(re.compile(rf"/{path}(\?|$)"), timeout=60000)
+    heading = {"stability": "Stability", "channels": "Channels", "tradeoff": "Trade-off", "branches": "Branches"}[path]
+    page.locator("h1").get_by_text(heading).first.wait_for(timeout=60000)
+    _healthy(page, title)
+
+
+def test_the_guided_lesson_walks_from_the_first_click_to_the_branches(server, tmp_path):
+    from osp_engine.method.moments import moment_epochs
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(server)
+        page.get_by_role("link", name="Lesson").click()
+        page.get_by_role("button", name="Start the lesson").click()
+        panel = page.locator(".st-key-lesson-panel")
+        _lesson_step(page, "1 · Dense training", "stability")
+        for title, path, key in (("2 · The first candidate", "channels", "n"),
+                                 ("3 · The regulariser starts", "stability", None),
+                                 ("4 · The candidate settles", "stability", "n"),
+                                 ("5 · The prune", "tradeoff", None)):
+            _lesson_step(page, title, path)
+            panel.get_by_text("The run is paused here").wait_for(timeout=60000)
+            if key:                                         # the keyboard, as a teacher at a projector would
+                page.locator("body").press(key.upper())
+            else:
+                panel.get_by_role("button", name="Continue").click()
+            panel.get_by_text("The run is paused here").wait_for(state="detached", timeout=60000)
+        _lesson_step(page, "6 · Fine-tuning", "stability")
+        _lesson_step(page, "7 · What if we had pruned elsewhere?", "branches")
+        assert "Each branch prunes the same run at another epoch" in panel.inner_text()
+        panel.get_by_role("button", name="End").click()
+        # the same lesson on the run that ended, each step replayed at the epoch it happened
+        run = RunReader(next((tmp_path / "runs").iterdir()))
+        moments = moment_epochs(run.epochs(), run.info()["t_star"], run.info()["threshold"])
+        page.get_by_role("link", name="Lesson").click()
+        page.get_by_role("button", name=f"Walk through {run.run_id}").click()
+        _lesson_step(page, "1 · Dense training", "stability")
+        page.get_by_text(f"replay at epoch {moments['searched'] - 1} of finished").first.wait_for(timeout=60000)
+        page.locator("body").press("N")
+        _lesson_step(page, "2 · The first candidate", "channels")
+        page.locator("body").press("N")
+        _lesson_step(page, "3 · The regulariser starts", "stability")
+        page.get_by_text(f"replay at epoch {moments['regularizer']} of finished").first.wait_for(timeout=60000)
+        page.locator("body").press("B")
+        _lesson_step(page, "2 · The first candidate", "channels")
+        browser.close()

@@ -14,6 +14,8 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+from .moments import MOMENTS
+
 
 VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
@@ -81,6 +83,8 @@ class Config:
     # mirroring the run into the researcher's trackers (osp_engine/tracking, docs/engine.md 'Trackers')
     log_to: str = ""                      # "tensorboard", "mlflow", "wandb", or several joined by commas ("": none)
     log_dir: str = ""                     # TensorBoard's and W&B's folder ("": inside the run folder)
+    # a lesson (docs/studio.md, 'The guided lesson')
+    pause_at: str = ""                    # moments the run pauses itself at, joined by commas (method/moments.py)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def validate(self, model_registry: bool = True, dataset_registry: bool = True) -> "Config":
@@ -171,6 +175,9 @@ class Config:
             if importlib.util.find_spec(TRACKERS[name]) is None:
                 fail(f"log_to={name} needs the {TRACKERS[name]} package, which is not installed: "
                      f"pip install {TRACKERS[name]}")
+        for name in self.pauses:
+            if name not in MOMENTS:
+                fail(f"pause_at: unknown moment {name!r}: use {', '.join(MOMENTS)} (several joined by commas)")
         if self.round_to < 0:
             fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self
@@ -179,6 +186,11 @@ class Config:
     def trackers(self) -> list[str]:
         """The trackers of `log_to`, in order, each once."""
         return list(dict.fromkeys(n.strip() for n in self.log_to.split(",") if n.strip()))
+
+    @property
+    def pauses(self) -> list[str]:
+        """The moments of `pause_at`, in order, each once."""
+        return list(dict.fromkeys(n.strip() for n in self.pause_at.split(",") if n.strip()))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

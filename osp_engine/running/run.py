@@ -30,6 +30,7 @@ from .distributed import World, check_ranks_agree, set_epoch, shard_loader
 from ..storage.export import atomic_save
 from ..storage.faults import explain
 from ..method.groups import UnsupportedModel, prune_groups
+from ..method.moments import MOMENTS, reached
 from ..models import build_model
 from ..method.network import Prunable, check_target, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
@@ -243,6 +244,7 @@ class Run:
         self.relay = Relay(store, self.commands)
         self.relay.poll(force=True)                       # publish the controls: the run can be steered from now
         n_iter = len(train)
+        previous = None                                   # the last epoch's row, for the moments it reached
 
         for epoch in range(start, cfg.epochs):
             self._share_threads(store, epoch)
@@ -258,13 +260,17 @@ class Run:
             # 3. evaluate and store the epoch; 4. prune when the stop rule fires, with a new optimiser
             val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
             self._share_commands()
-            if pruner.end_epoch(epoch, world.mean(stats.loss), world.mean(stats.acc), val_stats.loss, val_stats.acc,
-                                learning_rate(cfg, position, 0, n_iter), save=save):
+            pruned = pruner.end_epoch(epoch, world.mean(stats.loss), world.mean(stats.acc), val_stats.loss,
+                                      val_stats.acc, learning_rate(cfg, position, 0, n_iter), save=save)
+            if pruned:
                 check_ranks_agree(world, store, epoch, pruner.kept, model)
                 optimizer = self.optimizer_for(self._layout(model, cl))     # the pruned tensors are new
                 trained = world.wrap(model, dev)
+            # 5. a lesson: pause right after an epoch that reached a moment worth explaining
+            self._pause_at_moments(store, epoch, previous, pruner.row, pruned)
+            previous = dict(pruner.row)
             log(_progress_line(pruner.row, cfg.epochs))
-        if world.leader:                                  # 5. export the pruned network, and time it
+        if world.leader:                                  # 6. export the pruned network, and time it
             self._finish(pruner, store, info)
 
     def _finish(self, pruner: Pruner, store: RunStore, info) -> None:
@@ -335,6 +341,14 @@ class Run:
         if self.world.any(self.commands.cancelled) and not self.commands.cancelled:
             self.commands.cancel("cancelled on rank 0")
         self.commands.checkpoint()
+
+    def _pause_at_moments(self, store: RunStore, epoch: int, previous: dict | None, row: dict, pruned: bool) -> None:
+        """Pause at the next batch if epoch `epoch` reached a moment of `pause_at` (a `moment` event names it)."""
+        wanted = self.cfg.pauses
+        for moment in reached(previous, row, pruned, self.commands.threshold):
+            if moment in wanted and self.world.leader and epoch + 1 < self.cfg.epochs:
+                store.event("moment", f"{moment}: {MOMENTS[moment]}", epoch=epoch, moment=moment)
+                self.commands.pause()
 
     def _share_commands(self) -> None:
         """At the epoch's end, before the stop rule: every rank takes rank 0's prune now, threshold and
