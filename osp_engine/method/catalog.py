@@ -50,6 +50,6 @@ TIMM_OTHER_FAMILIES = (
 )
 TIMM_PREFIX = "timm-"
 
-DATASET_NAMES = ("digits", "cifar10", "cifar100", "imagenet", "folder", "synthetic-cifar10")
+DATASET_NAMES = ("digits", "digits-noisy", "cifar10", "cifar100", "imagenet", "folder", "synthetic-cifar10")
 
-ONE_CHANNEL_DATASETS = ("digits",)      # every torchvision classifier's first layer takes 3 channels
+ONE_CHANNEL_DATASETS = ("digits", "digits-noisy")      # every torchvision classifier's first layer takes 3 channels

@@ -129,15 +129,29 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
 
 
+NOISE_SIGMA = 0.5                  # digits-noisy: the standard deviation of its fixed noise, in pixel range units
+
+
+def noisy(images: np.ndarray) -> np.ndarray:
+    """The digits made harder, the same way for every run: each image plus its own fixed Gaussian noise
+    (sigma NOISE_SIGMA of the [0, 1] pixel range, drawn once with seed 0; not clipped)."""
+    noise = np.random.default_rng(0).normal(0.0, NOISE_SIGMA, images.shape).astype(np.float32)
+    return images + noise
+
+
 def _digits(cfg: Config) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
-    """The digits with a fixed stratified 80/20 split (seed 0, whatever the run's seed)."""
+    """The digits with a fixed stratified 80/20 split (seed 0, whatever the run's seed); digits-noisy:
+    the same images and split with fixed Gaussian noise added (`noisy`)."""
     images, labels = digits_arrays()
+    if cfg.dataset == "digits-noisy":
+        images = noisy(images)
     tr, va = stratified_split(labels, 0.2, seed=0)
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)     # (N, 1, 8, 8)
     train = TensorLoader(t(images[tr]), torch.from_numpy(labels[tr]), cfg.batch_size, True, pad=1, seed=cfg.seed)
     val = TensorLoader(t(images[va]), torch.from_numpy(labels[va]), 512, False)
-    return train, val, DatasetInfo(10, 8, 1, f"digits (scikit-learn, {len(tr):,} train / {len(va):,} val)")
+    what = "digits" if cfg.dataset == "digits" else f"digits + fixed Gaussian noise (sigma {NOISE_SIGMA}), a transformed set"
+    return train, val, DatasetInfo(10, 8, 1, f"{what} (scikit-learn, {len(tr):,} train / {len(va):,} val)")
 
 
 _CIFAR_FILES = {
@@ -225,6 +239,7 @@ def _image_folder(cfg: Config):
 
 DATASETS: dict[str, Callable[[Config], tuple]] = {
     "digits": _digits,
+    "digits-noisy": _digits,
     "cifar10": _cifar,
     "cifar100": _cifar,
     "imagenet": _image_folder,
