@@ -7,6 +7,7 @@ import pytest
 from osp_engine.interfaces.presets import get_preset
 from osp_engine.method.config import ConfigError
 from osp_engine.method.moments import moment_epochs, reached
+from osp_engine.running.branch import INIT
 from osp_engine.running.manager import RunManager
 
 
@@ -53,3 +54,10 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
     stored = {e["data"]["moment"]: e["epoch"] for e in reader.events() if e["kind"] == "moment"}
     assert stored == moment_epochs(reader.epochs(), info["t_star"], info["threshold"])
     assert stored["pruned"] == info["t_star"]
+    # the branch the lesson ends on: pruning at initialization, from the kept untrained network
+    branch_id = manager.branch(run_id, INIT)
+    manager._runs[branch_id][1].join(timeout=600)
+    branch = manager.reader(branch_id).summary()
+    assert (branch["status"], branch["t_star"], branch["prune_reason"]) == ("finished", INIT, "manual")
+    assert [e["kind"] for e in manager.reader(branch_id).events()].count("moment") == 0    # no lesson pauses
+    manager.shutdown()

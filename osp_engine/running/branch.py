@@ -96,7 +96,7 @@ def branch_config(parent: RunReader, epoch: int) -> Config:
         what = "the untrained network" if epoch == INIT else f"epoch {epoch}"
         raise ConfigError(f"{parent.run_id} has no checkpoint of {what} to branch from ({hint})")
     cfg = Config.from_json(json.dumps(info["config"]))
-    return dataclasses.replace(cfg, parent=parent.run_id, branch_epoch=epoch, keep_checkpoints=0, sweep="")
+    return dataclasses.replace(cfg, parent=parent.run_id, branch_epoch=epoch, keep_checkpoints=0, sweep="", pause_at="")
 
 
 def branches_of(root: str | Path, parent_id: str) -> list[RunReader]:
