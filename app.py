@@ -32,6 +32,6 @@ sidebar_run_picker()
 sidebar_replay()
 sidebar_presenter()                         # shared with a room: viewers until the presenter token is entered
 show_refusal()
-lesson.sidebar_lesson({p.url_path: p for p in listed}, nav.url_path)
+lesson.lesson_panel({p.url_path: p for p in listed}, nav.url_path)
 warm_chart_renderer()
 nav.run()

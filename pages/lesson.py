@@ -1,5 +1,5 @@
 """The guided lesson: one click starts the lesson run (the demo, pausing itself at each moment worth
-explaining: osp_engine/method/moments.py); a panel in the sidebar tells the story step by step, moves to
+explaining: osp_engine/method/moments.py); a panel atop every page tells the story step by step, moves to
 the page that shows each step, and continues the run when the teacher presses Continue (or N). A run
 that has ended is walked the same way, each step replayed at the epoch it happened. Nothing here
 imports torch."""
@@ -159,10 +159,10 @@ def _follow() -> None:
         st.rerun()
 
 
-def sidebar_lesson(pages: dict, here: str) -> None:
-    """The lesson's panel in the sidebar of every page, and the move to a step's page when it changes.
-
-    pages: url path -> the app's st.Page; here: the url path of the page being drawn."""
+def lesson_panel(pages: dict, here: str) -> None:
+    """The lesson's panel at the top of every page (where a room looks, within 1280x720), and the move
+    to a step's page when the step changes. pages: url path -> the app's st.Page; here: the url path
+    of the page being drawn."""
     state = lesson()
     if state is None:
         return
@@ -174,30 +174,28 @@ def sidebar_lesson(pages: dict, here: str) -> None:
         st.switch_page(pages[step.page])
     with st.sidebar:
         _follow()
-        with st.container(border=True, key="lesson-panel"):
-            st.markdown(f"**Lesson · {step.title}**")
-            st.markdown(step.text)
-            _controls(state, step)
+    with st.container(border=True, key="lesson-panel"):
+        st.markdown(f"**Lesson · {step.title}** — {step.text}")
+        _controls(state, step)
 
 
 def _controls(state: dict, step: Step) -> None:
-    if state["live"]:
-        _, paused = _live_step(state["run"], state["step"])
-        last = step.key == "branches"
-        if paused:
-            st.caption("The run is paused here. Continue (N) resumes it.")
-        elif not last:
-            st.caption(LIVE_MESSAGE)
-        cols = st.columns(2)
-        cols[0].button("Continue", key="lesson_continue", type="primary", shortcut="N", disabled=not paused,
-                       on_click=continue_lesson)
-    else:
-        st.caption(f"Step {state['step'] + 1} of {len(STEPS)} of {state['run']}, replayed where it happened.")
-        cols = st.columns(3)
-        cols[0].button("Back", key="lesson_back", shortcut="B", disabled=state["step"] == 0, on_click=back)
-        cols[1].button("Continue", key="lesson_continue", type="primary", shortcut="N",
-                       disabled=state["step"] == len(STEPS) - 1, on_click=continue_lesson)
-    cols[-1].button("End", key="lesson_end", help="leave the lesson (a paused run resumes)", on_click=end_lesson)
+    """One row: where the run stands, then Back / Continue / End."""
+    with st.container(horizontal=True, vertical_alignment="center"):
+        if state["live"]:
+            _, paused = _live_step(state["run"], state["step"])
+            if paused:
+                st.caption("The run is paused here. Continue (N) resumes it.")
+            elif step.key != "branches":
+                st.caption(LIVE_MESSAGE)
+            st.button("Continue", key="lesson_continue", type="primary", shortcut="N", disabled=not paused,
+                      on_click=continue_lesson)
+        else:
+            st.caption(f"Step {state['step'] + 1} of {len(STEPS)}, replayed at the epoch it happened.")
+            st.button("Back", key="lesson_back", shortcut="B", disabled=state["step"] == 0, on_click=back)
+            st.button("Continue", key="lesson_continue", type="primary", shortcut="N",
+                      disabled=state["step"] == len(STEPS) - 1, on_click=continue_lesson)
+        st.button("End", key="lesson_end", help="leave the lesson (a paused run resumes)", on_click=end_lesson)
 
 
 def render() -> None:
