@@ -25,13 +25,14 @@ class Dense(nn.Module):
         super().__init__()
         self.stem = cbr(3, 16)
         self.layers = nn.ModuleList([nn.Sequential(cbr(16 + 8 * i, 12, 1), cbr(12, 8)) for i in range(3)])
+        self.mix = nn.ReLU()                      # counted, and fed by the concatenation of four groups
         self.head, self.pool, self.fc = cbr(40, 16, 1), nn.AvgPool2d(2), nn.Linear(16, 10)
 
     def forward(self, x):
         features = [self.stem(x)]
         for layer in self.layers:
             features.append(layer(torch.cat(features, 1)))
-        return self.fc(self.pool(self.head(torch.cat(features, 1))).mean((2, 3)))
+        return self.fc(self.pool(self.head(self.mix(torch.cat(features, 1)))).mean((2, 3)))
 
 
 def _grouped(model, x):

@@ -15,6 +15,7 @@ cost check of randomly pruned copies confirms it).
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable
@@ -76,9 +77,11 @@ def probe_groups(model: nn.Module, groups: list[Group], example: torch.Tensor,
 def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], None]) -> dict[int, np.ndarray | str]:
     """id(group) -> the factors' change removing its unit 0 causes (before - after), or why it must be
     kept whole. Groups that touch a bare parameter go one by one first (their removals stay); the
-    others in batches touching disjoint layers, one forward pass each, planned again whenever the copy
-    had to be rebuilt; a batch whose changes cannot be told apart goes one by one."""
+    others in batches touching disjoint layers, one forward pass each. A layer whose change several
+    groups of a batch can have caused counts, from then on, as a layer each of them touches; a batch
+    that fails otherwise goes one by one. Planned again whenever the copy had to be rebuilt."""
     change: dict[int, np.ndarray | str] = {}
+    shared: dict[int, set] = defaultdict(set)          # id(group) -> layers it cannot share with others
     pending = list(groups)
     while pending:
         rebuilds = probe.rebuilds
@@ -87,18 +90,20 @@ def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], No
         alone = [g for g, plan in plans if not isinstance(plan, str) and plan[1] is None]
         for g in alone:
             change[id(g)] = probe.remove_unit(g)
-        batchable = [(g, plan) for g, plan in plans if not isinstance(plan, str) and plan[1] is not None]
-        if alone:                                        # the copy changed: plan the others on it
-            batchable = []
-        for batch in disjoint_batches(batchable):
+        queue = [] if alone else [(g, plan) for g, plan in plans if not isinstance(plan, str)]   # else: plan again
+        while queue and probe.rebuilds == rebuilds:
+            batch = disjoint_batches([(g, (tp_group, layers | shared[id(g)])) for g, (tp_group, layers) in queue])[0]
             together = probe.remove_units(batch) if len(batch) > 1 else None
+            if isinstance(together, list):
+                for layer, ids in together:
+                    for i in ids:
+                        shared[i].add(layer)
+                continue
             for g, _ in batch:
                 change[id(g)] = together[id(g)] if together is not None else probe.remove_unit(g)
+            queue = [(g, plan) for g, plan in queue if id(g) not in change]
             progress(len(change))
-            if probe.rebuilds != rebuilds:
-                break
         pending = [g for g in pending if id(g) not in change]
-        progress(len(change))
     return change
 
 

@@ -44,6 +44,7 @@ class ProbeCopy:
         self.owner = [name if kind != "parameter" else name.rpartition(".")[0]
                       for name, kind, terms in self.layout for term in terms for _ in term]
         self.producers = producers(self.copy, example)
+        self.weightless = {n for n, m in self.copy.named_modules() if next(m.parameters(), None) is None}
 
     def _rebuild(self) -> None:
         self.rebuilds += 1
@@ -69,11 +70,12 @@ class ProbeCopy:
         return tp_group, {self.names[m] for m in targets if m in self.names}    # not a traced cat or split:
                                                                                # it has no factor of its own
 
-    def remove_units(self, batch: list[tuple[Group, object]]) -> dict[int, np.ndarray | str] | None:
-        """Remove unit 0 of every (group, its plan's group) of `batch` at once (their layers disjoint) and
-        observe: id(group) -> the factors' change it caused (before - after), or None if the change
-        cannot be told apart by layer (the layers run changed, the forward failed, a factor changed in
-        a layer none of them touched): probe those one by one. The copy is restored either way."""
+    def remove_units(self, batch: list[tuple[Group, object]]) -> dict[int, np.ndarray] | list | None:
+        """Remove unit 0 of every (group, its plan) of `batch` at once (their layers disjoint) and observe:
+        id(group) -> the factors' change it caused (before - after); or [(layer, {id(group), ...})] for
+        the layers whose change more than one of them can have caused (an activation after a
+        concatenation of theirs): batch those apart; or None if the layers run changed or the forward
+        failed: probe them one by one. The copy is restored either way."""
         touched = {}
         for g, (tp_group, layers) in batch:
             touched.update({layer: id(g) for layer in layers})
@@ -92,14 +94,33 @@ class ProbeCopy:
         if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
             return None
         change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
+        ambiguous: dict[str, set] = {}
         for f in np.flatnonzero(after != self.observed):
-            layer = self.owner[f]                    # a layer no group touched (an activation, a pool)
-            cause = {touched[layer]} if layer in touched else \
-                {touched[p] for p in self.producers.get(layer, ()) if p in touched}   # changed by its input
-            if len(cause) != 1:
-                return None
-            change[cause.pop()][f] = self.observed[f] - after[f]
-        return change
+            cause = self._causes(self.owner[f], touched)
+            if len(cause) == 1:
+                change[cause.pop()][f] = self.observed[f] - after[f]
+            else:
+                ambiguous[self.owner[f]] = cause
+        if any(not cause for cause in ambiguous.values()):
+            return None                              # a change no group of the batch explains
+        return list(ambiguous.items()) if ambiguous else change
+
+    def _causes(self, layer: str, touched: dict) -> set:
+        """The groups of a batch that can have changed `layer`'s factors: the one that touched it, else
+        (an activation, a pool: a layer without weights, which Torch-Pruning does not list) those that
+        touched the layers feeding it, through other layers without weights. A layer with weights that
+        no group touched kept its channels: nothing comes through it."""
+        found, todo, seen = set(), [layer], set()
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in touched:
+                found.add(touched[name])
+            elif name == layer or name in self.weightless:
+                todo += self.producers.get(name, ())
+        return found
 
     def remove_unit(self, g: Group) -> np.ndarray | str:
         """Remove unit 0 of `g` alone: the factors' change it caused (before - after), or why not (the
