@@ -78,7 +78,9 @@ def test_the_probe_in_batches_sees_what_it_sees_one_group_at_a_time():
     import torchvision
 
     for model, x in ((Dense().eval(), torch.zeros(1, 3, 16, 16)),
-                     (torchvision.models.resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))):
+                     (torchvision.models.resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32)),
+                     (torchvision.models.resnet50(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))):   # one ReLU
+        # module called three times per block: fed by three different layers
         _, groups = _grouped(model, x)
         probed = [g for g in groups if g.n_units > 1]
         batched = _changes(ProbeCopy(model, x), probed, lambda done: None)

@@ -41,9 +41,12 @@ class ProbeCopy:
         self.calls, shapes = observe(self.copy, example)
         self.layout = self.calls + shapes
         self.observed = np.array(flat(self.layout), dtype=np.int64)
-        self.owner = [name if kind != "parameter" else name.rpartition(".")[0]
-                      for name, kind, terms in self.layout for term in terms for _ in term]
-        self.producers = producers(self.copy, example)
+        # owner[f]: the counted call (its index) or, for a parameter's shape, the layer holding it
+        self.owner = [(i, name) if i < len(self.calls) else (None, name.rpartition(".")[0])
+                      for i, (name, _, terms) in enumerate(self.layout) for term in terms for _ in term]
+        self.links = producers(self.copy, example)
+        if [name for name, _ in self.links] != [c[0] for c in self.calls]:
+            self.links = None                            # the two forward passes differ: no batches
         self.weightless = {n for n, m in self.copy.named_modules() if next(m.parameters(), None) is None}
 
     def _rebuild(self) -> None:
@@ -76,6 +79,8 @@ class ProbeCopy:
         the layers whose change more than one of them can have caused (an activation after a
         concatenation of theirs): batch those apart; or None if the layers run changed or the forward
         failed: probe them one by one. The copy is restored either way."""
+        if self.links is None:
+            return None
         touched = {}
         for g, (tp_group, layers) in batch:
             touched.update({layer: id(g) for layer in layers})
@@ -96,30 +101,35 @@ class ProbeCopy:
         change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
         ambiguous: dict[str, set] = {}
         for f in np.flatnonzero(after != self.observed):
-            cause = self._causes(self.owner[f], touched)
+            cause = self._causes(*self.owner[f], touched)
             if len(cause) == 1:
                 change[cause.pop()][f] = self.observed[f] - after[f]
             else:
-                ambiguous[self.owner[f]] = cause
+                ambiguous[self.owner[f][1]] = cause
         if any(not cause for cause in ambiguous.values()):
             return None                              # a change no group of the batch explains
         return list(ambiguous.items()) if ambiguous else change
 
-    def _causes(self, layer: str, touched: dict) -> set:
-        """The groups of a batch that can have changed `layer`'s factors: the one that touched it, else
-        (an activation, a pool: a layer without weights, which Torch-Pruning does not list) those that
-        touched the layers feeding it, through other layers without weights. A layer with weights that
-        no group touched kept its channels: nothing comes through it."""
-        found, todo, seen = set(), [layer], set()
+    def _causes(self, call: int | None, layer: str, touched: dict) -> set:
+        """The groups of a batch that can have changed a factor of counted call `call` of `layer` (None:
+        a parameter of `layer`): the one that touched the layer, else (an activation, a pool: a layer
+        without weights, which Torch-Pruning does not list) those that touched the calls feeding this
+        call, through calls of layers without weights. A layer with weights that no group touched kept
+        its channels: nothing comes through it. Calls, not names: a ReLU module used three times in a
+        block is fed by three different layers."""
+        if layer in touched:
+            return {touched[layer]}
+        found, todo, seen = set(), list(self.links[call][1]) if call is not None else [], set()
         while todo:
-            name = todo.pop()
-            if name in seen:
+            j = todo.pop()
+            if j in seen:
                 continue
-            seen.add(name)
+            seen.add(j)
+            name, feeding = self.links[j]
             if name in touched:
                 found.add(touched[name])
-            elif name == layer or name in self.weightless:
-                todo += self.producers.get(name, ())
+            elif name in self.weightless:
+                todo += feeding
         return found
 
     def remove_unit(self, g: Group) -> np.ndarray | str:
@@ -180,21 +190,21 @@ def _restore(saved: list) -> None:
         vars(m).update(state)
 
 
-def producers(model: nn.Module, example: torch.Tensor) -> dict[str, set[str]]:
-    """name -> the counted layers whose outputs reach that counted layer's input through uncounted
-    operations only (an addition, a concatenation, an in-place activation), from one forward pass
-    with autograd recording: walked back from the input's grad_fn until a counted layer's output."""
+def producers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, set[int]]]:
+    """Per counted call, in forward order: (its layer's name, the indices of the counted calls whose
+    outputs reach its input through uncounted operations only: an addition, a concatenation, an
+    in-place activation), from one forward pass with autograd recording, walked back from the
+    input's grad_fn to the nearest counted call's output."""
     names = {m: n for n, m in model.named_modules()}
-    made_by: dict[int, str] = {}                 # id(grad_fn of a counted layer's output) -> its name
+    made_by: dict[int, int] = {}                 # id(grad_fn of a counted call's output) -> the call's index
     alive: list = []                             # those grad_fns, kept so that no id is reused
-    found: dict[str, set[str]] = {}
+    found: list[tuple[str, set[int]]] = []
 
     def hook(m, inp, out):
-        name = names[m]
-        if inp and isinstance(inp[0], torch.Tensor):
-            found.setdefault(name, set()).update(_upstream(inp[0].grad_fn, made_by, exclude=out))
+        feeding = _upstream(inp[0].grad_fn, made_by, exclude=out) if inp and isinstance(inp[0], torch.Tensor) else set()
+        found.append((names[m], feeding))
         if isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            made_by[id(out.grad_fn)] = name
+            made_by[id(out.grad_fn)] = len(found) - 1
             alive.append(out.grad_fn)
 
     hooks = [m.register_forward_hook(hook) for m in counted_layers(model)]
@@ -207,8 +217,8 @@ def producers(model: nn.Module, example: torch.Tensor) -> dict[str, set[str]]:
     return found
 
 
-def _upstream(fn, made_by: dict[int, str], exclude: torch.Tensor, limit: int = 2000) -> set[str]:
-    """Names of the counted layers nearest upstream of autograd node `fn` (the input's own producer
+def _upstream(fn, made_by: dict[int, int], exclude: torch.Tensor, limit: int = 2000) -> set[int]:
+    """The counted calls nearest upstream of autograd node `fn` (the input's own producer
     first: an in-place activation's input is already its output, so `exclude`'s grad_fn is skipped)."""
     own = getattr(exclude, "grad_fn", None)
     found, todo, seen = set(), [fn], set()
