@@ -166,8 +166,11 @@ def lesson_panel(pages: dict, here: str) -> None:
     state = lesson()
     if state is None:
         return
-    if reader(state["run"]) is None:                       # deleted meanwhile
-        st.session_state.pop("lesson", None)
+    if reader(state["run"]) is None:
+        if state["run"] in [q[0] for q in manager().queued()]:
+            st.info("Lesson: queued. It starts when the run training on this device ends.", icon="⏳")
+        else:                                              # deleted meanwhile
+            st.session_state.pop("lesson", None)
         return
     step = STEPS[state["step"]]
     if state.pop("moved", False) and here != step.page:
