@@ -133,16 +133,25 @@ def _changes_width(m) -> bool:
     return isinstance(m, nn.Linear) or isinstance(m, nn.modules.conv._ConvNd) and not (m.groups > 1 and m.groups == m.in_channels)
 
 
+def cut_reason(node) -> str | None:
+    """Why build_graph cuts `node` out of the graph (a fixed channel slice, a reshape across the channel
+    dimension, the first reshape of a channel shuffle), or None: it is not cut."""
+    where = channel_slice(node)
+    if where:
+        return f"channels sliced {where} ({op_name(node)})"
+    across = channel_reshape(node)
+    if across:
+        return SHUFFLE if channel_shuffle(node) else f"channels reshaped across dimensions {across} ({op_name(node)})"
+    return None
+
+
 def find_cuts(graph: tp.DependencyGraph) -> Cuts:
     """Every node beside a cut of build_graph's or inside a channel shuffle, with the reason."""
     cuts = Cuts({}, {}, {})
     for node in graph.module2node.values():
-        where, across = channel_slice(node), channel_reshape(node)
-        if not (where or across):
+        reason = cut_reason(node)
+        if reason is None:
             continue
-        reason = f"channels sliced {where}" if where else \
-            SHUFFLE if channel_shuffle(node) else f"channels reshaped across dimensions {across}"
-        reason = reason if reason == SHUFFLE else f"{reason} ({op_name(node)})"
         cuts.feeds.update({id(n): reason for n in node.inputs})
         cuts.fed.update({id(n): reason for n in node.outputs})
     cuts.inside.update({id(n): SHUFFLE for n in graph.module2node.values() if channel_shuffle(n)})
@@ -155,7 +164,7 @@ def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
     (Torch-Pruning's mapping through them can neither keep the model running nor stay exact, and on
     ReXNet, ECA and split attention it enumerates or multiplies index lists for minutes.)"""
     for node in graph.module2node.values():
-        if channel_slice(node) is None and channel_reshape(node) is None:
+        if cut_reason(node) is None:
             continue
         for other in node.inputs + node.outputs:
             other.dependencies = [d for d in other.dependencies if d.target is not node]

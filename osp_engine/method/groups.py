@@ -247,9 +247,7 @@ def pruning_group(graph: tp.DependencyGraph, root: nn.Module, drop: list[int]):
 def remove_channels(graph: tp.DependencyGraph, root: nn.Module, drop: list[int], group=None) -> None:
     """Remove output channels `drop` of `root` with Torch-Pruning, and slice the per-channel parameters
     it leaves whole (`channel_parameters`) with the same indices. group: `pruning_group`'s, if at hand."""
-    group = group if group is not None else pruning_group(graph, root, drop)
-    _prune_items(graph, group.items)
-    graph._pruning_history.append([graph._module2name[root], True, list(drop)])
+    remove_together(graph, [(root, list(drop))], [group if group is not None else pruning_group(graph, root, drop)])
 
 
 def remove_together(graph: tp.DependencyGraph, removals: list[tuple[nn.Module, list[int]]], groups=None) -> None:

@@ -68,7 +68,6 @@ def _remembering(rebuild: Callable[[tp.DependencyGraph], None]) -> Callable[[tp.
     return update_index_mapping
 
 
-
 def counts_unchanged(graph: tp.DependencyGraph) -> bool:
     """True if `graph`'s channel counts are those of its last rebuild (a removal undone in full)."""
     return hasattr(graph, _KEY) and channel_counts(graph) == getattr(graph, _KEY)

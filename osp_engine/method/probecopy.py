@@ -31,7 +31,7 @@ def unit_zero(g: Group) -> list[int]:
 
 class ProbeCopy:
     """A copy of the model with its graph. observed: (F,) the factors observing it gives now; owner[f]:
-    the layer factor f belongs to (a counted layer, or the module holding a parameter)."""
+    (the counted call, its layer) factor f belongs to, or (None, the layer holding the parameter)."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         self.model, self.example = model, example
@@ -88,15 +88,13 @@ class ProbeCopy:
         try:
             remove_together(self.graph, [(self.copy.get_submodule(g.name), unit_zero(g)) for g, _ in batch],
                             [tp_group for _, (tp_group, _) in batch])
-            calls, shapes = observe(self.copy, self.example)
-            after = np.array(flat(calls + shapes), dtype=np.int64)
+            after = self._observe()
         except UnsupportedModel:
             raise
         except Exception:
-            self.undo(saved)
-            return None
+            after = None
         self.undo(saved)
-        if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
+        if after is None:
             return None
         change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
         ambiguous: dict[str, set] = {}
@@ -142,9 +140,8 @@ class ProbeCopy:
             tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), drop)
             saved = _snapshot(tp_group.items)
             remove_channels(self.graph, self.copy.get_submodule(g.name), drop, tp_group)
-            calls, shapes = observe(self.copy, self.example)
-            after = np.array(flat(calls + shapes), dtype=np.int64)
-            if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
+            after = self._observe()
+            if after is None:
                 self.undo(saved)
                 return CHANGED_LAYERS
         except UnsupportedModel:
@@ -160,6 +157,14 @@ class ProbeCopy:
         else:
             self.undo(saved)
         return change
+
+    def _observe(self) -> np.ndarray | None:
+        """The factors observing the copy gives now, or None if it no longer runs the same layers."""
+        calls, shapes = observe(self.copy, self.example)
+        after = np.array(flat(calls + shapes), dtype=np.int64)
+        if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
+            return None
+        return after
 
     def undo(self, saved) -> None:
         """Back to the state before the last removal: restore its modules, or else rebuild the copy."""
