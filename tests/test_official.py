@@ -75,6 +75,7 @@ def test_groups_order_and_dense_flops_match(network):
     by_rank = sorted(groups, key=lambda g: g.tp_rank)
     assert [g.name for g in by_rank] == ref["candidate_roots"]
     assert ref["all_group_roots"][0] == "classifier"          # what makes the official table shift
+    assert [g.listed_root for g in by_rank] == ref["all_group_roots"][:len(by_rank)]
 
 
 def test_cost_table_and_weights_are_bit_equal(network):

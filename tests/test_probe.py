@@ -12,7 +12,7 @@ from osp_engine.method.graph import build_graph
 from osp_engine.method.groups import build_groups, find_classifier, pruning_group, remove_channels, remove_together
 from osp_engine.method.mapping import counts_unchanged
 from osp_engine.method.probe import _changes
-from osp_engine.method.probecopy import ProbeCopy, disjoint_batches
+from osp_engine.method.probecopy import ProbeCopy, compatible_batches
 
 
 def cbr(i, o, k=3):
@@ -77,17 +77,36 @@ def test_the_index_mapping_is_rebuilt_when_and_only_when_a_channel_count_changed
 def test_the_probe_in_batches_sees_what_it_sees_one_group_at_a_time():
     import torchvision
 
-    for model, x in ((Dense().eval(), torch.zeros(1, 3, 16, 16)),
-                     (torchvision.models.resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32)),
-                     (torchvision.models.resnet50(num_classes=10).eval(), torch.zeros(1, 3, 32, 32))):   # one ReLU
-        # module called three times per block: fed by three different layers
+    small_densenet = torchvision.models.DenseNet(growth_rate=8, block_config=(3, 3), num_init_features=16, bn_size=2,
+                                                 num_classes=10)
+    for model, x, batches in ((Dense().eval(), torch.zeros(1, 3, 16, 16), 2),
+                              (small_densenet.eval(), torch.zeros(1, 3, 32, 32), 2),
+                              (torchvision.models.resnet18(num_classes=10).eval(), torch.zeros(1, 3, 32, 32), None),
+                              (torchvision.models.resnet50(num_classes=10).eval(), torch.zeros(1, 3, 32, 32), None)):
+        # ResNet-50: one ReLU module called three times per block, fed by three different layers
         _, groups = _grouped(model, x)
         probed = [g for g in groups if g.n_units > 1]
         batched = _changes(ProbeCopy(model, x), probed, lambda done: None)
         alone = ProbeCopy(model, x)
         plans = [(g, alone.plan(g)) for g in probed]
-        assert len(disjoint_batches(plans)) < len(probed)              # some batches hold several groups
+        if batches:        # a DenseNet's new channels are input channels of every later layer, one batch:
+            assert len(compatible_batches(plans)) == batches   # and its bottlenecks, the stem, the transitions
+        assert len(compatible_batches(plans)) < len(probed)            # some batches hold several groups
         for g in probed:
             expected = alone.remove_unit(g)
             assert np.array_equal(batched[id(g)], expected), g.name
             assert expected.any()
+
+
+def test_batches_share_a_layer_only_when_touched_the_same_way():
+    model = Dense().eval()
+    _, groups = _grouped(model, torch.zeros(1, 3, 16, 16))
+    probe = ProbeCopy(model, torch.zeros(1, 3, 16, 16))
+    plans = {g.name: (g, probe.plan(g)) for g in groups}
+    grow, squeeze = plans["layers.0.1.0"], plans["layers.1.0.0"]    # layer 0's new channels; layer 1's 1x1 conv
+    assert set(grow[1][1]) & set(squeeze[1][1]) == {"layers.1.0.0"}  # read by it, and made by it
+    assert len(compatible_batches([grow, squeeze])) == 2
+    assert len(compatible_batches([grow, plans["layers.1.1.0"]])) == 1   # both feed layer 2 and the head
+    assert len(compatible_batches([grow, plans["layers.1.1.0"]], {id(grow[0]): {"mix"}})) == 1
+    assert len(compatible_batches([grow, plans["layers.1.1.0"]],
+                                  {id(grow[0]): {"head.0"}, id(plans["layers.1.1.0"][0]): {"head.0"}})) == 2

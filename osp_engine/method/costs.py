@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .flops import CostModel
-from .groups import Group, KeptWhole, all_group_roots, remove_channels
+from .groups import Group, KeptWhole, remove_channels
 from .graph import build_graph
 from .tp import tp
 
@@ -47,16 +47,10 @@ def flops_weights(costs: np.ndarray, tp_rank: np.ndarray) -> np.ndarray:
     return pi
 
 
-def official_table(tp_rank: np.ndarray, all_costs: np.ndarray) -> np.ndarray:
-    """(G,) by gid: the candidate at Torch-Pruning rank r gets all_costs[r], the cost of entry r of
-    Torch-Pruning's all-groups list (the official shift by one)."""
-    return np.asarray(all_costs, dtype=np.float64)[np.asarray(tp_rank)]
-
-
 def measured_cost(model: nn.Module, example: torch.Tensor, root: str) -> float:
     """FLOPs saved per channel removed from the group rooted at `root`, by pruning a copy and counting.
 
-    Used once per run, for the all-groups entries that are not candidates (the classifier's), which
+    Used once per run, for the all-groups entry that is not a candidate (the classifier's), which
     the count-based CostModel does not cover. A one-channel group saves nothing: 0.0.
     """
     m = copy.deepcopy(model).eval()
@@ -82,7 +76,6 @@ def cost_table(model: nn.Module, graph: tp.DependencyGraph, groups: list[Group],
     if variant == "official":                                       # a group kept whole saves nothing: 0
         by_root = {g.name: own[g.gid] for g in groups}
         by_root.update({k.name: 0.0 for k in whole})
-        all_costs = [by_root[r] if r in by_root else measured_cost(model, example, r)
-                     for r in all_group_roots(model, graph)[:int(tp_rank.max()) + 1]]
-        costs = official_table(tp_rank, np.array(all_costs))
+        costs = np.array([by_root[g.listed_root] if g.listed_root in by_root
+                          else measured_cost(model, example, g.listed_root) for g in groups], dtype=np.float64)
     return costs, flops_weights(costs, tp_rank)

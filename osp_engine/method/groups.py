@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .graph import UnsupportedModel, find_cuts
+from .mapping import channels_moved
 from .tp import tp
 
 PRODUCER, CONSUMER, NORM = "producer", "consumer", "norm"
@@ -78,6 +79,8 @@ class Group:
     tp_rank: int = 0          # position in Torch-Pruning's own group order (the official cost table uses it)
     unit: int = 1             # channels per removable unit (1, or the conv groups of a grouped conv)
     whole: str = ""           # why the group must be kept whole, when its structure alone says so
+    listed_root: str = ""     # root of entry tp_rank of Torch-Pruning's list of ALL groups, the classifier's
+                              # included: the group whose cost the official table gives this one (costs.py)
 
     @property
     def n_units(self) -> int:
@@ -111,12 +114,6 @@ def find_classifier(model: nn.Module, num_classes: int) -> nn.Module:
         raise UnsupportedModel(f"no classifier with {num_classes} outputs found in the model: its last "
                                f"Linear or conv must output one value per class")
     return found
-
-
-def all_group_roots(model: nn.Module, graph: tp.DependencyGraph) -> list[str]:
-    """Root layer names of EVERY group, the classifier's included, in Torch-Pruning's order."""
-    names = {m: n for n, m in model.named_modules()}
-    return [names.get(g.items[0].dep.target.module, "?") for g in graph.get_all_groups(root_module_types=ROOT_TYPES)]
 
 
 def _weight_member(name: str, m: nn.Module, is_out: bool, pidx, gidx, size: int) -> Member | None:
@@ -164,14 +161,23 @@ def _unit(tp_group, size: int) -> int:
 
 
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
-    """Every prunable group of `model`, in forward order, with members for saliency and shrink."""
+    """Every prunable group of `model`, in forward order, with members for saliency and shrink.
+
+    One pass over Torch-Pruning's list of all groups: those with the classifier among the layers that
+    lose output channels are not prunable (as Torch-Pruning's `ignored_layers` drops them), but their
+    places in the list are what the official cost table reads (`listed_root`)."""
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
     cuts = find_cuts(graph)
     groups: list[Group] = []
-    for tp_group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=ROOT_TYPES):
+    listed: list[str] = []                                   # every group's root, in Torch-Pruning's order
+    for tp_group in graph.get_all_groups(root_module_types=ROOT_TYPES):
         root = tp_group.items[0].dep.target.module
+        listed.append(names.get(root, "?"))
+        if any(item.dep.target.module is classifier for item in tp_group.items
+               if graph.is_out_channel_pruning_fn(item.dep.handler)):
+            continue
         size = len(tp_group.items[0].idxs)
         members: list[Member] = []
         layers: list[str] = []
@@ -203,6 +209,8 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
         group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
         _check_units(group)
         groups.append(group)
+    for g in groups:
+        g.listed_root = listed[g.tp_rank]
     order = {m: i for i, m in enumerate(model.modules())}
     groups.sort(key=lambda g: order.get(g.root, len(order)))   # input-to-output order, for the views
     for gid, g in enumerate(groups):
@@ -275,12 +283,15 @@ def _prune_items(graph: tp.DependencyGraph, items: list) -> None:
     extras = [(dep.target.module, channel_parameters(dep.target.module), idxs)
               for dep, idxs in merged.values() if graph.is_out_channel_pruning_fn(dep.handler)]
     extras = [(m, names, sorted(set(range(m.out_channels)) - idxs)) for m, names, idxs in extras if names]
-    group.prune(record_history=False)                 # the history names each group's root: the callers
-    for m, names, kept in extras:
-        for name in names:
-            p = getattr(m, name)
-            rows = torch.tensor(kept, dtype=torch.long, device=p.device)
-            setattr(m, name, nn.Parameter(p.data.index_select(0, rows), requires_grad=p.requires_grad))
+    try:
+        group.prune(record_history=False)             # the history names each group's root: the callers
+        for m, names, kept in extras:
+            for name in names:
+                p = getattr(m, name)
+                rows = torch.tensor(kept, dtype=torch.long, device=p.device)
+                setattr(m, name, nn.Parameter(p.data.index_select(0, rows), requires_grad=p.requires_grad))
+    finally:
+        channels_moved(graph)                         # even half done: the next grouping reads the counts
 
 
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:

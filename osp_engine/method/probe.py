@@ -8,7 +8,8 @@ pruned, and its channels stay constants of the cost model. The reason names the 
 of its code that failed (failure.describe).
 
 One copy serves all groups, each probed from the same state and every removal undone (probecopy.py);
-groups touching disjoint layers are removed together and observed in one forward pass. Every factor
+groups touching each layer they share the same way are removed together and observed in one forward
+pass, a shared factor's change divided among them by the channels each removed there. Every factor
 is linear in the group counts, so a coefficient does not depend on which other units are gone (the
 cost check of randomly pruned copies confirms it).
 """
@@ -26,7 +27,7 @@ from torch import nn
 
 from .flops import CostModel, cost_model
 from .groups import Group, KeptWhole, UnsupportedModel
-from .probecopy import ProbeCopy, disjoint_batches
+from .probecopy import ProbeCopy, compatible_batches
 
 
 @dataclass
@@ -77,8 +78,9 @@ def probe_groups(model: nn.Module, groups: list[Group], example: torch.Tensor,
 def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], None]) -> dict[int, np.ndarray | str]:
     """id(group) -> the factors' change removing its unit 0 causes (before - after), or why it must be
     kept whole. Groups that touch a bare parameter go one by one first (their removals stay); the
-    others in batches touching disjoint layers, one forward pass each. A layer whose change several
-    groups of a batch can have caused counts, from then on, as a layer each of them touches; a batch
+    others in batches that touch each layer they share the same way, one forward pass each. A layer
+    whose change cannot be divided among the groups of a batch that can have caused it is, from then
+    on, a layer each of them touches alone; a batch
     that fails otherwise goes one by one. Planned again whenever the copy had to be rebuilt."""
     change: dict[int, np.ndarray | str] = {}
     shared: dict[int, set] = defaultdict(set)          # id(group) -> layers it cannot share with others
@@ -92,7 +94,7 @@ def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], No
             change[id(g)] = probe.remove_unit(g)
         queue = [] if alone else [(g, plan) for g, plan in plans if not isinstance(plan, str)]   # else: plan again
         while queue and probe.rebuilds == rebuilds:
-            batch = disjoint_batches([(g, (tp_group, layers | shared[id(g)])) for g, (tp_group, layers) in queue])[0]
+            batch = compatible_batches(queue, shared)[0]
             together = probe.remove_units(batch) if len(batch) > 1 else None
             if isinstance(together, list):
                 for layer, ids in together:

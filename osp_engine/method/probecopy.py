@@ -4,8 +4,10 @@ A removal is undone by restoring the state of the modules it touched (the weight
 replaced, the split and concatenation sizes it rewrote), checked by comparing the graph's channel
 counts with those before it; where that cannot be done, the copy is rebuilt and the removals left in
 place replayed. Every group is thus probed from the same state, and Torch-Pruning's index mapping is
-built once. Groups whose removals touch disjoint layers are removed together and observed in one
-forward pass, each factor's change going to the one group that touched its layer.
+built once. Groups that touch each layer they share the same way (on a DenseNet, every earlier layer's
+new channels are input channels of the later layers) are removed together and observed in one forward
+pass, each factor's change going to the groups that touched its layer, in proportion to the channels
+each removed there.
 """
 from __future__ import annotations
 
@@ -58,32 +60,43 @@ class ProbeCopy:
             remove_channels(self.graph, self.copy.get_submodule(name), drop)
 
     def plan(self, g: Group):
-        """Torch-Pruning's group removing unit 0 of `g` now, and the names of the layers it touches (None
-        if it touches a bare parameter: that removal cannot be undone by restoring modules); or why
-        Torch-Pruning cannot group it."""
+        """Torch-Pruning's group removing unit 0 of `g` now, and how it touches each layer: {layer name:
+        {Torch-Pruning handler (remove its input channels, its output channels, ...): indices it removes}}
+        (None if it touches a bare parameter: that removal cannot be undone by restoring modules); or why
+        Torch-Pruning cannot group it. A traced concatenation or split has no factor of its own: not listed."""
         try:
             tp_group = pruning_group(self.graph, self.copy.get_submodule(g.name), unit_zero(g))
         except UnsupportedModel:
             raise
         except Exception as e:
             return describe(e, self.copy)
-        targets = [item.dep.target.module for item in tp_group.items]
-        if any(isinstance(m, nn.Parameter) for m in targets):
+        if any(isinstance(item.dep.target.module, nn.Parameter) for item in tp_group.items):
             return tp_group, None
-        return tp_group, {self.names[m] for m in targets if m in self.names}    # not a traced cat or split:
-                                                                               # it has no factor of its own
+        touches: dict[str, dict] = {}
+        for item in tp_group.items:
+            name = self.names.get(item.dep.target.module)
+            if name is not None:
+                counts = touches.setdefault(name, {})
+                counts[item.dep.handler] = counts.get(item.dep.handler, 0) + len(item.idxs)
+        return tp_group, touches
 
     def remove_units(self, batch: list[tuple[Group, object]]) -> dict[int, np.ndarray] | list | None:
-        """Remove unit 0 of every (group, its plan) of `batch` at once (their layers disjoint) and observe:
-        id(group) -> the factors' change it caused (before - after); or [(layer, {id(group), ...})] for
-        the layers whose change more than one of them can have caused (an activation after a
-        concatenation of theirs): batch those apart; or None if the layers run changed or the forward
-        failed: probe them one by one. The copy is restored either way."""
+        """Remove unit 0 of every (group, its plan) of `batch` at once (a layer two of them touch, touched
+        the same way: `compatible_batches`) and observe: id(group) -> the factors' change it caused
+        (before - after); or [(layer, {id(group), ...})] for the layers whose change cannot be shared
+        among the groups that can have caused it: batch those apart; or None if the layers run changed or
+        the forward failed: probe them one by one. The copy is restored either way.
+
+        A factor several groups can have changed is shared in proportion to the indices each removed
+        where it acts (`_causes`): a factor is a tensor dimension, which loses the same amount per
+        channel whichever group the channel belongs to (a concatenation's channels all have its height
+        and width). A share that is not a whole number is no such dimension: batch those apart."""
         if self.links is None:
             return None
-        touched = {}
-        for g, (tp_group, layers) in batch:
-            touched.update({layer: id(g) for layer in layers})
+        touched: dict[str, dict[int, dict]] = {}          # layer -> {id(group): {handler: indices}}
+        for g, (tp_group, touches) in batch:
+            for layer, counts in touches.items():
+                touched.setdefault(layer, {})[id(g)] = counts
         saved = _snapshot([item for _, (tp_group, _) in batch for item in tp_group.items])
         try:
             remove_together(self.graph, [(self.copy.get_submodule(g.name), unit_zero(g)) for g, _ in batch],
@@ -99,25 +112,28 @@ class ProbeCopy:
         change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
         ambiguous: dict[str, set] = {}
         for f in np.flatnonzero(after != self.observed):
-            cause = self._causes(*self.owner[f], touched)
-            if len(cause) == 1:
-                change[cause.pop()][f] = self.observed[f] - after[f]
-            else:
-                ambiguous[self.owner[f][1]] = cause
-        if any(not cause for cause in ambiguous.values()):
-            return None                              # a change no group of the batch explains
+            causes, delta = self._causes(*self.owner[f], touched), int(self.observed[f] - after[f])
+            total = sum(causes.values())
+            if not causes:
+                return None                          # a change no group of the batch explains
+            if total == 0 or any(delta * weight % total for weight in causes.values()):
+                ambiguous[self.owner[f][1]] = set(causes)
+                continue
+            for i, weight in causes.items():
+                change[i][f] = delta * weight // total
         return list(ambiguous.items()) if ambiguous else change
 
-    def _causes(self, call: int | None, layer: str, touched: dict) -> set:
-        """The groups of a batch that can have changed a factor of counted call `call` of `layer` (None:
-        a parameter of `layer`): the one that touched the layer, else (an activation, a pool: a layer
-        without weights, which Torch-Pruning does not list) those that touched the calls feeding this
-        call, through calls of layers without weights. A layer with weights that no group touched kept
-        its channels: nothing comes through it. Calls, not names: a ReLU module used three times in a
-        block is fed by three different layers."""
+    def _causes(self, call: int | None, layer: str, touched: dict) -> dict[int, int]:
+        """{id(group): indices it removed where it can have changed a factor of counted call `call` of
+        `layer` (None: a parameter of `layer`)}: the groups that touched the layer, else (an activation, a
+        pool: a layer without weights, which Torch-Pruning does not list) those that removed output
+        channels of the calls feeding this call, through calls of layers without weights. A layer with
+        weights whose output channels no group removed kept them: nothing comes through it. Calls, not
+        names: a ReLU module used three times in a block is fed by three different layers."""
         if layer in touched:
-            return {touched[layer]}
-        found, todo, seen = set(), list(self.links[call][1]) if call is not None else [], set()
+            return {i: sum(counts.values()) for i, counts in touched[layer].items()}
+        found: dict[int, int] = {}
+        todo, seen = list(self.links[call][1]) if call is not None else [], set()
         while todo:
             j = todo.pop()
             if j in seen:
@@ -125,7 +141,10 @@ class ProbeCopy:
             seen.add(j)
             name, feeding = self.links[j]
             if name in touched:
-                found.add(touched[name])
+                for i, counts in touched[name].items():
+                    out = sum(k for handler, k in counts.items() if self.graph.is_out_channel_pruning_fn(handler))
+                    if out:
+                        found[i] = found.get(i, 0) + out
             elif name in self.weightless:
                 todo += feeding
         return found
@@ -239,14 +258,19 @@ def _upstream(fn, made_by: dict[int, int], exclude: torch.Tensor, limit: int = 2
     return found
 
 
-def disjoint_batches(plans: list[tuple[Group, object]]) -> list[list[tuple[Group, object]]]:
-    """(group, plan) pairs in batches whose plans touch disjoint layers, first fit in order."""
-    batches: list[tuple[set, list]] = []
-    for g, (tp_group, layers) in plans:
-        home = next((b for b in batches if not (b[0] & layers)), None)
+def compatible_batches(plans: list[tuple[Group, object]], exclusive: dict[int, set] | None = None) -> list[list]:
+    """(group, plan) pairs in batches, first fit in order, where a layer two plans touch is touched the
+    same way by both (the same Torch-Pruning handlers: both remove its input channels, say), so that its
+    factors' change can be shared among them by indices. exclusive: {id(group): layers it touches
+    alone in any batch}."""
+    batches: list[tuple[dict, list]] = []
+    for g, plan in plans:
+        ways = {layer: frozenset(counts) for layer, counts in plan[1].items()}
+        ways.update({layer: id(g) for layer in (exclusive or {}).get(id(g), ())})
+        home = next((b for b in batches if all(b[0].get(layer, way) == way for layer, way in ways.items())), None)
         if home is None:
-            home = (set(), [])
+            home = ({}, [])
             batches.append(home)
-        home[0].update(layers)
-        home[1].append((g, (tp_group, layers)))
+        home[0].update(ways)
+        home[1].append((g, plan))
     return [b[1] for b in batches]
