@@ -89,8 +89,8 @@ def test_the_probe_in_batches_sees_what_it_sees_one_group_at_a_time():
         batched = _changes(ProbeCopy(model, x), probed, lambda done: None)
         alone = ProbeCopy(model, x)
         plans = [(g, alone.plan(g)) for g in probed]
-        if batches:        # a DenseNet's new channels are input channels of every later layer, one batch:
-            assert len(compatible_batches(plans)) == batches   # and its bottlenecks, the stem, the transitions
+        if batches:        # a DenseNet's layers overlap only where one group makes a layer's input channels
+            assert len(compatible_batches(plans)) == batches   # and another its output channels
         assert len(compatible_batches(plans)) < len(probed)            # some batches hold several groups
         for g in probed:
             expected = alone.remove_unit(g)
