@@ -122,9 +122,30 @@ class RadixSplit(nn.Module):
         return self.fc(self.head((x * attn).sum(1)).mean((2, 3)))
 
 
-BLOCKS = {"csp": CSP, "eca": ECA, "split-attention": RadixSplit, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
+class CondConv(nn.Module):
+    """CondConv: a kernel mixed from experts for each sample, run as one grouped convolution with the
+    batch folded into the channels, and unfolded after."""
+    def __init__(self, c=16, experts=3):
+        super().__init__()
+        self.stem = nn.Sequential(cbr(3, 64), cbr(64, c))
+        self.route = nn.Linear(c, experts)
+        self.experts = nn.Parameter(torch.randn(experts, c * c * 9) / 12)
+        self.bn, self.head, self.fc = nn.BatchNorm2d(c), nn.Sequential(cbr(c, 64), cbr(64, 64)), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        n, c, h, w = x.shape                                       # (n, c, h, w)
+        kernels = (self.route(x.mean((2, 3))).sigmoid() @ self.experts).view(n * c, c, 3, 3)
+        y = torch.nn.functional.conv2d(x.reshape(1, n * c, h, w), kernels, padding=1, groups=n)   # (1, n*c, h, w)
+        y = y.permute(1, 0, 2, 3).view(n, c, h, w)
+        return self.fc(self.head(torch.relu(self.bn(y))).mean((2, 3)))
+
+
+BLOCKS = {"csp": CSP, "condconv": CondConv, "eca": ECA, "split-attention": RadixSplit, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
 KEPT_WHOLE = {                        # block -> {group kept whole: what its reason says}
     "csp": {}, "ghost": {},
+    "condconv": {"stem.1.0": "a channel shuffle",    # folded into the batch, convolved, permuted, unfolded
+                 "route": "elements moved between the batch dimension and the channels (1, 2304) -> (16, 16, 3, 3) (View)"},
     "res2net": {"conv1.0": "`sp = conv(parts[i] if i == 0 else sp + parts[i])` fails in convs.0.0 (Conv2d)"},
     "partial-residual": {"stem.0": "channels sliced [:, 0:32] of 48 channels (Slice)",
                          "body.2.0": "channels sliced [:, 0:32] of 48 channels (Slice)"},

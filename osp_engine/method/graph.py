@@ -2,8 +2,8 @@
 
 `build_graph` traces the model and repairs or marks what Torch-Pruning gets wrong on current PyTorch:
 split sizes of a `torch.chunk` (and the concatenation offsets inferred from them), fixed channel
-slices (both sides kept whole: a partial residual), channel shuffles (a reshape, a transpose and a
-reshape), and grouping calls that would run for minutes (bounded). Anything it cannot trace is an
+slices (both sides kept whole: a partial residual), reshapes across the channel dimension or misread
+as flattens, channel shuffles (a reshape, a transpose and a reshape), and grouping calls that would run for minutes (bounded). Anything it cannot trace is an
 `UnsupportedModel` with one line naming the operation.
 """
 from __future__ import annotations
@@ -19,6 +19,9 @@ from torch import nn
 from .failure import first_line
 from .mapping import remember_mapping
 from .tp import tp
+
+
+_CUT = "_osp_cuts"                  # attribute of a built graph: {id(node): (node, why it was cut)}
 
 
 class UnsupportedModel(ValueError):
@@ -79,6 +82,27 @@ def channel_reshape(node) -> str | None:
     return f"{tuple(shape_in)} -> {tuple(shape_out)}"
 
 
+def misread_reshape(node) -> str | None:
+    """'(320, 1, 2, 2) -> (1, 320, 2, 2)' if `node` moves elements between the batch dimension and the
+    others and Torch-Pruning maps it as a flatten (a stride on its dependencies): a flat vector of the
+    batch-1 trace viewed with its elements in dimension 0 (CondConv's kernels computed per sample, (1, N)
+    -> (C_out, C_in, k, k)) or channels brought back from dimension 0 to 1 ((C, 1, H, W) -> (1, C, H,
+    W)). Through such a mapping a grouping enumerates index lists until its budget runs out. Read from
+    the traced graph, before any cut."""
+    grad_fn = getattr(node, "grad_fn", None)
+    metadata = getattr(grad_fn, "_input_metadata", ())
+    if node.type != tp.ops.OPTYPE.RESHAPE or not hasattr(grad_fn, "_saved_self_sym_sizes") or len(metadata) != 1:
+        return None
+    shape_in = [int(d) for d in grad_fn._saved_self_sym_sizes]
+    shape_out = [int(d) for d in metadata[0].shape]
+    if len(shape_in) < 2 or len(shape_out) < 2:
+        return None
+    spread = len(shape_in) == 2 and shape_in[0] == 1 and shape_out[0] != 1
+    unfolded = shape_in[1] == 1 and shape_out[0] == 1 and shape_in[0] == shape_out[1] > 1
+    mapped = any(type(dep.index_mapping[0]).__name__ == "_FlattenIndexMapping" for dep in node.dependencies)
+    return f"{tuple(shape_in)} -> {tuple(shape_out)}" if (spread or unfolded) and mapped else None
+
+
 def channel_shuffle(node) -> bool:
     """True if `node` reshapes a feature map and, through element-wise operations only (a transpose
     counts as one for Torch-Pruning), reshapes it again: a channel shuffle (ShuffleNet's view,
@@ -135,23 +159,24 @@ def _changes_width(m) -> bool:
 
 def cut_reason(node) -> str | None:
     """Why build_graph cuts `node` out of the graph (a fixed channel slice, a reshape across the channel
-    dimension, the first reshape of a channel shuffle), or None: it is not cut."""
+    dimension or one Torch-Pruning misreads, the first reshape of a channel shuffle), or None: it is not
+    cut. Asked of the traced graph, before any cut (a cut node has no dependencies left to read)."""
     where = channel_slice(node)
     if where:
         return f"channels sliced {where} ({op_name(node)})"
     across = channel_reshape(node)
     if across:
         return SHUFFLE if channel_shuffle(node) else f"channels reshaped across dimensions {across} ({op_name(node)})"
+    misread = misread_reshape(node)
+    if misread:
+        return f"elements moved between the batch dimension and the channels {misread} ({op_name(node)})"
     return None
 
 
 def find_cuts(graph: tp.DependencyGraph) -> Cuts:
-    """Every node beside a cut of build_graph's or inside a channel shuffle, with the reason."""
+    """Every node beside one of build_graph's cuts or inside a channel shuffle, with the reason."""
     cuts = Cuts({}, {}, {})
-    for node in graph.module2node.values():
-        reason = cut_reason(node)
-        if reason is None:
-            continue
+    for node, reason in getattr(graph, _CUT, {}).values():
         cuts.feeds.update({id(n): reason for n in node.inputs})
         cuts.fed.update({id(n): reason for n in node.outputs})
     cuts.inside.update({id(n): SHUFFLE for n in graph.module2node.values() if channel_shuffle(n)})
@@ -159,16 +184,17 @@ def find_cuts(graph: tp.DependencyGraph) -> Cuts:
 
 
 def _cut_channel_slices(graph: tp.DependencyGraph) -> None:
-    """Detach every fixed channel slice and every reshape across the channel dimension from the graph: no
-    group reaches across it, and build_groups keeps whole the groups on both of its sides.
-    (Torch-Pruning's mapping through them can neither keep the model running nor stay exact, and on
-    ReXNet, ECA and split attention it enumerates or multiplies index lists for minutes.)"""
-    for node in graph.module2node.values():
-        if cut_reason(node) is None:
-            continue
+    """Detach every fixed channel slice and every reshape across the channel dimension (or misread by
+    Torch-Pruning) from the graph, and remember them on it (find_cuts): no group reaches across one,
+    and build_groups keeps whole the groups on both of its sides. (Torch-Pruning's mapping through them
+    can neither keep the model running nor stay exact, and on ReXNet, ECA, split attention and CondConv
+    it enumerates or multiplies index lists for minutes.)"""
+    found = {id(node): (node, reason) for node in graph.module2node.values() if (reason := cut_reason(node))}
+    for node, _ in found.values():
         for other in node.inputs + node.outputs:
             other.dependencies = [d for d in other.dependencies if d.target is not node]
         node.dependencies = []
+    setattr(graph, _CUT, found)
 
 
 def _fix_chunk_sizes(graph: tp.DependencyGraph) -> bool:
