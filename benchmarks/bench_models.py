@@ -9,7 +9,7 @@ Models: torchvision architectures by bare name, or any registry name (`timm-rexn
 Columns: prunable groups G; whole = groups kept whole; plan = prepare_network as a run starts it (graph,
 groups, one-unit probes of a copy, the run-start check of 2 pruned copies, pi); select = one epoch's search from
 counts; probes = FLOPs evaluations that search made; counter = one probe done by copy+prune+count,
-times the probes; ratio = counter / select.
+times the probes; ratio = counter / select. A refused model prints how long the refusal took, and why.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from osp_engine.method.tp import tp  # noqa: E402
 from osp_engine.method.catalog import OWN_MODELS  # noqa: E402
 from osp_engine.method.costcheck import pruned_copy  # noqa: E402
 from osp_engine.models import build_model  # noqa: E402
+from osp_engine.method.groups import UnsupportedModel  # noqa: E402
 from osp_engine.method.network import prepare_network  # noqa: E402
 from osp_engine.method.selection import select  # noqa: E402
 
@@ -54,7 +55,10 @@ def bench(name: str, size: int) -> str:
         model = build_model(name, 10, size, 3).eval()
     x = torch.zeros(1, 3, size, size)
     t0 = time.perf_counter()
-    net = prepare_network(model, 10, x, "official", checks=2)     # the whole plan, as a run starts it
+    try:
+        net = prepare_network(model, 10, x, "official", checks=2)     # the whole plan, as a run starts it
+    except UnsupportedModel as e:
+        return f"{name:<28} refused after {time.perf_counter() - t0:.2f} s: {e}"
     t1 = time.perf_counter()
     scores = sal.weighted_saliency(sal.all_saliency(net.groups), net.pi)
     counting = CountingCost(net.cost)
