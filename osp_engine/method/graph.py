@@ -59,6 +59,15 @@ def channel_slice(node) -> str | None:
     return f"[:, {start}:{end}{'' if step == 1 else f':{step}'}] of {shape[1]} channels"
 
 
+def _reshaped(node) -> tuple[list[int], list[int]]:
+    """(input shape, output shape) of a traced reshape; ([], []) for any other node."""
+    grad_fn = getattr(node, "grad_fn", None)
+    metadata = getattr(grad_fn, "_input_metadata", ())
+    if node.type != tp.ops.OPTYPE.RESHAPE or not hasattr(grad_fn, "_saved_self_sym_sizes") or len(metadata) != 1:
+        return [], []
+    return [int(d) for d in grad_fn._saved_self_sym_sizes], [int(d) for d in metadata[0].shape]
+
+
 def channel_reshape(node) -> str | None:
     """'(1, 256, 8, 8) -> (1, 2, 128, 8, 8)' if `node` reshapes a feature map so that dimension 1 no longer
     holds its channels one to one, None for a reshape Torch-Pruning maps right: one that keeps dimension
@@ -66,12 +75,7 @@ def channel_reshape(node) -> str | None:
     layer), or unflattens a flat vector. Torch-Pruning maps any other as a flatten, wrongly (split
     attention's radix view sends channel c to c // 128), and through several of them (ECA, split
     attention) it multiplies index lists for minutes."""
-    grad_fn = getattr(node, "grad_fn", None)
-    metadata = getattr(grad_fn, "_input_metadata", ())
-    if node.type != tp.ops.OPTYPE.RESHAPE or not hasattr(grad_fn, "_saved_self_sym_sizes") or len(metadata) != 1:
-        return None
-    shape_in = [int(d) for d in grad_fn._saved_self_sym_sizes]
-    shape_out = [int(d) for d in metadata[0].shape]
+    shape_in, shape_out = _reshaped(node)
     if len(shape_in) < 2 or len(shape_out) < 2 or shape_in[0] != shape_out[0]:
         return None
     same = math.prod(shape_in[1:]) == math.prod(shape_out[1:])
@@ -89,12 +93,7 @@ def misread_reshape(node) -> str | None:
     -> (C_out, C_in, k, k)) or channels brought back from dimension 0 to 1 ((C, 1, H, W) -> (1, C, H,
     W)). Through such a mapping a grouping enumerates index lists until its budget runs out. Read from
     the traced graph, before any cut."""
-    grad_fn = getattr(node, "grad_fn", None)
-    metadata = getattr(grad_fn, "_input_metadata", ())
-    if node.type != tp.ops.OPTYPE.RESHAPE or not hasattr(grad_fn, "_saved_self_sym_sizes") or len(metadata) != 1:
-        return None
-    shape_in = [int(d) for d in grad_fn._saved_self_sym_sizes]
-    shape_out = [int(d) for d in metadata[0].shape]
+    shape_in, shape_out = _reshaped(node)
     if len(shape_in) < 2 or len(shape_out) < 2:
         return None
     spread = len(shape_in) == 2 and shape_in[0] == 1 and shape_out[0] != 1
