@@ -141,9 +141,24 @@ class CondConv(nn.Module):
         return self.fc(self.head(torch.relu(self.bn(y))).mean((2, 3)))
 
 
-BLOCKS = {"csp": CSP, "condconv": CondConv, "eca": ECA, "split-attention": RadixSplit, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
+class MisalignedGroups(nn.Module):
+    """Two branches of 8 channels concatenated into a convolution of 4 groups of 4: a unit of a branch
+    (every other channel) would take two channels from two groups and none from the others."""
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a, self.b = cbr(3, 32), cbr(32, 8), cbr(32, 8)
+        self.mix, self.head, self.fc = cbr(16, 16, g=4), cbr(16, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(self.head(self.mix(torch.cat([self.a(x), self.b(x)], 1))).mean((2, 3)))
+
+
+BLOCKS = {"csp": CSP, "condconv": CondConv, "misaligned": MisalignedGroups, "eca": ECA, "split-attention": RadixSplit, "res2net": Res2, "ghost": Ghost, "partial-residual": PartialResidual, "shuffle": Shuffle}
 KEPT_WHOLE = {                        # block -> {group kept whole: what its reason says}
     "csp": {}, "ghost": {},
+    "misaligned": {"a.0": "grouped convolution mix.0 reads channels of a.0 that are not aligned with its 4 groups",
+                   "b.0": "grouped convolution mix.0 reads channels of b.0 that are not aligned with its 4 groups"},
     "condconv": {"stem.1.0": "a channel shuffle",    # folded into the batch, convolved, permuted, unfolded
                  "route": "elements moved between the batch dimension and the channels (1, 2304) -> (16, 16, 3, 3) (View)"},
     "res2net": {"conv1.0": "`sp = conv(parts[i] if i == 0 else sp + parts[i])` fails in convs.0.0 (Conv2d)"},

@@ -207,7 +207,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
                 layers.append(names[m])
         whole = next((why for item in tp_group.items if (why := cuts.crossed(item, graph))), unmapped)
         group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
-        _check_units(group)
+        group.whole = group.whole or _unit_problem(group)
         groups.append(group)
     for g in groups:
         g.listed_root = listed[g.tp_rank]
@@ -218,19 +218,20 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     return groups
 
 
-def _check_units(group: Group) -> None:
-    """Every unit must map to one local slice of each grouped consumer, or the prune would be wrong."""
+def _unit_problem(group: Group) -> str:
+    """Why `group` cannot go in units (then it is kept whole), or "": every unit must map to one local
+    slice of each grouped consumer, or the prune would be wrong."""
     if group.size % group.unit:
-        raise UnsupportedModel(f"group of {group.name} has {group.size} channels, not a multiple of its "
-                               f"{group.unit} channel groups")
+        return f"group of {group.name} has {group.size} channels, not a multiple of its {group.unit} channel groups"
     units = group.unit_of()
     for mem in group.members:
         if mem.conv_groups > 1:
             local = mem.shrink_index.cpu()
             unit = units[mem.group_index.cpu()]
             if not torch.equal(local, unit % mem.weight.shape[mem.dim]):
-                raise UnsupportedModel(f"grouped convolution {mem.layer} reads channels of {group.name} that "
-                                       f"are not aligned with its {mem.conv_groups} groups")
+                return (f"grouped convolution {mem.layer} reads channels of {group.name} that are not aligned "
+                        f"with its {mem.conv_groups} groups")
+    return ""
 
 
 def expand_units(group: Group, keep_units: torch.Tensor) -> torch.Tensor:
