@@ -8,6 +8,11 @@
 
     python benchmarks/bench_demo.py [--repeat 1]
     python benchmarks/bench_demo.py --baseline REV [--repeat 3]    # first chart: REV's studio against this one
+    python benchmarks/bench_demo.py --timm [--repeat 3]            # the command line with timm and without
+
+--timm runs the command-line demo as it is and with timm hidden (`sys.modules["timm"] = None`: an import
+fails and `find_spec` finds nothing, as when it is not installed), alternated, and prints both process
+times: the demo's start-up must not pay for an optional integration that is installed.
 """
 from __future__ import annotations
 
@@ -31,9 +36,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update"]
 
 
-def cli_demo(root: Path, settings: list[str]) -> tuple[float, dict]:
-    """(process wall seconds, the run's summary) of one command-line demo run."""
-    cmd = [sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(root)]
+HIDE_TIMM = ["-c", "import runpy, sys; sys.modules['timm'] = None; sys.argv[0] = 'osp_engine'; "
+                   "runpy.run_module('osp_engine', run_name='__main__', alter_sys=True)"]
+
+
+def cli_demo(root: Path, settings: list[str], hide_timm: bool = False) -> tuple[float, dict]:
+    """(process wall seconds, the run's summary) of one command-line demo run (timm hidden if asked)."""
+    cmd = [sys.executable, *(HIDE_TIMM if hide_timm else ["-m", "osp_engine"]), "run", "--preset", "demo",
+           "--runs-dir", str(root)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd + [a for s in settings for a in ("--set", s)], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
@@ -144,8 +154,17 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="only the studio's first chart: git revision REV's app against this checkout's, alternated")
+    ap.add_argument("--timm", action="store_true", help="only the command line, with timm and with it hidden")
     args = ap.parse_args()
     print(f"{len(os.sched_getaffinity(0))} cores")
+    if args.timm:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.repeat):
+                shown, _ = cli_demo(Path(tmp) / f"timm{i}", [])
+                hidden, _ = cli_demo(Path(tmp) / f"none{i}", [], hide_timm=True)
+                print(f"command-line demo: {shown:.2f} s with timm installed, {hidden:.2f} s with timm hidden "
+                      f"({shown / hidden:.2f}x)")
+        return
     if args.baseline:
         for read_s in (0.0, 5.0):
             first_chart_side_by_side(args.baseline, args.repeat, read_s)
