@@ -65,7 +65,7 @@ def bench_selection(name: str, device: torch.device) -> None:
     groups = build_groups(model, graph, find_classifier(model, 10))
     t = time.perf_counter()
     cost = build_cost_model(model, groups, x)
-    _, pi = cost_table(model, graph, groups, cost, x, "official")
+    _, pi = cost_table(model, groups, cost, x, "official")
     setup = time.perf_counter() - t
     t = time.perf_counter()
     reps = 5
@@ -89,7 +89,7 @@ def bench_step(device: torch.device, steps: int) -> None:
     y = torch.randint(0, 10, (128,), device=device)
     groups = build_groups(model, build_graph(model, x[:1]), find_classifier(model, 10))
     cost = build_cost_model(model, groups, x[:1])
-    _, pi = cost_table(model, build_graph(model, x[:1]), groups, cost, x[:1], "official")
+    _, pi = cost_table(model, groups, cost, x[:1], "official")
     scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
     shrinker = Shrinker(groups)
     shrinker.set_marked(select(scores, cost, 0.5, 0.7, 1.0).keep)

@@ -106,7 +106,7 @@ def check_selection(model, graph, groups, cost, example, target=0.5):
     """Selection at `target` lands within 0.5 pp by the counter, and the pruned model runs."""
     from osp_engine.method.costs import cost_table
 
-    _, pi = cost_table(model, graph, groups, cost, example, "corrected")
+    _, pi = cost_table(model, groups, cost, example, "corrected")
     chosen = select(sal.weighted_saliency(sal.all_saliency(groups), pi), cost, target, 0.75, 1.0, "corrected")
     dense, _ = tp.utils.count_ops_and_params(model, example)
     prune_groups(graph, groups, [torch.from_numpy(k) for k in chosen.keep])

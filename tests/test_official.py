@@ -56,7 +56,7 @@ def network(request):
     groups = build_groups(model, graph, find_classifier(model, 10))
     cost = build_cost_model(model, groups, x)
     saliency = sal.all_saliency(groups)
-    tables = {v: cost_table(model, graph, groups, cost, x, v) for v in ("official", "corrected")}
+    tables = {v: cost_table(model, groups, cost, x, v) for v in ("official", "corrected")}
     return ref, groups, cost, saliency, tables
 
 

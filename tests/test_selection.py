@@ -22,7 +22,7 @@ def _setup(name, size, ch, seed, variant="corrected"):
     graph = build_graph(model, x)
     groups = build_groups(model, graph, find_classifier(model, 10))
     cost = build_cost_model(model, groups, x)
-    _, pi = cost_table(model, graph, groups, cost, x, variant)
+    _, pi = cost_table(model, groups, cost, x, variant)
     scores = sal.weighted_saliency(sal.all_saliency(groups), pi)
     return model, x, cost, scores
 

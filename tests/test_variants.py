@@ -37,11 +37,11 @@ def test_1_cost_table_is_shifted_by_one_group_in_torch_pruning_order():
     # per channel, at 2x2: c1 = conv 4 + BN 2*4 + c2's input slice 3*4 = 24; c2 = 2*4 + fc's input 4 = 12
     assert cost.cost_per_channel().tolist() == [24.0, 12.0]
     assert [g.tp_rank for g in groups] == [1, 0]          # Torch-Pruning lists fc, c2, c1 (from the output)
-    official, pi = cost_table(m, graph, groups, cost, x, "official")
+    official, pi = cost_table(m, groups, cost, x, "official")
     assert official.tolist() == [12.0, 4.0]               # c1 gets c2's cost; c2 the classifier's 3 + bias
     assert pi.tolist() == [math.exp(12e-6) / (math.exp(4e-6) + math.exp(12e-6)),
                            math.exp(4e-6) / (math.exp(4e-6) + math.exp(12e-6))]
-    corrected, _ = cost_table(m, graph, groups, cost, x, "corrected")
+    corrected, _ = cost_table(m, groups, cost, x, "corrected")
     assert corrected.tolist() == [24.0, 12.0]
     assert [g.listed_root for g in groups] == ["c2", "fc"]   # entry tp_rank of that list: whose cost each gets
 

@@ -66,8 +66,8 @@ def measured_cost(model: nn.Module, example: torch.Tensor, root: str) -> float:
     return float(dense - pruned) / (channels - 1)
 
 
-def cost_table(model: nn.Module, graph: tp.DependencyGraph, groups: list[Group], cost: CostModel,
-               example: torch.Tensor, variant: str, whole: list[KeptWhole] = ()) -> tuple[np.ndarray, np.ndarray]:
+def cost_table(model: nn.Module, groups: list[Group], cost: CostModel, example: torch.Tensor, variant: str,
+               whole: list[KeptWhole] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(costs, pi), each (G,) float64 by gid, for `variant`. example: a batch of one; whole: the groups
     kept whole, whose entries of Torch-Pruning's list (official) cost 0."""
     own = cost.cost_per_channel()                                   # corrected: each group its own

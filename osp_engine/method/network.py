@@ -106,8 +106,8 @@ def _prepare(model: nn.Module, num_classes: int, example: torch.Tensor, variant:
         raise UnsupportedModel(f"every group that could lose a channel must be kept whole ({len(probe.whole)}; "
                                f"the first, {first.name}: {first.reason})")
     cost = _checked_cost(model, probe, example, checks)
-    _, pi = _step("weighting the groups", model, lambda: cost_table(model, graph, probe.prunable, cost, example, variant,
-                                                                   probe.whole))
+    _, pi = _step("weighting the groups", model,
+                  lambda: cost_table(model, probe.prunable, cost, example, variant, probe.whole))
     return Prunable(model, graph, probe.prunable, cost, pi, example, probe.whole)
 
 
