@@ -80,8 +80,8 @@ def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], No
     kept whole. Groups that touch a bare parameter go one by one first (their removals stay); the
     others in batches that touch each layer they share the same way, one forward pass each. A layer
     whose change cannot be divided among the groups of a batch that can have caused it is, from then
-    on, a layer each of them touches alone; a batch
-    that fails otherwise goes one by one. Planned again whenever the copy had to be rebuilt."""
+    on, a layer each of them touches alone; a batch that fails otherwise goes one by one. Planned
+    again whenever the copy had to be rebuilt."""
     change: dict[int, np.ndarray | str] = {}
     shared: dict[int, set] = defaultdict(set)          # id(group) -> layers it cannot share with others
     pending = list(groups)
@@ -94,19 +94,29 @@ def _changes(probe: ProbeCopy, groups: list[Group], progress: Callable[[int], No
             change[id(g)] = probe.remove_unit(g)
         queue = [] if alone else [(g, plan) for g, plan in plans if not isinstance(plan, str)]   # else: plan again
         while queue and probe.rebuilds == rebuilds:
-            batch = compatible_batches(queue, shared)[0]
-            together = probe.remove_units(batch) if len(batch) > 1 else None
-            if isinstance(together, list):
-                for layer, ids in together:
-                    for i in ids:
-                        shared[i].add(layer)
-                continue
-            for g, _ in batch:
-                change[id(g)] = together[id(g)] if together is not None else probe.remove_unit(g)
+            for batch in compatible_batches(queue, shared):
+                if not _observe_batch(probe, batch, change, shared):
+                    break                                  # layers to keep apart: batch the rest again
+                progress(len(change))
+                if probe.rebuilds != rebuilds:
+                    break                                  # the copy was rebuilt: plan again
             queue = [(g, plan) for g, plan in queue if id(g) not in change]
-            progress(len(change))
         pending = [g for g in pending if id(g) not in change]
     return change
+
+
+def _observe_batch(probe: ProbeCopy, batch: list, change: dict, shared: dict) -> bool:
+    """Probe `batch` (together, or one by one if it cannot be told apart) into `change`; False, and the
+    layers its groups must not share added to `shared`, if its changes cannot be divided among them."""
+    together = probe.remove_units(batch) if len(batch) > 1 else None
+    if isinstance(together, list):
+        for layer, ids in together:
+            for i in ids:
+                shared[i].add(layer)
+        return False
+    for g, _ in batch:
+        change[id(g)] = together[id(g)] if together is not None else probe.remove_unit(g)
+    return True
 
 
 def timed_progress(say: Callable[[str], None] | None, what: str, after_s: float = 2.0):

@@ -93,10 +93,11 @@ class ProbeCopy:
         and width). A share that is not a whole number is no such dimension: batch those apart."""
         if self.links is None:
             return None
-        touched: dict[str, dict[int, dict]] = {}          # layer -> {id(group): {handler: indices}}
+        touched: dict[str, dict[int, tuple[int, int]]] = {}   # layer -> {id(group): (indices, of them outputs)}
         for g, (tp_group, touches) in batch:
             for layer, counts in touches.items():
-                touched.setdefault(layer, {})[id(g)] = counts
+                out = sum(k for handler, k in counts.items() if self.graph.is_out_channel_pruning_fn(handler))
+                touched.setdefault(layer, {})[id(g)] = (sum(counts.values()), out)
         saved = _snapshot([item for _, (tp_group, _) in batch for item in tp_group.items])
         try:
             remove_together(self.graph, [(self.copy.get_submodule(g.name), unit_zero(g)) for g, _ in batch],
@@ -131,7 +132,7 @@ class ProbeCopy:
         weights whose output channels no group removed kept them: nothing comes through it. Calls, not
         names: a ReLU module used three times in a block is fed by three different layers."""
         if layer in touched:
-            return {i: sum(counts.values()) for i, counts in touched[layer].items()}
+            return {i: indices for i, (indices, _) in touched[layer].items()}
         found: dict[int, int] = {}
         todo, seen = list(self.links[call][1]) if call is not None else [], set()
         while todo:
@@ -141,8 +142,7 @@ class ProbeCopy:
             seen.add(j)
             name, feeding = self.links[j]
             if name in touched:
-                for i, counts in touched[name].items():
-                    out = sum(k for handler, k in counts.items() if self.graph.is_out_channel_pruning_fn(handler))
+                for i, (_, out) in touched[name].items():
                     if out:
                         found[i] = found.get(i, 0) + out
             elif name in self.weightless:
