@@ -111,13 +111,13 @@ def _timed(fn, limit_s: int):
 def worker(names: list[str], size: int, limit_s: int, out: Path) -> None:
     import torch
 
-    from osp_engine.models.timm_zoo import timm_classifiers
+    from osp_engine.models.timm_zoo import timm_classifiers, timm_parameters
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     family = dict(timm_classifiers())
     for name in names:
-        params = _parameters(name)
+        params = timm_parameters(name)
         osp, osp_s = _timed(lambda: _osp(name, size), limit_s)
         osp = osp or ("not finished", "", "", f"over {limit_s} s")
         tp_result, tp_s = _timed(lambda: _torch_pruning(name, size), limit_s)
@@ -125,16 +125,6 @@ def worker(names: list[str], size: int, limit_s: int, out: Path) -> None:
                osp[3].replace("\t", " ").replace("\n", " ")[:300], tp_result or f"over {limit_s} s", f"{tp_s:.1f}"]
         with out.open("a", newline="") as f:
             csv.writer(f, delimiter="\t").writerow(row)
-
-
-def _parameters(name: str) -> int:
-    """Parameters of `timm-<name>` with 10 classes, built on the meta device (no memory, no time)."""
-    import timm
-    import torch
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        return sum(p.numel() for p in timm.create_model(name[5:], pretrained=False, num_classes=10).parameters())
 
 
 def summary(out: Path) -> None:
@@ -187,13 +177,13 @@ def main() -> None:
     if args.worker:
         worker(args.models.split(","), args.size, args.limit_s, out)
         return
-    from osp_engine.models.timm_zoo import timm_classifiers
+    from osp_engine.models.timm_zoo import timm_classifiers, timm_parameters
 
     names = args.models.split(",") if args.models else [n for n, _ in timm_classifiers()]
     _merge_parts(out)                                                # rows of an interrupted scan count
     done = {r["model"] for r in csv.DictReader(out.open(), delimiter="\t")}
     names = [n for n in names if n not in done]
-    names.sort(key=_parameters)                                      # smallest first
+    names.sort(key=timm_parameters)                                      # smallest first
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     running: dict[str, tuple[subprocess.Popen, Path]] = {}
     t0, pending, finished = time.time(), list(names), 0
@@ -214,7 +204,7 @@ def main() -> None:
                 why = "out of memory (killed by the system)" if proc.returncode == -9 else f"exit code {proc.returncode}"
                 with part.open("w", newline="") as f:
                     csv.writer(f, delimiter="\t").writerow([name, dict(timm_classifiers())[name],
-                                                            f"{_parameters(name) / 1e6:.1f}", "failed", "", "", "",
+                                                            f"{timm_parameters(name) / 1e6:.1f}", "failed", "", "", "",
                                                             f"the worker died: {why}", "", ""])
             print(f"{finished}/{len(names)} models ({time.time() - t0:.0f} s)", flush=True)
     _merge_parts(out)

@@ -86,22 +86,16 @@ BYTES_PER_PARAMETER = 28
 COARSE = {"test_efficientnet_gn", "efficientnet_b0_gn"}
 
 
-def _parameters(name: str) -> int:
-    import timm
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        return sum(p.numel() for p in timm.create_model(name, pretrained=False, num_classes=10).parameters())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="GroupNorm's coarse units"))
                                   if n in COARSE else n for n in _all_classifiers()])
 def test_every_timm_classifier(name, tmp_path):
     import os
 
+    from osp_engine.models.timm_zoo import timm_parameters
+
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    needed = BYTES_PER_PARAMETER * _parameters(name)
+    needed = BYTES_PER_PARAMETER * timm_parameters(f"timm-{name}")
     if needed > memory:
         pytest.skip(f"the check needs about {needed / 2 ** 30:.1f} GiB, this machine has {memory / 2 ** 30:.1f} GiB")
     check_end_to_end(_build(name), torch.randn(1, 3, 64, 64), 10, tmp_path, arch=f"timm-{name}")

@@ -3,8 +3,9 @@
 `build_graph` traces the model and repairs or marks what Torch-Pruning gets wrong on current PyTorch:
 split sizes of a `torch.chunk` (and the concatenation offsets inferred from them), fixed channel
 slices (both sides kept whole: a partial residual), reshapes across the channel dimension or misread
-as flattens, channel shuffles (a reshape, a transpose and a reshape), and grouping calls that would run for minutes (bounded). Anything it cannot trace is an
-`UnsupportedModel` with one line naming the operation.
+as flattens, channel shuffles (a reshape, a transpose and a reshape), and grouping calls that would run
+for minutes (bounded). Anything it cannot trace is an `UnsupportedModel` with one line naming the
+operation.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def misread_reshape(node) -> str | None:
         return None
     spread = len(shape_in) == 2 and shape_in[0] == 1 and shape_out[0] != 1
     unfolded = shape_in[1] == 1 and shape_out[0] == 1 and shape_in[0] == shape_out[1] > 1
-    mapped = any(type(dep.index_mapping[0]).__name__ == "_FlattenIndexMapping" for dep in node.dependencies)
+    flatten = tp.dependency.index_mapping._FlattenIndexMapping
+    mapped = any(isinstance(dep.index_mapping[0], flatten) for dep in node.dependencies)
     return f"{tuple(shape_in)} -> {tuple(shape_out)}" if (spread or unfolded) and mapped else None
 
 

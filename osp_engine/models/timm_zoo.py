@@ -42,3 +42,14 @@ def build_timm(name: str, num_classes: int, image_size: int, in_channels: int) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+
+
+def timm_parameters(name: str, num_classes: int = 10) -> int:
+    """Parameters of `timm-<name>` with num_classes outputs, built on the meta device (no memory, no time)."""
+    import torch
+
+    timm = _timm()
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = timm.create_model(name[len(TIMM_PREFIX):], pretrained=False, num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
