@@ -258,11 +258,14 @@ def test_what_if_starts_a_linked_branch_and_the_sweep_plot_gains_its_point(serve
         page.get_by_text("What if I had pruned at another epoch?").wait_for(timeout=60000)
         slider = page.locator(f".st-key-whatif_epoch_{finished_run.run_id}").get_by_role("slider")
         shown = slider.get_attribute("aria-valuetext")
-        slider.focus()
-        page.keyboard.press("ArrowLeft")                            # one kept epoch earlier than the default
-        deadline = time.time() + 30
+        deadline = time.time() + 60
         while slider.get_attribute("aria-valuetext") == shown and time.time() < deadline:
-            page.wait_for_timeout(200)
+            slider.focus()                                          # again if a rerun replaced the slider and
+            page.keyboard.press("ArrowLeft")                        # the press was lost: one kept epoch earlier
+            for _ in range(25):                                     # the slider moves in the browser, at once
+                if slider.get_attribute("aria-valuetext") != shown:
+                    break
+                page.wait_for_timeout(200)
         epoch = int(slider.get_attribute("aria-valuetext"))
         assert epoch == int(shown) - 1 and epoch < info["t_star"]
         page.get_by_role("button", name="What if I had pruned here?").click()
