@@ -80,7 +80,27 @@ class ChannelsLast(nn.Module):
         return self.fc((x + y).mean((2, 3)))
 
 
-HAND_MADE = {"concat": Concat, "flatten-linear": FlattenLinear, "grouped": Grouped, "channels-last": ChannelsLast}
+class Normed(nn.Module):
+    """GroupNorm blocks: 16 norm groups of 4 channels on a residual stream, 12 of 8 inside the block, one
+    norm group (no constraint) after it, and a GroupNorm over a concatenation of 24 and 40 channels."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.GroupNorm(16, 64), nn.ReLU())
+        self.inner = nn.Sequential(nn.Conv2d(64, 96, 3, padding=1), nn.GroupNorm(12, 96), nn.ReLU())
+        self.outer = nn.Sequential(nn.Conv2d(96, 64, 1), nn.GroupNorm(16, 64))
+        self.wide = nn.Sequential(nn.Conv2d(64, 32, 1), nn.GroupNorm(1, 32), nn.ReLU())
+        self.a, self.b = nn.Conv2d(32, 24, 1), nn.Conv2d(32, 40, 3, padding=1)
+        self.mix = nn.Sequential(nn.GroupNorm(16, 64), nn.ReLU(), nn.Conv2d(64, 48, 1))
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.wide(F.relu(x + self.outer(self.inner(x))))
+        return self.fc(self.mix(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3)))
+
+
+HAND_MADE = {"concat": Concat, "flatten-linear": FlattenLinear, "grouped": Grouped, "channels-last": ChannelsLast,
+             "group-norm": Normed}
 
 
 @pytest.mark.parametrize("name", sorted(HAND_MADE))
@@ -103,6 +123,51 @@ def test_grouped_conv_channels_go_in_units_of_its_groups():
     assert by_name["reduce.0"].unit == 4 and by_name["group.0"].unit == 4 and by_name["expand.0"].unit == 1
     assert by_name["group.0"].unit_of()[22:26].tolist() == [22, 23, 0, 1]       # 24 units of 4 channels
     assert cost.scale > 1                               # C_out / groups: fractional coefficients, kept exact
+
+
+def test_group_norm_channels_go_in_whole_norm_groups():
+    torch.manual_seed(0)
+    model, x = Normed().eval(), torch.randn(1, 3, 16, 16)
+    _, groups, cost = prepared(model, x, 10)
+    layout = {g.name: (g.unit, g.blocked) for g in groups}
+    assert layout == {"inner.0": (8, True), "outer.0": (4, True), "wide.0": (1, False), "a": (4, True),
+                      "b": (4, True), "mix.2": (1, False)}
+    assert groups[0].unit_of()[[0, 7, 8, 95]].tolist() == [0, 0, 1, 11]               # 12 units of 8 channels
+    assert cost.blocked.tolist() == [True, True, False, True, True, False]
+
+
+def test_a_pruned_norm_group_leaves_the_others_as_they_were():
+    """Removing norm group 2 of inner's GroupNorm lowers its num_groups to 11, and the pruned model computes
+    exactly what the dense one computes with those 8 channels' columns of the next conv zeroed."""
+    import copy
+
+    from osp_engine.method.groups import prune_groups
+
+    torch.manual_seed(0)
+    model, x = Normed().eval(), torch.randn(2, 3, 16, 16)
+    graph, groups, _ = prepared(model, x[:1], 10)
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        masked.outer[0].weight[:, 16:24] = 0
+        expected = masked(x)
+    keep = [torch.ones(g.size, dtype=torch.bool) for g in groups]
+    keep[0] = groups[0].unit_of() != 2
+    prune_groups(graph, groups, keep)
+    assert (model.inner[1].num_groups, model.inner[1].num_channels, model.outer[0].in_channels) == (11, 88, 88)
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_whole_norm_groups_of_a_removal():
+    from osp_engine.method.groups import _whole_norm_groups
+
+    norm = nn.GroupNorm(4, 16)
+    assert _whole_norm_groups(norm, {4, 5, 6, 7}) == 1
+    assert _whole_norm_groups(norm, {4, 5, 6, 7, 12, 13, 14, 15}) == 2
+    assert _whole_norm_groups(norm, {0, 4, 8, 12}) == 0                 # one channel of each: num_groups stays
+    assert _whole_norm_groups(norm, {4, 5}) == 0
+    assert _whole_norm_groups(norm, set(range(16))) == 0
+    assert _whole_norm_groups(nn.GroupNorm(1, 16), {4, 5, 6, 7}) == 0
 
 
 def test_channel_shuffle_and_attention_are_refused_in_one_line():

@@ -31,7 +31,7 @@ def random_keep(groups: list[Group], rng: np.random.Generator) -> list[np.ndarra
     for g in groups:
         units = rng.random(g.n_units) < rng.uniform(0.2, 0.9)
         units[rng.integers(g.n_units)] = True
-        keep.append(units[np.arange(g.size) % g.n_units])
+        keep.append(units[g.unit_of().numpy()])
     return keep
 
 

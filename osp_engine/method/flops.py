@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .groups import UnsupportedModel
+from .groups import UnsupportedModel, unit_index
 from .tp import tp
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ _COUNTER = tp.utils.op_counter
 class CostModel:
     """flops_q, params_q: (G+1, G+1) int64 holding scale * the forms; index G is the constant 1.
 
-    sizes: (G,) dense channel counts; units: (G,) channels per removable unit (counts move in units).
+    sizes: (G,) dense channel counts; units: (G,) channels per removable unit (counts move in units);
+    blocked: (G,) bool, units laid out as contiguous blocks rather than interleaved (groups.unit_index).
     """
     flops_q: np.ndarray
     params_q: np.ndarray
@@ -46,6 +47,14 @@ class CostModel:
     units: np.ndarray
     scale: int = 1
     layers: tuple = field(default=(), compare=False, repr=False)   # (name, type, sparse form) per charge
+    blocked: np.ndarray | None = None                               # None: every group interleaved
+
+    def is_blocked(self, g: int) -> bool:
+        return self.blocked is not None and bool(self.blocked[g])
+
+    def unit_index(self, g: int) -> np.ndarray:
+        """(C_g,) int64: the unit of each channel of group g."""
+        return unit_index(int(self.sizes[g]), int(self.units[g]), self.is_blocked(g))
 
     def _eval(self, q: np.ndarray, counts: np.ndarray) -> np.ndarray:
         c = np.atleast_2d(np.asarray(counts, dtype=np.int64))                  # (B, G)
@@ -217,7 +226,8 @@ def cost_model(probe: "Probe") -> CostModel:
     for v in list(flops.values()) + list(params.values()):
         scale = lcm(scale, v.denominator)
     return CostModel(_dense_matrix(flops, one + 1, scale), _dense_matrix(params, one + 1, scale), sizes,
-                     np.array([g.unit for g in groups], dtype=np.int64), scale, tuple(layers))
+                     np.array([g.unit for g in groups], dtype=np.int64), scale, tuple(layers),
+                     np.array([g.blocked for g in groups], dtype=bool))
 
 
 def _sum(forms: list[dict]) -> dict:

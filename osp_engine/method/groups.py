@@ -8,11 +8,18 @@ weight tensor's slice family that saliency reads and the shrink scales: exactly 
 Torch-Pruning's group would remove (biases are removed with them but neither read nor shrunk, as in
 the official code).
 
-Channels go in units (`Group.unit`): where a grouped convolution or a GroupNorm sits in the group,
-Torch-Pruning can only remove the same local channel from every one of its `unit` channel groups,
-so unit j is the channel set {j + (C / unit) * k : k < unit} and is kept or removed whole. A
-`torch.chunk` of the group's channels into n equal parts works the same way: one channel at the same
-offset of every part goes at once, so the parts stay equal (unit = n).
+Channels go in units of `Group.unit` channels, kept or removed whole, laid out one of two ways
+(`unit_index`):
+- interleaved: where a grouped convolution sits in the group, Torch-Pruning can only remove the same
+  local channel from every one of its `unit` channel groups, so unit j is the channel set
+  {j + (C / unit) * k : k < unit}. A `torch.chunk` of the group's channels into n equal parts works the
+  same way: one channel at the same offset of every part goes at once, so the parts stay equal.
+- blocked: where a GroupNorm (of more than one norm group) sits in the group and nothing asks for
+  interleaving, unit j is channels [j * unit, (j + 1) * unit), whole norm groups of every GroupNorm,
+  and pruning it lowers their num_groups (`_prune_items`). The norm groups left keep their statistics,
+  so the pruned model computes what the dense one computes without those channels. Where the norm
+  groups do not align with the group's channels, the layout falls back to interleaved (one channel of
+  every norm group goes at once, as Torch-Pruning prunes a GroupNorm).
 
 A group whose one-unit removal breaks the model (a split with sizes fixed in its code, a reshape to
 a fixed channel count, a residual added to part of the channels) is not pruned at all: the cost
@@ -23,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,7 +85,8 @@ class Group:
     root: nn.Module
     layers: list[str]         # names of layers whose OUTPUT channels are this group (producers, norms)
     tp_rank: int = 0          # position in Torch-Pruning's own group order (the official cost table uses it)
-    unit: int = 1             # channels per removable unit (1, or the conv groups of a grouped conv)
+    unit: int = 1             # channels per removable unit (1, the conv groups of a grouped conv, a norm group's channels)
+    blocked: bool = False     # units are contiguous channel blocks (whole norm groups), not interleaved
     whole: str = ""           # why the group must be kept whole, when its structure alone says so
     listed_root: str = ""     # root of entry tp_rank of Torch-Pruning's list of ALL groups, the classifier's
                               # included: the group whose cost the official table gives this one (costs.py)
@@ -87,8 +96,16 @@ class Group:
         return self.size // self.unit
 
     def unit_of(self) -> torch.Tensor:
-        """(C_g,) int64: the unit of every channel, c % (C_g / unit)."""
-        return torch.arange(self.size) % self.n_units
+        """(C_g,) int64: the unit of every channel (`unit_index`)."""
+        return torch.from_numpy(unit_index(self.size, self.unit, self.blocked))
+
+
+def unit_index(size: int, unit: int, blocked: bool) -> np.ndarray:
+    """(size,) int64: the unit of each of a group's channels, units of `unit` channels: c // unit when
+    blocked (contiguous), else c % (size / unit) (interleaved: one channel at the same offset of every
+    part of size / unit channels)."""
+    channels = np.arange(size, dtype=np.int64)
+    return channels // unit if blocked else channels % (size // unit)
 
 
 @dataclass(frozen=True)
@@ -145,19 +162,43 @@ def _equal_parts(item, size: int) -> int:
     return len(sizes)
 
 
-def _unit(tp_group, size: int) -> int:
-    """lcm of the channel groupings Torch-Pruning must respect in this group (grouped convs, GroupNorm)
-    and of the equal parts the group is chunked into."""
-    unit = 1
+def _layout(tp_group, size: int) -> tuple[int, bool]:
+    """(channels per unit, blocked) of a group: interleaved units of the lcm of the channel groupings
+    Torch-Pruning must respect (grouped convs, equal parts of a chunk, GroupNorms), unless GroupNorms
+    are the only ones and their norm groups align with the group's channels: then blocked units of
+    whole norm groups (`_norm_block`)."""
+    unit, norms = 1, []
     for item in tp_group.items:
         m = item.dep.target.module
         if isinstance(m, _CONVS) and m.groups > 1 and not is_depthwise(m):
             unit = math.lcm(unit, m.groups)
         elif isinstance(m, nn.GroupNorm):
-            unit = math.lcm(unit, m.num_groups)
+            norms += [item] if m.num_groups > 1 else []       # one norm group: any channel may go
         else:
             unit = math.lcm(unit, _equal_parts(item, size))
-    return unit
+    if norms and unit == 1 and (block := _norm_block(norms, size)):
+        return block, True
+    return math.lcm(unit, *(item.dep.target.module.num_groups for item in norms)), False
+
+
+def _norm_block(norms: list, size: int) -> int:
+    """Channels per unit when units of that many contiguous channels of the group are whole norm groups
+    of every GroupNorm in `norms` (Torch-Pruning's items): each norm group the group reaches lies in one
+    unit and has all its channels in the group. 0 when there is no such unit or it would be the group."""
+    block = math.lcm(*(item.dep.target.module.num_channels // item.dep.target.module.num_groups for item in norms))
+    if size % block or block == size:
+        return 0
+    for item in norms:
+        if any(r is None for r in item.root_idxs):
+            return 0
+        m = item.dep.target.module
+        norm_group = np.asarray(item.idxs, dtype=np.int64) // (m.num_channels // m.num_groups)
+        unit = np.asarray(item.root_idxs, dtype=np.int64) // block
+        reached = np.unique(norm_group)
+        whole = np.bincount(norm_group)[reached] == m.num_channels // m.num_groups
+        if not whole.all() or len(np.unique(np.stack([norm_group, unit]), axis=1)[0]) != len(reached):
+            return 0
+    return block
 
 
 def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
@@ -206,7 +247,7 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
             if is_out and (member is not None or isinstance(m, _NORMS)):
                 layers.append(names[m])
         whole = next((why for item in tp_group.items if (why := cuts.crossed(item, graph))), unmapped)
-        group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), _unit(tp_group, size), whole)
+        group = Group(0, names.get(root, "?"), size, members, root, layers, len(groups), *_layout(tp_group, size), whole)
         group.whole = group.whole or _unit_problem(group)
         groups.append(group)
     for g in groups:
@@ -284,8 +325,13 @@ def _prune_items(graph: tp.DependencyGraph, items: list) -> None:
     extras = [(dep.target.module, channel_parameters(dep.target.module), idxs)
               for dep, idxs in merged.values() if graph.is_out_channel_pruning_fn(dep.handler)]
     extras = [(m, names, sorted(set(range(m.out_channels)) - idxs)) for m, names, idxs in extras if names]
+    norms = {id(dep.target.module): (dep.target.module, idxs) for dep, idxs in merged.values()
+             if isinstance(dep.target.module, nn.GroupNorm)}
+    lowered = [(m, whole) for m, idxs in norms.values() if (whole := _whole_norm_groups(m, idxs))]
     try:
         group.prune(record_history=False)             # the history names each group's root: the callers
+        for m, whole in lowered:                      # Torch-Pruning keeps num_groups: the rest stay whole
+            m.num_groups -= whole
         for m, names, kept in extras:
             for name in names:
                 p = getattr(m, name)
@@ -293,6 +339,16 @@ def _prune_items(graph: tp.DependencyGraph, items: list) -> None:
                 setattr(m, name, nn.Parameter(p.data.index_select(0, rows), requires_grad=p.requires_grad))
     finally:
         channels_moved(graph)                         # even half done: the next grouping reads the counts
+
+
+def _whole_norm_groups(norm: nn.GroupNorm, idxs: set[int]) -> int:
+    """How many norm groups of `norm` removing channels `idxs` removes whole, when it removes only whole
+    norm groups and not all of them; else 0 (one channel of every norm group: num_groups stays)."""
+    per = norm.num_channels // norm.num_groups
+    removed = np.bincount(np.fromiter(idxs, dtype=np.int64) // per, minlength=norm.num_groups)
+    if norm.num_groups == 1 or not removed.any() or not np.isin(removed, (0, per)).all() or removed.all():
+        return 0
+    return int(removed.sum()) // per
 
 
 def prune_groups(graph: tp.DependencyGraph, groups: list[Group], keep: list[torch.Tensor]) -> None:

@@ -27,8 +27,8 @@ CHANGED_LAYERS = "removing a channel changes which layers run (the forward depen
 
 
 def unit_zero(g: Group) -> list[int]:
-    """The channels of unit 0 of `g`: 0, n, 2n, ... for n units."""
-    return list(range(0, g.size, g.n_units))
+    """The channels of unit 0 of `g`: 0, n, 2n, ... for n interleaved units; 0 .. unit - 1 when blocked."""
+    return torch.nonzero(g.unit_of() == 0).flatten().tolist()
 
 
 class ProbeCopy:

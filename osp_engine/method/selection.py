@@ -132,7 +132,7 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     sizes, units = cost.sizes, cost.units
     cand_group, cand_chan, cand_score = [], [], []
     for g, s in enumerate(scores):
-        s = s if units[g] == 1 else s.reshape(int(units[g]), -1).sum(0)       # (C_g / unit,)
+        s = s if units[g] == 1 else unit_scores(s, int(units[g]), cost.is_blocked(g))       # (C_g / unit,)
         free = np.flatnonzero(~protected_mask(s, l_max, k, variant))
         cand_group.append(np.full(len(free), g))
         cand_chan.append(free)
@@ -156,11 +156,17 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     keep_units = [np.ones(c // u, dtype=bool) for c, u in zip(sizes, units)]
     for g, ch in zip(group_of[gone], chan_of[gone]):
         keep_units[g][ch] = False
-    keep = [ku[np.arange(c) % len(ku)] for ku, c in zip(keep_units, sizes)]  # channel c is in unit c % (C/u)
+    keep = [ku[cost.unit_index(g)] for g, ku in enumerate(keep_units)]
     counts = np.array([kp.sum() for kp in keep], dtype=np.int64)
     flops = cost.flops(counts)
     return Selection(keep, float(score_of[gone].max()) if gone.any() else float("-inf"), flops, cost.params(counts),
                      1.0 - flops / dense)
+
+
+def unit_scores(s: np.ndarray, unit: int, blocked: bool) -> np.ndarray:
+    """(C_g / unit,) each unit's summed score, from s (C_g,): blocked units are the rows of s viewed as
+    (C_g / unit, unit), interleaved ones the columns of s viewed as (unit, C_g / unit)."""
+    return s.reshape(-1, unit).sum(1) if blocked else s.reshape(unit, -1).sum(0)
 
 
 def _rank_in_group(group_of: np.ndarray) -> np.ndarray:
