@@ -110,3 +110,23 @@ def test_batches_share_a_layer_only_when_touched_the_same_way():
     assert len(compatible_batches([grow, plans["layers.1.1.0"]], {id(grow[0]): {"mix"}})) == 1
     assert len(compatible_batches([grow, plans["layers.1.1.0"]],
                                   {id(grow[0]): {"head.0"}, id(plans["layers.1.1.0"][0]): {"head.0"}})) == 2
+
+
+class Standardised(nn.Conv2d):
+    """A weight-standardised conv (NFNet, BiT): every forward makes a new, standardised copy of its weight."""
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / (self.weight.std((1, 2, 3), keepdim=True) + 1e-5)
+        self.last = __import__("weakref").ref(w)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_the_traced_graph_keeps_no_tensor_saved_for_backward():
+    """Torch-Pruning keeps the traced autograd graph; the tensors it saved (a standardised weight is a copy
+    of the model's) must not live on with it: the plan of a 928 M model must fit in memory."""
+    import gc
+
+    model = nn.Sequential(Standardised(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 36, 10))
+    graph = build_graph(model.eval(), torch.randn(1, 3, 8, 8))
+    gc.collect()
+    assert graph.module2node[model[0]].grad_fn is not None         # the graph is kept, for its sizes and dims
+    assert model[0].last() is None                                   # the standardised weight is not

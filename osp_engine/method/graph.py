@@ -34,7 +34,11 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     try:
         with warnings.catch_warnings():          # per-channel parameters (layer scale) are handled as members
             warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            # the trace keeps the autograd graph (Torch-Pruning reads sizes and dims off its nodes, never a
+            # tensor), which would hold every tensor saved for a backward that never comes: activations,
+            # a weight-standardised conv's standardised weights (a copy of the model): saved as None
+            with torch.autograd.graph.saved_tensors_hooks(_drop, _drop):
+                graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
             if _fix_chunk_sizes(graph):
                 tp.dependency.index_mapping.update_index_mapping(graph)
             _cut_channel_slices(graph)
@@ -43,6 +47,11 @@ def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
             return graph
     except Exception as e:
         raise UnsupportedModel(f"Torch-Pruning cannot trace this model: {_where(e)}") from None
+
+
+def _drop(tensor: torch.Tensor) -> None:
+    """A saved-tensor hook keeping nothing (the traced graph is never run backward)."""
+    return None
 
 
 def channel_slice(node) -> str | None:
