@@ -185,18 +185,18 @@ def _norm_block(norms: list, size: int) -> int:
     """Channels per unit when units of that many contiguous channels of the group are whole norm groups
     of every GroupNorm in `norms` (Torch-Pruning's items): each norm group the group reaches lies in one
     unit and has all its channels in the group. 0 when there is no such unit or it would be the group."""
-    block = math.lcm(*(item.dep.target.module.num_channels // item.dep.target.module.num_groups for item in norms))
+    per = [item.dep.target.module.num_channels // item.dep.target.module.num_groups for item in norms]
+    block = math.lcm(*per)
     if size % block or block == size:
         return 0
-    for item in norms:
+    for item, n in zip(norms, per):
         if any(r is None for r in item.root_idxs):
             return 0
-        m = item.dep.target.module
-        norm_group = np.asarray(item.idxs, dtype=np.int64) // (m.num_channels // m.num_groups)
-        unit = np.asarray(item.root_idxs, dtype=np.int64) // block
+        norm_group = np.asarray(item.idxs, dtype=np.int64) // n           # (reached channels,) in the norm
+        unit = np.asarray(item.root_idxs, dtype=np.int64) // block         # the same channels' blocked units
         reached = np.unique(norm_group)
-        whole = np.bincount(norm_group)[reached] == m.num_channels // m.num_groups
-        if not whole.all() or len(np.unique(np.stack([norm_group, unit]), axis=1)[0]) != len(reached):
+        pairs = np.unique(np.stack([norm_group, unit]), axis=1)            # (2, distinct (norm group, unit))
+        if (np.bincount(norm_group)[reached] != n).any() or pairs.shape[1] != len(reached):
             return 0
     return block
 
