@@ -141,9 +141,10 @@ def _live_step(run_id: str, step: int) -> tuple[int, bool]:
         return max(step, INDEX["branches"]), False
     controls = manager().controls(run_id)
     paused = bool(controls and controls["paused"])
-    moments = [e["data"].get("moment") for e in r.events() if e["kind"] == "moment"]
-    if paused and moments and moments[-1] in INDEX:
-        return max(step, INDEX[moments[-1]]), True
+    last = r.last_event("moment")
+    moment = last["data"].get("moment") if last else None
+    if paused and moment in INDEX:
+        return max(step, INDEX[moment]), True
     return step, paused
 
 

@@ -42,6 +42,7 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
         moments = [e["data"]["moment"] for e in reader.events() if e["kind"] == "moment"]
         if controls is not None and controls["paused"] and len(moments) > len(paused_at):
             paused_at.append(moments[-1])
+            assert reader.last_event("moment")["data"]["moment"] == moments[-1]     # what the panel reads
             last = reader.last_epoch()
             threading.Event().wait(0.3)                     # paused: no epoch is added meanwhile
             assert reader.last_epoch() == last
@@ -60,4 +61,5 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
     branch = manager.reader(branch_id).summary()
     assert (branch["status"], branch["t_star"], branch["prune_reason"]) == ("finished", INIT, "manual")
     assert [e["kind"] for e in manager.reader(branch_id).events()].count("moment") == 0    # no lesson pauses
+    assert manager.reader(branch_id).last_event("moment") is None
     manager.shutdown()

@@ -149,8 +149,13 @@ class RunReader:
         return [np.frombuffer(v, np.float32).copy() for _, v in rows]
 
     def events(self, since_id: int = 0) -> list[dict]:
-        rows = self._query("SELECT id, t, epoch, kind, message, data FROM events WHERE id > ? ORDER BY id", (since_id,))
-        return [dict(id=i, t=t, epoch=e, kind=k, message=m, data=json.loads(d or "{}")) for i, t, e, k, m, d in rows]
+        rows = self._query(f"SELECT {_EVENT} FROM events WHERE id > ? ORDER BY id", (since_id,))
+        return [_event(row) for row in rows]
+
+    def last_event(self, kind: str) -> dict | None:
+        """The newest event of `kind` (as `events` gives it), or None: one row, however long the run."""
+        rows = self._query(f"SELECT {_EVENT} FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1", (kind,))
+        return _event(rows[0]) if rows else None
 
     def trackers(self) -> dict[str, str]:
         """{tracker: the newest word on it} from the run's 'tracker' events: where it logs, or why it stopped."""
@@ -250,3 +255,11 @@ def reproducible_content(run_dir: str | Path) -> dict:
                     run=con.execute("SELECT status, phase, error, t_star, prune_reason, t_sl_start FROM run").fetchall())
     finally:
         con.close()
+
+
+_EVENT = "id, t, epoch, kind, message, data"     # an event row's columns, as `_event` reads them
+
+
+def _event(row: tuple) -> dict:
+    i, t, epoch, kind, message, data = row
+    return dict(id=i, t=t, epoch=epoch, kind=kind, message=message, data=json.loads(data or "{}"))
