@@ -45,16 +45,13 @@ class CostModel:
     params_q: np.ndarray
     sizes: np.ndarray
     units: np.ndarray
+    blocked: np.ndarray
     scale: int = 1
     layers: tuple = field(default=(), compare=False, repr=False)   # (name, type, sparse form) per charge
-    blocked: np.ndarray | None = None                               # None: every group interleaved
-
-    def is_blocked(self, g: int) -> bool:
-        return self.blocked is not None and bool(self.blocked[g])
 
     def unit_index(self, g: int) -> np.ndarray:
         """(C_g,) int64: the unit of each channel of group g."""
-        return unit_index(int(self.sizes[g]), int(self.units[g]), self.is_blocked(g))
+        return unit_index(int(self.sizes[g]), int(self.units[g]), bool(self.blocked[g]))
 
     def _eval(self, q: np.ndarray, counts: np.ndarray) -> np.ndarray:
         c = np.atleast_2d(np.asarray(counts, dtype=np.int64))                  # (B, G)
@@ -225,9 +222,10 @@ def cost_model(probe: "Probe") -> CostModel:
     scale = 1
     for v in list(flops.values()) + list(params.values()):
         scale = lcm(scale, v.denominator)
-    return CostModel(_dense_matrix(flops, one + 1, scale), _dense_matrix(params, one + 1, scale), sizes,
-                     np.array([g.unit for g in groups], dtype=np.int64), scale, tuple(layers),
-                     np.array([g.blocked for g in groups], dtype=bool))
+    units = np.array([g.unit for g in groups], dtype=np.int64)
+    blocked = np.array([g.blocked for g in groups], dtype=bool)
+    return CostModel(_dense_matrix(flops, one + 1, scale), _dense_matrix(params, one + 1, scale), sizes, units, blocked,
+                     scale, tuple(layers))
 
 
 def _sum(forms: list[dict]) -> dict:

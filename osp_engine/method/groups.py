@@ -173,7 +173,8 @@ def _layout(tp_group, size: int) -> tuple[int, bool]:
         if isinstance(m, _CONVS) and m.groups > 1 and not is_depthwise(m):
             unit = math.lcm(unit, m.groups)
         elif isinstance(m, nn.GroupNorm):
-            norms += [item] if m.num_groups > 1 else []       # one norm group: any channel may go
+            if m.num_groups > 1:                               # one norm group: any channel may go
+                norms.append(item)
         else:
             unit = math.lcm(unit, _equal_parts(item, size))
     if norms and unit == 1 and (block := _norm_block(norms, size)):

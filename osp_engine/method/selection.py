@@ -132,7 +132,7 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     sizes, units = cost.sizes, cost.units
     cand_group, cand_chan, cand_score = [], [], []
     for g, s in enumerate(scores):
-        s = s if units[g] == 1 else unit_scores(s, int(units[g]), cost.is_blocked(g))       # (C_g / unit,)
+        s = s if units[g] == 1 else unit_scores(s, int(units[g]), bool(cost.blocked[g]))       # (C_g / unit,)
         free = np.flatnonzero(~protected_mask(s, l_max, k, variant))
         cand_group.append(np.full(len(free), g))
         cand_chan.append(free)
