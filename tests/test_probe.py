@@ -2,6 +2,8 @@
 after another, the probe in batches equals the probe one group at a time, and Torch-Pruning's index
 mapping is rebuilt exactly when a channel count changed."""
 import copy
+import gc
+import weakref
 
 import numpy as np
 import torch
@@ -116,15 +118,13 @@ class Standardised(nn.Conv2d):
     """A weight-standardised conv (NFNet, BiT): every forward makes a new, standardised copy of its weight."""
     def forward(self, x):
         w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / (self.weight.std((1, 2, 3), keepdim=True) + 1e-5)
-        self.last = __import__("weakref").ref(w)
+        self.last = weakref.ref(w)
         return self._conv_forward(x, w, self.bias)
 
 
 def test_the_traced_graph_keeps_no_tensor_saved_for_backward():
     """Torch-Pruning keeps the traced autograd graph; the tensors it saved (a standardised weight is a copy
     of the model's) must not live on with it: the plan of a 928 M model must fit in memory."""
-    import gc
-
     model = nn.Sequential(Standardised(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 36, 10))
     graph = build_graph(model.eval(), torch.randn(1, 3, 8, 8))
     gc.collect()
