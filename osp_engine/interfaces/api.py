@@ -29,6 +29,7 @@ from ..method.config import Config, ConfigError
 from ..running.data import DatasetInfo
 from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
+from ..running.kernels import guard_strided_1x1
 from ..method.network import check_target, kept_whole_note, prepare_network
 from ..running.opening import start_tracking
 from ..running.pruner import Pruner
@@ -78,6 +79,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
         check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
+    guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
     root = prepare_root(runs_dir)
     run_id = new_run_id(cfg)
     store = RunStore.create(root / run_id, run_id, cfg.to_json(),

@@ -26,6 +26,7 @@ from .branch import INIT, branch_config, checkpoint_path, keep_checkpoint, keep_
 from .commands import Cancelled, Commands, Relay
 from ..method.config import Config, ConfigError
 from .data import check_dataset, load_dataset
+from .kernels import guard_strided_1x1
 from .distributed import World, check_ranks_agree, set_epoch, shard_loader
 from ..storage.export import atomic_save
 from ..storage.faults import explain
@@ -213,6 +214,7 @@ class Run:
         amp, cl = cfg.amp and gpu_path, cfg.channels_last and gpu_path
         net = self.net
         model = self._layout(net.model, cl)
+        guard_strided_1x1(model)                          # oneDNN's AVX2 kernel for them corrupts the heap (kernels.py)
         pruner = Pruner(cfg if world.leader else dataclasses.replace(cfg, candidate_every=0), net, store,
                         self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
                         world=world)
