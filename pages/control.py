@@ -30,7 +30,8 @@ READ_ONLY = "This studio is shared read-only: enter the presenter token in the s
 @st.cache_resource(on_release=lambda m: m.shutdown())
 def _manager(root: str) -> RunManager:
     manager = RunManager(root)
-    manager.warm_up(get_preset("demo"))          # so the first click on "Start the demo run" starts at once
+    if os.environ.get("OSP_WARM_UP", "1").strip() != "0":    # the tests turn it off: CPU they need, a thread at exit
+        manager.warm_up(get_preset("demo"))      # so the first click on "Start the demo run" starts at once
     return manager
 
 

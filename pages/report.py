@@ -60,6 +60,8 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
             ("accuracy", f"final {s['final_acc']:.2f} %, best {s['best_acc']:.2f} %" if s["final_acc"] is not None
              else "–"),
             ("threshold", f"{info['threshold']:g} (smoothed PSI)")]
+    if s["target_miss"]:
+        rows.insert(6, ("target missed", s["target_miss"]["message"]))
     if s["dense_acc_at_prune"] is not None:
         rows.append(("accuracy at the prune", f"{s['dense_acc_at_prune']:.2f} %"))
     if cfg.get("parent"):

@@ -167,6 +167,8 @@ def details(r: RunReader, s: dict) -> str:
         lines.append(f"trained by {world} processes (torchrun, world size {world})")
     if (s["round_to"] or 0) > 1:
         lines.append(f"every group keeps a multiple of {s['round_to']} channels (round_to={s['round_to']})")
+    if s["target_miss"]:
+        lines.append(plain(s["target_miss"]["message"]))
     if s["rewind"]:
         lines.append(f"resumed from the kept checkpoint of epoch {s['rewind']['epoch']} "
                      f"({plain(s['rewind']['reason'])})")

@@ -36,6 +36,13 @@ def family(tmp_path_factory):
     return root, parent
 
 
+def _spread(parent, n: int) -> list[int]:
+    """n searched epochs spread over those the parent kept before its t*, wherever its training put t*."""
+    kept = [e for e in branch_epochs(parent.dir) if e >= 0]
+    assert len(kept) >= n, kept
+    return sorted({kept[(len(kept) - 1) * i // (n - 1)] for i in range(n)}) if n > 1 else [kept[len(kept) // 2]]
+
+
 def _rows(reader, drop=TIMINGS):
     return [{k: v for k, v in r.items() if k not in drop} for r in reader.epochs()]
 
@@ -56,7 +63,7 @@ def test_candidate_accuracy_is_the_physically_pruned_models(family):
     rows = {r["epoch"]: r for r in reader.epochs()}
     cfg = parent.cfg
     _, val, info = load_dataset(cfg)
-    for k in (3, 7):
+    for k in _spread(parent, 2):
         ckpt = torch.load(checkpoint_path(parent.dir, k), map_location="cpu", weights_only=True)
         model = build_model(cfg.model, info.num_classes, info.image_size, info.in_channels)
         model.load_state_dict(ckpt["model"])
@@ -88,12 +95,13 @@ def test_candidate_evaluation_changes_nothing_else(family, tmp_path):
     thinned = Run(dataclasses.replace(parent.cfg, candidate_every=3, keep_checkpoints=0), tmp_path)
     assert thinned.execute() == "finished"
     measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]
-    assert measured == [1, 4, 7, 10]                           # every 3rd searched epoch from monitor_start
+    t_star = RunReader(thinned.dir).info()["t_star"]
+    assert measured == list(range(1, t_star + 1, 3))           # every 3rd searched epoch from monitor_start
 
 
 def test_a_branch_is_the_run_that_pressed_prune_now_at_that_epoch(family, tmp_path):
     root, parent = family
-    k = 8
+    (k,) = _spread(parent, 1)
     branch = Run.branch(parent.dir, k, tmp_path)
     assert branch.execute() == "finished", branch.error
     pressed = Run(dataclasses.replace(parent.cfg, keep_checkpoints=0), tmp_path)
@@ -114,11 +122,12 @@ def test_a_branch_is_the_run_that_pressed_prune_now_at_that_epoch(family, tmp_pa
 
 def test_a_sweep_of_three_branches_records_parents_children_and_a_summary(family, capsys):
     root, parent = family
-    before = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] not in (4, 7, 10)]
-    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7,10"]) == 0
+    three = _spread(parent, 3)
+    before = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] not in three]
+    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, three))]) == 0
     out = capsys.readouterr().out
-    children = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] in (4, 7, 10)]
-    assert [b.info()["config"]["branch_epoch"] for b in children] == [4, 7, 10]
+    children = [b for b in branches_of(root, parent.run_id) if b.info()["config"]["branch_epoch"] in three]
+    assert [b.info()["config"]["branch_epoch"] for b in children] == three
     assert all(b.info()["t_star"] == b.info()["config"]["branch_epoch"] for b in children)
     rows = sweep_rows(RunReader(parent.dir), children)
     parent_rows = {r["epoch"]: r for r in RunReader(parent.dir).epochs()}
@@ -131,9 +140,9 @@ def test_a_sweep_of_three_branches_records_parents_children_and_a_summary(family
     assert rows[0]["dense_epochs"] < rows[1]["dense_epochs"] < rows[2]["dense_epochs"] < parent.cfg.epochs
     picks = indicator_picks(RunReader(parent.dir).epochs(), 0.999, 0.1)
     assert f"PSI epoch {picks['psi']}, Early-Bird epoch {picks['early_bird']}" in out
-    assert all(f"{e:>5} " in out for e in (4, 7, 10))
+    assert all(f"{e:>5} " in out for e in three)
     # a second sweep reuses the finished branches
-    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7"]) == 0
+    assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, three[:2]))]) == 0
     assert "(2 already branched)" in capsys.readouterr().out
     assert len(branches_of(root, parent.run_id)) == len(children) + len(before)
 
@@ -225,7 +234,7 @@ def test_training_cost_counts_seconds_and_dense_epochs():
 def test_the_branches_page_draws_the_sweep(family, monkeypatch):
     root, parent = family
     if len(branches_of(root, parent.run_id)) < 3:
-        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7,10"]) == 0
+        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, _spread(parent, 3)))]) == 0
     monkeypatch.setenv("OSP_RUNS_DIR", str(root))
     at = AppTest.from_string("from pages.branches import render\nrender()\n", default_timeout=60)
     at.session_state["run_id"] = branches_of(root, parent.run_id)[0].run_id    # a branch picked: its parent's page
@@ -246,7 +255,7 @@ def test_the_branches_page_draws_the_sweep(family, monkeypatch):
 def test_the_runs_page_shows_each_branch_after_its_parent(family, monkeypatch):
     root, parent = family
     if not branches_of(root, parent.run_id):
-        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", "4,7"]) == 0
+        assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, _spread(parent, 2)))]) == 0
     monkeypatch.setenv("OSP_RUNS_DIR", str(root))
     at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60)
     at.session_state["runs_compact"] = False

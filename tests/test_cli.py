@@ -30,7 +30,8 @@ def test_run_show_list_export(tmp_path):
     lines = [l for l in res.stdout.splitlines() if l.startswith("epoch ")]
     assert [l.split(" of ")[0] for l in lines] == [f"epoch {e:>3}" for e in range(12)]     # from 0, as stored
     assert all(" of 0-11 " in l for l in lines) and "PSI" in res.stdout and "finished: t* =" in res.stdout
-    assert res.stdout.rstrip().endswith("variant official")
+    (finished,) = [l for l in res.stdout.splitlines() if l.startswith("finished: t* =")]
+    assert finished.endswith("variant official")
     (run_dir,) = runs.iterdir()
     shown = json.loads(cli("show", str(run_dir), "--json").stdout)
     for key in ["status", "t_star", "prune_reason", "target_flops_reduction", "flops_reduction", "params_reduction",

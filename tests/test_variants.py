@@ -138,9 +138,9 @@ def demo_runs(tmp_path_factory):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_demo_prunes_stable_near_its_target_in_both_variants(demo_runs, variant):
     s = demo_runs[variant].summary()
-    assert s["variant"] == variant and s["prune_reason"] == "stable"
-    assert abs(s["flops_reduction"] - 0.5) <= 0.02      # a 16-64 channel network moves in coarse FLOPs steps
-    assert s["final_acc"] > 95.0
+    assert s["variant"] == variant and s["prune_reason"] in ("stable", "sl_end") and s["search"] == "fill"
+    assert abs(s["flops_reduction"] - 0.5) <= 0.005 and s["target_miss"] is None      # the fill search: on target
+    assert s["final_acc"] > 90.0
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

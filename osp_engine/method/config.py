@@ -18,6 +18,7 @@ from .moments import MOMENTS
 
 
 VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
+SEARCH_MODES = ("threshold", "fill")     # docs/method.md, 'Hitting the FLOPs target': the paper's, or osp's fill
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
 
 
@@ -58,6 +59,7 @@ class Config:
     sl_auto: bool = False                 # start when the smoothed PSI plateaus instead (ImageNet script)
     sl_end: int = 110                     # forced prune after epoch t > sl_end
     round_to: int = 0                     # beyond the paper: every group keeps a multiple of k channels, or all (0: off)
+    search: str = "threshold"             # "threshold": the variant's search (the paper's); "fill" (beyond it): within 0.05 pp
     # stability
     threshold: float = 0.999              # smoothed PSI at which the sub-network counts as stable
     eb_threshold: float = 0.1             # Early-Bird: all 4 Hamming distances <= this draws a ticket
@@ -178,6 +180,9 @@ class Config:
         for name in self.pauses:
             if name not in MOMENTS:
                 fail(f"pause_at: unknown moment {name!r}: use {', '.join(MOMENTS)} (several joined by commas)")
+        if self.search not in SEARCH_MODES:
+            fail(f"unknown search {self.search!r}: use threshold (the paper's, as the variant does it) or fill "
+                 f"(skips a channel that would overshoot the target and fills the gap with smaller ones)")
         if self.round_to < 0:
             fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self

@@ -11,6 +11,13 @@ FLOPs computed from counts by the CostModel (never a copy and a trial prune). Tw
   keeps its LAST probe, whichever side of the target that fell on; it never probes "prune nothing".
 - corrected: the floor protects exactly n_protect channels (ties broken by channel id) and the cut is
   the prefix of the sorted order whose reduction is nearest the target.
+
+Both cut a prefix of the sorted order, so on a small network they can miss the target by a whole
+channel's FLOPs (and the official one by more: it keeps its last probe). `search="fill"` (beyond the
+paper, either variant) skips a unit that would overshoot and fills the gap with the next smaller ones
+(`_fill_blocks`, the search round_to uses): on 100 random score sets at 30-95 % targets, within 0.05 pp
+on ResNet-56 and 0.14 pp on the demo's 16-64 channel network, where the threshold search missed by up
+to 1.7 and 2.8 pp.
 """
 from __future__ import annotations
 
@@ -122,13 +129,14 @@ def round_pruned(pruned: np.ndarray, total: np.ndarray, step: np.ndarray) -> np.
 
 
 def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: float, k: float,
-           variant: str = "official", round_to: int = 0) -> Selection:
+           variant: str = "official", round_to: int = 0, search: str = "threshold") -> Selection:
     """The sub-network removing the fraction `target` of dense FLOPs (scores: weighted S^ per group,
     per channel). Where a group's channels go in units (cost.units > 1) the search ranks whole units
     by their summed score and the floors count units, as the official code does with its ch_groups.
 
-    round_to=k (beyond the paper; 0 = off): every group keeps a multiple of k channels, or all; the
-    floors are the variant's, the search is `_fill_blocks`'s (docs/method.md, 'round_to')."""
+    search="fill" or round_to=k > 1 (both beyond the paper): the floors are the variant's, the search
+    is `_fill_blocks`'s; with round_to every group keeps a multiple of k channels, or all
+    (docs/method.md, 'Hitting the FLOPs target')."""
     sizes, units = cost.sizes, cost.units
     cand_group, cand_chan, cand_score = [], [], []
     for g, s in enumerate(scores):
@@ -148,7 +156,7 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
         counts = sizes - units * np.bincount(group_of[:n], minlength=len(sizes))
         return 1.0 - float(cost.flops(counts)) / dense
 
-    if round_to > 1:
+    if round_to > 1 or search == "fill":
         pruned = _fill_blocks(group_of, score_of, cost, kept_step(units, round_to), target)
     else:
         pruned = np.bincount(group_of[:SEARCHES[variant](score_of, reduction, target)], minlength=len(sizes))
@@ -180,7 +188,7 @@ def _rank_in_group(group_of: np.ndarray) -> np.ndarray:
 
 def _fill_blocks(group_of: np.ndarray, score_of: np.ndarray, cost: CostModel, step: np.ndarray,
                  target: float) -> np.ndarray:
-    """round_to's search; returns the units pruned per group, (G,).
+    """The fill search (search="fill", and every round_to); returns the units pruned per group, (G,).
 
     Each group's free candidates (ascending S^) are cut into blocks that leave it a multiple of its
     `step` units: the first block brings it down to the largest such multiple, each next block one
@@ -190,6 +198,7 @@ def _fill_blocks(group_of: np.ndarray, score_of: np.ndarray, cost: CostModel, st
     smaller blocks after it fill the remainder. Last, while one more block (each group's next) brings
     the reduction nearer the target, the nearest is taken. Rounding whole groups after a threshold
     search instead misses the target by whole blocks of a large group (2 pp on ResNet-56 at round_to=8).
+    Without round_to every step is one unit, and each block is one candidate.
     """
     sizes, units = cost.sizes, cost.units
     total, free = sizes // units, np.bincount(group_of, minlength=len(sizes))

@@ -25,10 +25,11 @@ from .distributed import World, digest
 from ..method.config import Config
 from ..storage.export import export_model
 from ..method.groups import prune_groups
+from ..method.miss import Miss, explain_miss
 from ..method.network import Prunable
 from ..method.regularizer import Shrinker
 from ..method.schedule import auto_sl_start, fixed_sl_start, reg_strength
-from ..method.selection import select
+from ..method.selection import Selection, select
 from ..method.stability import early_bird_distance, psi_raw, smoothed
 from ..storage.store import RunStore
 
@@ -77,8 +78,7 @@ class Pruner:
     def _search(self, epoch: int) -> None:
         cfg, net = self.cfg, self.net
         self.scores = sal.all_saliency(net.groups)
-        selection = select(sal.weighted_saliency(self.scores, net.pi), net.cost, cfg.target, cfg.l_max, cfg.l_k,
-                           cfg.variant, cfg.round_to)
+        selection = self._select(self.scores)
         self.masks = self._agreed(epoch, selection.keep)
         self.history.append(self.masks)
         self.raw.append(psi_raw(self.history))
@@ -134,9 +134,10 @@ class Pruner:
             self._evaluate_candidate()
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
         self.row["epoch_seconds"] = time.time() - self.t_start
-        after = self._prune(reason) if reason is not None else None
         if reason is not None:
-            self.prune_record = {"epoch": epoch, "reason": reason, "acc_before": val_acc, "acc_after": after}
+            after, miss = self._prune()
+            self.prune_record = {"epoch": epoch, "reason": reason, "acc_before": val_acc, "acc_after": after,
+                                 "miss": miss}
         if save is not None:
             save(self.checkpoint(epoch))
         self._log_commands(epoch)
@@ -167,36 +168,44 @@ class Pruner:
         else:
             change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
         when = "at initialization" if rec["epoch"] < 0 else f"after epoch {rec['epoch']}"
-        with self.store.transaction():                    # t* and its event, or neither
+        with self.store.transaction():                    # t* and its events, or none
             self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
             self.store.event("prune", f"pruned {when} ({rec['reason']}): "
                                       f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
                              epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
+            if rec.get("miss"):                           # further than 0.5 pp from the target: why
+                self.store.event("target", Miss(**rec["miss"]).message, epoch=rec["epoch"], **rec["miss"])
 
     def prune_at(self, epoch: int, save=None) -> None:
         """Prune with M_t now, as "Prune now" pressed during epoch t (restored by load_state) would have at
         its end: the same masks, accuracy before and after, checkpoint, then the prune's record."""
-        after = self._prune("manual")
+        after, miss = self._prune()
         self.prune_record = {"epoch": epoch, "reason": "manual", "acc_before": self.row.get("val_acc"),
-                             "acc_after": after}
+                             "acc_after": after, "miss": miss}
         if save is not None:
             save(self.checkpoint(epoch))
         self.record_prune(self.prune_record)
 
-    def _prune(self, reason: str) -> float | None:
-        """Remove M_t's marked channels physically; the accuracy right after, if an evaluate was given."""
+    def _prune(self) -> tuple[float | None, dict | None]:
+        """Remove M_t's marked channels physically. Returns the accuracy right after (if an evaluate was
+        given) and, when the reduction lies further than 0.5 pp from the target, why (method/miss.py)."""
         net = self.net
-        keep = self.masks if self.masks is not None else self._agreed(-1, self._search_now())
+        scores, keep = self.scores, self.masks
+        if keep is None:                                  # pruned before any search: search now
+            scores = sal.all_saliency(net.groups)
+            keep = self._agreed(-1, self._select(scores).keep)
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
-        return self.evaluate(net.model) if self.evaluate is not None else None
+        reduction = 1.0 - net.cost.flops(self.model_counts) / net.cost.dense_flops
+        miss = explain_miss(sal.weighted_saliency(scores, net.pi), net.cost, self.cfg, reduction)
+        return (self.evaluate(net.model) if self.evaluate is not None else None), (miss and miss.as_dict())
 
-    def _search_now(self) -> list[np.ndarray]:
+    def _select(self, scores: list[np.ndarray]) -> Selection:
+        """M_t from the saliency S (per group, (C_g,)): weighted by pi, searched as the config says."""
         cfg = self.cfg
-        scores = sal.all_saliency(self.net.groups)
         return select(sal.weighted_saliency(scores, self.net.pi), self.net.cost, cfg.target, cfg.l_max, cfg.l_k,
-                      cfg.variant, cfg.round_to).keep
+                      cfg.variant, cfg.round_to, cfg.search)
 
     def _log_commands(self, epoch: int) -> None:
         for kind, message in self.commands.drain():
@@ -244,6 +253,7 @@ class Pruner:
         self.kept = None if state["keep"] is None else [k.numpy() for k in state["keep"]]
         self.row = dict(state["row"])
         self.masks = None if state["masks"] is None else [m.numpy() for m in state["masks"]]
+        self.scores = None if state["scores"] is None else [m.numpy() for m in state["scores"]]
         c = state["commands"]
         self.commands.set_threshold(c["threshold"])
         self.commands.set_auto_prune(c["auto_prune"])

@@ -22,7 +22,7 @@ from ..storage.store import STALE_AFTER_S, RunStore
 from ..storage.reader import RunReader
 from ..storage.writer_lock import WriterLock
 
-METHOD_EVENTS = ("phase", "sl_start", "prune", "ranks", "exported", "speed", "speed_failed")   # redone after a rewind
+METHOD_EVENTS = ("phase", "sl_start", "prune", "target", "ranks", "exported", "speed", "speed_failed")   # redone after a rewind
 
 
 @dataclass
