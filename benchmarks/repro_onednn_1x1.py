@@ -2,7 +2,7 @@
 
 What it shows (issue 30; osp_engine/running/kernels.py): under oneDNN's AVX2 kernels (a CPU without
 AVX-512, or ONEDNN_MAX_CPU_ISA=AVX2) and one thread, the backward of ONE strided 1x1 convolution whose
-input is channels-last with 2-4 channels, here 4 -> 3 channels at stride 2 on 64 images of 8x8 (the
+input is channels-last with 2-6 channels, here 4 -> 3 channels at stride 2 on 64 images of 8x8 (the
 lesson's pruned `stage_2.0.downsample.0`), corrupts the heap: the process aborts ("corrupted
 double-linked list", "munmap_chunk(): invalid pointer") or crashes later. valgrind names the writer:
 
@@ -10,7 +10,9 @@ double-linked list", "munmap_chunk(): invalid pointer") or crashes later. valgri
         python benchmarks/repro_onednn_1x1.py --one 4 3 1
     ==> Invalid write of size 8 ... jit_avx2_1x1_convolution_bwd_weights_t::execute_backward_weights
 
-(1 and 5-16 input channels, and every NCHW input, clean.) A one-channel image batch is channels-last to
+With glibc's malloc checking (LD_PRELOAD=libc_malloc_debug.so.0 GLIBC_TUNABLES=glibc.malloc.check=3),
+6 processes per input width (3, 8 and 24 output channels): 2-6 input channels crash, 1 and 7-32 do not,
+and no NCHW input of 1-7 channels does. A one-channel image batch is channels-last to
 PyTorch, so the whole demo network runs channels-last on CPU; the prune leaves its shortcut 3-4 wide.
 
     python benchmarks/repro_onednn_1x1.py [--tries 5] [--steps 200]

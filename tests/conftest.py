@@ -9,7 +9,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):         # pytest -n 2: two workers share the cores, one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and so do the processes a test starts
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 # No studio warm-up in tests (pages/control.py): every AppTest would build a demo network in a background
 # thread, taking the cores the tests train on, and one still running at exit aborts the process. The
 # warm-up itself is tested directly (test_run.py); a test that wants it sets OSP_WARM_UP=1.

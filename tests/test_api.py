@@ -24,6 +24,9 @@ def _readme_code() -> str:
     return "\n".join(blocks)
 
 
+pytestmark = pytest.mark.xdist_group("api")    # its module fixture is built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def readme_runs(tmp_path_factory):
     """The README's two examples, run as written in a fresh interpreter (one PyTorch thread)."""

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from osp_engine import ConfigError, get_preset
 from osp_engine.running.branch import branch_epochs, branches_of, checkpoint_path, sweep_epochs
 from osp_engine.interfaces.cli import main as cli
+from osp_engine.method.config import apply_overrides
 from osp_engine.method.costcheck import pruned_copy
 from osp_engine.running.data import load_dataset
 from osp_engine.running.manager import RunManager
@@ -25,6 +26,9 @@ from osp_engine.storage.sweep import indicator_picks, sweep_rows, target_sweep, 
 from osp_engine.running.train import evaluate
 
 TIMINGS = ("epoch_seconds", "cand_seconds")
+
+
+pytestmark = pytest.mark.xdist_group("branches")    # its module fixture is built once, on one worker
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +92,13 @@ def test_candidate_evaluation_changes_nothing_else(family, tmp_path):
     assert _rows(RunReader(off.dir), TIMINGS + ("cand_acc",)) == _rows(RunReader(parent.dir), TIMINGS + ("cand_acc",))
     assert all(r["cand_acc"] is None for r in RunReader(off.dir).epochs())
     assert _table(off.dir, "masks") == _table(parent.dir, "masks")
-    thinned = Run(get_preset("demo"), tmp_path)               # the demo thins it: every other searched epoch
+    short = ["epochs=12", "sl_start=2", "sl_end=8", "speed_budget_s=0", "keep_checkpoints=0"]
+    assert get_preset("demo").candidate_every == 2            # the demo thins it: every other searched epoch
+    thinned = Run(apply_overrides(get_preset("demo"), short), tmp_path)
     assert thinned.execute() == "finished"
     measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]
     assert measured == list(range(1, RunReader(thinned.dir).info()["t_star"] + 1, 2))
-    thinned = Run(dataclasses.replace(parent.cfg, candidate_every=3, keep_checkpoints=0), tmp_path)
+    thinned = Run(apply_overrides(get_preset("demo"), short + ["candidate_every=3"]), tmp_path)
     assert thinned.execute() == "finished"
     measured = [r["epoch"] for r in RunReader(thinned.dir).epochs() if r["cand_acc"] is not None]
     t_star = RunReader(thinned.dir).info()["t_star"]
@@ -133,7 +139,9 @@ def test_a_sweep_of_three_branches_records_parents_children_and_a_summary(family
     parent_rows = {r["epoch"]: r for r in RunReader(parent.dir).epochs()}
     for r, b in zip(rows, children):
         assert r["status"] == "finished" and r["final_acc"] == b.summary()["final_acc"]
-        assert r["psi"] == parent_rows[r["epoch"]]["psi_smoothed"] and r["cand_acc"] == parent_rows[r["epoch"]]["cand_acc"]
+        searched = sum(parent_rows[e]["psi_raw"] is not None for e in range(r["epoch"] + 1))
+        psi = parent_rows[r["epoch"]]["psi_smoothed"] if searched >= 3 else None    # M_t against M_t-2
+        assert r["psi"] == psi and r["cand_acc"] == parent_rows[r["epoch"]]["cand_acc"]
         epochs = b.epochs()
         assert r["seconds"] == pytest.approx(sum(e["epoch_seconds"] for e in epochs))
         assert r["dense_epochs"] == pytest.approx(sum(e["model_flops"] / e["dense_flops"] for e in epochs))
@@ -185,22 +193,25 @@ def test_pruning_at_initialization_is_a_branch_point(family, capsys):
     assert [r["epoch"] for r in rows] == list(range(cfg.epochs)) and {r["phase"] for r in rows} == {"pruned"}
     net = prepare_network(untrained, info.num_classes, torch.zeros(1, *info.input_shape), cfg.variant, 0)
     chosen = select(sal.weighted_saliency(sal.all_saliency(net.groups), net.pi), net.cost, cfg.target, cfg.l_max,
-                    cfg.l_k, cfg.variant)
+                    cfg.l_k, cfg.variant, cfg.round_to, cfg.search)
     assert rows[0]["model_flops"] == s["final_flops"] == chosen.flops and s["final_params"] == chosen.params
     assert [e["message"] for e in branch.events() if e["kind"] == "prune"][0].startswith("pruned at initialization")
     assert sweep_rows(RunReader(parent.dir), [branch])[0]["epoch"] == -1
 
 
-def test_the_queue_never_trains_more_than_one_run_per_device(family):
+def test_a_sweep_queues_its_branches_behind_one_another(family):
+    """The studio's Sweep: every branch waits for the device behind the one training (the queue itself,
+    never two at once, is test_sharing.py's); queued branches cancelled there never get a folder."""
     root, parent = family
     manager = RunManager(root, per_device=1)
-    ids = manager.sweep(parent.run_id, [2, 3, 5])
-    assert sum(manager.owned(i) is not None for i in ids) <= 1   # at most one trains; the others wait
-    for run_id in ids:
-        manager._runs[run_id][1].join(timeout=300)
-    spans = sorted((r.info()["created"], r.info()["ended"]) for r in map(manager.reader, ids))
-    assert all(r.info()["status"] == "finished" for r in map(manager.reader, ids))
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))   # never two at once
+    first, *queued = manager.sweep(parent.run_id, _spread(parent, 3))
+    assert [q[0] for q in manager.queued()] == queued and manager.owned(first) is not None
+    for run_id in queued:
+        manager.cancel_queued(run_id)
+    manager._runs[first][1].join(timeout=300)
+    assert manager.reader(first).info()["status"] == "finished" and manager.queued() == []
+    assert not any((root / run_id).exists() for run_id in queued)
+    manager.shutdown()
 
 
 def test_target_sweep_and_its_trade_off_curve(tmp_path, capsys, monkeypatch):

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from osp_engine.interfaces.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def here(capsys, *args) -> tuple[int, str, str]:
+    """The command line called in this process (no interpreter start: about 3 s less a call): its exit
+    code, stdout and stderr. The subprocess `cli` is for what needs a process of its own."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def cli(*args, cwd=ROOT, env=None):
@@ -70,19 +81,19 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,needle", BAD)
-def test_bad_input_one_line_exit_2_no_folder(tmp_path, args, needle):
+def test_bad_input_one_line_exit_2_no_folder(tmp_path, capsys, args, needle):
     runs = tmp_path / "runs"
     args = [a.replace("MISSING", str(tmp_path / "missing")) for a in args]
     if args[0] == "run":
         args = args + ["--runs-dir", str(runs)]
-    res = cli(*args)
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
+    code, _, err = here(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_malformed_dataset_and_unusable_runs_folder(tmp_path):
+def test_malformed_dataset_and_unusable_runs_folder(tmp_path, capsys):
     root = tmp_path / "cifar"
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -90,13 +101,13 @@ def test_malformed_dataset_and_unusable_runs_folder(tmp_path):
               "batches.meta"]:
         (folder / f).write_bytes(b"not a pickle")
     runs = tmp_path / "runs"
-    res = cli("run", "--preset", "cifar10-resnet56", "--set", f"data_root={root}", "--runs-dir", str(runs))
-    assert res.returncode == 2 and "could not be read" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    code, _, err = here(capsys, "run", "--preset", "cifar10-resnet56", "--set", f"data_root={root}", "--runs-dir", str(runs))
+    assert code == 2 and "could not be read" in err and len(err.strip().splitlines()) == 1
     assert not any(runs.iterdir())
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = cli("run", "--runs-dir", str(blocker / "runs"))
-    assert res.returncode == 2 and "runs folder" in res.stderr
+    code, _, err = here(capsys, "run", "--runs-dir", str(blocker / "runs"))
+    assert code == 2 and "runs folder" in err
 
 
 def test_the_studio_steers_a_command_line_run(tmp_path):
@@ -128,19 +139,21 @@ def test_the_studio_steers_a_command_line_run(tmp_path):
         mgr.command(reader.run_id, "cancel")
 
 
-def test_models_lists_every_torchvision_classifier_and_refusals_leave_no_folder(tmp_path):
+def test_models_lists_every_torchvision_classifier_and_refusals_leave_no_folder(tmp_path, capsys):
     import torchvision
 
-    out = cli("models").stdout
+    _, out, _ = here(capsys, "models")
     for arch in torchvision.models.list_models(module=torchvision.models):
         assert f"tv-{arch} " in out
     assert "digits-resnet14" in out and "resnet56" in out
     runs = tmp_path / "runs"
-    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-vit_b_16", "--set", "dataset=synthetic-cifar10")
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
-    assert res.stderr.startswith("error: tv-vit_b_16 on SYNTHETIC") and "vision transformers are not supported" in res.stderr
-    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-resnet18")          # 3-channel net, 1-channel digits
-    assert res.returncode == 2 and "tv-resnet18 takes 3-channel images and digits has one channel" in res.stderr
-    res = cli("run", "--runs-dir", str(runs), "--set", "model=tv-alexnet", "--set", "dataset=synthetic-cifar10")
-    assert res.returncode == 2 and "cannot take 3x32x32 inputs" in res.stderr         # pooled down to nothing
+    code, _, err = here(capsys, "run", "--runs-dir", str(runs), "--set", "model=tv-vit_b_16", "--set",
+                        "dataset=synthetic-cifar10")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: tv-vit_b_16 on SYNTHETIC") and "vision transformers are not supported" in err
+    code, _, err = here(capsys, "run", "--runs-dir", str(runs), "--set", "model=tv-resnet18")   # 3-channel net, 1-channel digits
+    assert code == 2 and "tv-resnet18 takes 3-channel images and digits has one channel" in err
+    code, _, err = here(capsys, "run", "--runs-dir", str(runs), "--set", "model=tv-alexnet", "--set",
+                        "dataset=synthetic-cifar10")
+    assert code == 2 and "cannot take 3x32x32 inputs" in err         # pooled down to nothing
     assert not runs.exists() or not any(runs.iterdir())

@@ -12,8 +12,8 @@ from osp_engine.storage.reader import RunReader
 
 SHORT = ["--set", "epochs=12", "--set", "sl_start=2", "--set", "sl_end=8", "--set", "reg=0.02",
          "--set", "reg_delta=0.02", "--set", "keep_checkpoints=0", "--set", "speed_budget_s=0.1"]
-LATE = ["--set", "epochs=40", "--set", "sl_start=30", "--set", "sl_end=36", "--set", "keep_checkpoints=0",
-        "--set", "speed_budget_s=0.1"]          # the indicator stays low for long: a prune can only be pressed
+LATE = ["--set", "epochs=20", "--set", "sl_start=14", "--set", "sl_end=16", "--set", "keep_checkpoints=0",
+        "--set", "speed_budget_s=0.1"]          # no shrink before epoch 16: the indicator stays low, a prune is pressed
 
 
 def _torchrun(*args, background=False):
@@ -108,7 +108,7 @@ def test_prune_now_sent_to_a_distributed_run_takes_effect_on_both_ranks(tmp_path
         if proc.poll() is None:
             _kill_everything_of(tmp_path)
     info = reader.info()
-    assert info["prune_reason"] == "manual" and info["t_star"] < 30
+    assert info["prune_reason"] == "manual" and info["t_star"] < 14
     ranks = _ranks_event(reader)["data"]["ranks"]
     assert ranks[0]["epoch"] == ranks[1]["epoch"] == info["t_star"] and ranks[0]["kept"] == ranks[1]["kept"]
 

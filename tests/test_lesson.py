@@ -1,4 +1,5 @@
 """The lesson's moments: exact on plain rows, and a real lesson run that pauses itself at each one."""
+import dataclasses
 import threading
 import time
 
@@ -9,6 +10,8 @@ from osp_engine.method.config import ConfigError
 from osp_engine.method.moments import moment_epochs, reached
 from osp_engine.running.branch import INIT
 from osp_engine.running.manager import RunManager
+from osp_engine.running.run import Run
+from osp_engine.storage.reader import RunReader
 
 
 def row(epoch, cand=None, reg=0.0, psi=None):
@@ -63,3 +66,29 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
     assert [e["kind"] for e in manager.reader(branch_id).events()].count("moment") == 0    # no lesson pauses
     assert manager.reader(branch_id).last_event("moment") is None
     manager.shutdown()
+
+
+def test_moments_reached_at_one_epoch_pause_one_at_a_time(tmp_path):
+    """At threshold 0.1 the first search's smoothed PSI (0.0) is already 'near' it, and Prune now pressed
+    before epoch 1 ends prunes there: searched, stability and pruned all fall on epoch 1, whatever the
+    training. The run pauses three times, each pause naming the next moment in order."""
+    cfg = dataclasses.replace(get_preset("lesson"), epochs=6, sl_start=1, sl_end=3, threshold=0.1,
+                              pause_at="searched,stability,pruned", keep_checkpoints=0, speed_budget_s=0)
+    run = Run(cfg, tmp_path)
+    pressed = lambda line: line.startswith("epoch   0 ") and run.commands.prune_now()    # noqa: E731 - during epoch 1
+    thread = threading.Thread(target=run.execute, kwargs=dict(log=pressed), daemon=True)
+    thread.start()
+    assert run.store_ready.wait(120)
+    seen = []
+    deadline = time.monotonic() + 300
+    while thread.is_alive():
+        assert time.monotonic() < deadline, "the run did not finish"
+        moments = [e for e in RunReader(run.dir).events() if e["kind"] == "moment"]
+        if run.commands.paused and len(moments) > len(seen):
+            assert len(moments) == len(seen) + 1                      # one new moment per pause
+            seen.append((moments[-1]["epoch"], moments[-1]["data"]["moment"]))
+            run.commands.resume()
+        threading.Event().wait(0.02)
+    assert run.status == "finished", run.error
+    assert seen == [(1, "searched"), (1, "stability"), (1, "pruned")]
+    assert RunReader(run.dir).info()["t_star"] == 1

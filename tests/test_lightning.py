@@ -21,6 +21,9 @@ def _readme_lightning() -> str:
     return block
 
 
+pytestmark = pytest.mark.xdist_group("lightning")    # its module fixture is built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def lightning_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lightning")

@@ -44,6 +44,9 @@ def fill(model: nn.Module, seed: int) -> None:
                 p.copy_(v)
 
 
+pytestmark = pytest.mark.xdist_group("official")    # its module fixture is built once, on one worker
+
+
 @pytest.fixture(scope="module", params=NETWORKS)
 def network(request):
     ref = json.loads((FIXTURES / f"official-{request.param}.json").read_text())

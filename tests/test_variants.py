@@ -124,6 +124,9 @@ def test_variant_is_validated_and_defaults_to_official_everywhere():
 
 
 # the whole demo, in both variants --------------------------------------------------------------------------
+pytestmark = pytest.mark.xdist_group("variants")    # its module fixture is built once, on one worker
+
+
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("variants")

@@ -1,8 +1,8 @@
 """Keeping PyTorch's CPU convolutions off a kernel that corrupts the heap.
 
 oneDNN 3.12 (inside PyTorch 2.14) writes past its buffers in the weight gradient of a strided 1x1
-convolution whose input is channels-last (NHWC) with few input channels (3 and 4 seen; 1, 2 and 5-16
-clean) when it runs its AVX2 kernels: `jit_avx2_1x1_convolution_bwd_weights`, found with valgrind
+convolution whose input is channels-last (NHWC) with few input channels (2-6 seen; 1 and 7-32 clean)
+when it runs its AVX2 kernels: `jit_avx2_1x1_convolution_bwd_weights`, found with valgrind
 (benchmarks/repro_onednn_1x1.py). That is any CPU without AVX-512, or `ONEDNN_MAX_CPU_ISA=AVX2`, and
 the process aborts ("corrupted double-linked list") or crashes later. A pruned network reaches such
 shapes (a ResNet shortcut left with 3-4 channels), and on CPU a whole network runs channels-last as
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NARROW = 8                # input channels below which the guard copies: 2-4 corrupt, 8 floats fill one AVX2 vector
+NARROW = 8                # input channels below which the guard copies: 2-6 corrupt, 8 floats fill one AVX2 vector
 
 
 def _nchw_input(module: nn.Module, args: tuple) -> tuple | None:

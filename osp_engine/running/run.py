@@ -77,6 +77,7 @@ class Run:
         self.lock: WriterLock | None = None           # a resumed run's writer lock, taken by Run.resume
         self.rewind: dict | None = None               # {epoch, reason}: resumed from a kept checkpoint
         self.tracking = None                          # the trackers of log_to (osp_engine/tracking), rank 0 only
+        self.moments_due: list[tuple[int, str]] = []  # (epoch, moment) reached and not yet paused at, in order
 
     def prepare(self, log=None) -> None:
         """Load the data and build, group, cost and check the model before any folder exists:
@@ -335,22 +336,32 @@ class Run:
         rank at the same batch (rank 0 pausing holds the others at this batch's collective)."""
         store.heartbeat()
         self.relay.poll()                                 # commands sent from another process (the studio)
-        if self.commands.paused:
+        while self.commands.paused:
             store.event("paused", "paused")
             self.commands.wait_while_paused(on_wait=lambda: (store.heartbeat(force=True), self.relay.poll(force=True)))
-            if not self.commands.cancelled:
-                store.event("resumed", "resumed")
+            if self.commands.cancelled:
+                break
+            store.event("resumed", "resumed")
+            self._next_moment(store)                      # another moment of the same epoch: pause again
         if self.world.any(self.commands.cancelled) and not self.commands.cancelled:
             self.commands.cancel("cancelled on rank 0")
         self.commands.checkpoint()
 
     def _pause_at_moments(self, store: RunStore, epoch: int, previous: dict | None, row: dict, pruned: bool) -> None:
-        """Pause at the next batch if epoch `epoch` reached a moment of `pause_at` (a `moment` event names it)."""
-        wanted = self.cfg.pauses
-        for moment in reached(previous, row, pruned, self.commands.threshold):
-            if moment in wanted and self.world.leader and epoch + 1 < self.cfg.epochs:
-                store.event("moment", f"{moment}: {MOMENTS[moment]}", epoch=epoch, moment=moment)
-                self.commands.pause()
+        """Pause at the next batch if epoch `epoch` reached a moment of `pause_at` (a `moment` event names it).
+        Moments reached at the same epoch (the PSI near its threshold and the prune, say) pause one at a
+        time, in order: the lesson explains each."""
+        if self.world.leader and epoch + 1 < self.cfg.epochs:
+            self.moments_due += [(epoch, m) for m in reached(previous, row, pruned, self.commands.threshold)
+                                 if m in self.cfg.pauses]
+            self._next_moment(store)
+
+    def _next_moment(self, store: RunStore) -> None:
+        """Record the next moment due and pause for it, if one is due."""
+        if self.moments_due:
+            epoch, moment = self.moments_due.pop(0)
+            store.event("moment", f"{moment}: {MOMENTS[moment]}", epoch=epoch, moment=moment)
+            self.commands.pause()
 
     def _share_commands(self) -> None:
         """At the epoch's end, before the stop rule: every rank takes rank 0's prune now, threshold and
