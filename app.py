@@ -20,6 +20,7 @@ listed = [
 # The default page is served at "/" only: an unlisted second route to it answers the deep links
 # /runs and /runs?run=<id> instead of "Page not found". The links are drawn here, so it stays unlisted.
 nav = st.navigation(listed + [st.Page(runs.render, title="Runs", url_path="runs")], position="hidden")
+lesson.move_if_due({p.url_path: p for p in listed}, nav.url_path)   # first: a lesson's move to its step's page
 with st.sidebar:
     for page in listed:
         st.page_link(page)

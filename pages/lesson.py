@@ -5,6 +5,7 @@ that has ended is walked the same way, each step replayed at the epoch it happen
 imports torch."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -160,10 +161,35 @@ def _follow() -> None:
         st.rerun()
 
 
+SETTLE_S = 0.3               # the quiet run's wait: requests the browser sent before it dropped its timers arrive
+
+
+def move_if_due(pages: dict, here: str) -> None:
+    """Move to the page of the lesson's step, when the step changed, in two runs of the app, called before
+    anything else is drawn. The first run draws nothing that refreshes on its own, so the browser drops
+    its timed refreshes of this page, waits SETTLE_S for the ones already sent, and reruns (a rerun
+    absorbs them); the second switches page. Switching at once raced those refreshes: one that reached
+    the server after the switch ran this page again under the new one, and the browser's Streamlit
+    stopped drawing (a blank page, "Bad delta path index", as the lesson started on a loaded machine).
+    pages: url path -> the app's st.Page; here: the url path of the page asked for."""
+    state = lesson()
+    if state is None:
+        return
+    target = STEPS[state["step"]].page
+    if state.pop("moving", False):
+        if here != target:
+            st.switch_page(pages[target])
+        return
+    if state.pop("moved", False) and here != target:
+        state["moving"] = True
+        st.caption(f"Lesson: moving to {STEPS[state['step']].title}…")
+        time.sleep(SETTLE_S)
+        st.rerun()
+
+
 def lesson_panel(pages: dict, here: str) -> None:
-    """The lesson's panel at the top of every page (where a room looks, within 1280x720), and the move
-    to a step's page when the step changes. pages: url path -> the app's st.Page; here: the url path
-    of the page being drawn."""
+    """The lesson's panel at the top of every page (where a room looks, within 1280x720); the move to a
+    step's page is move_if_due's. pages: url path -> the app's st.Page; here: the page being drawn."""
     state = lesson()
     if state is None:
         return
@@ -174,8 +200,6 @@ def lesson_panel(pages: dict, here: str) -> None:
             st.session_state.pop("lesson", None)
         return
     step = STEPS[state["step"]]
-    if state.pop("moved", False) and here != step.page:
-        st.switch_page(pages[step.page])
     with st.sidebar:
         _follow()
     with st.container(border=True, key="lesson-panel"):
