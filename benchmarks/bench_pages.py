@@ -106,7 +106,7 @@ def render_ms(source: str, run_id: str) -> float:
 
 def page(name: str) -> str:
     """The script app.py's navigation runs for a page: its render function."""
-    return f"from pages.{name} import render\nrender()\n"
+    return f"from osp_studio.{name} import render\nrender()\n"
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):         # pytest -n 2: two workers sha
     torch.set_num_threads(1)
 else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-# No studio warm-up in tests (pages/control.py): every AppTest would build a demo network in a background
+# No studio warm-up in tests (osp_studio/control.py): every AppTest would build a demo network in a background
 # thread, taking the cores the tests train on, and one still running at exit aborts the process. The
 # warm-up itself is tested directly (test_run.py); a test that wants it sets OSP_WARM_UP=1.
 os.environ["OSP_WARM_UP"] = "0"

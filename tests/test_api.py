@@ -58,13 +58,13 @@ def test_the_studio_shows_both_runs(readme_runs, monkeypatch):
     root, runs = readme_runs
     monkeypatch.setenv("OSP_RUNS_DIR", str(root))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
     assert not at.exception
     shown = " ".join(m.value for m in at.markdown)
     for reader in runs.values():
         assert reader.run_id in shown
     for reader in runs.values():
-        page = AppTest.from_string("from pages.stability import render\nrender()\n", default_timeout=60)
+        page = AppTest.from_string("from osp_studio.stability import render\nrender()\n", default_timeout=60)
         page.session_state["run_id"] = reader.run_id
         page.run()
         assert not page.exception and page.get("plotly_chart")
@@ -110,6 +110,35 @@ def test_a_failure_inside_your_loop_is_recorded_and_raised(tmp_path):
     (run_dir,) = tmp_path.iterdir()
     s = RunReader(run_dir).summary()
     assert s["status"] == "failed" and s["error"] == "KeyError: 'lost batch'"
+
+
+def _writer_locks_open() -> list[str]:
+    """The writer.lock files this process holds open."""
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return [p for p in paths if p.endswith("writer.lock")]
+
+
+def test_an_error_before_the_first_epoch_of_attach_frees_the_lock_and_leaves_no_run(tmp_path, monkeypatch):
+    """A full disk between the store's creation and your loop's first epoch: the error propagates, the
+    writer lock is freed and the half-begun folder removed."""
+    from torch import nn
+    from osp_engine.storage.store import RunStore
+
+    def full(self, groups):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(RunStore, "write_groups", full)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    with pytest.raises(OSError, match="No space left"):
+        with osp_engine.attach(model, torch.zeros(1, 3, 16, 16), num_classes=10, epochs=4, runs_dir=tmp_path,
+                               sl_start=1, sl_end=1):
+            pass
+    assert _writer_locks_open() == [] and list(tmp_path.iterdir()) == []
 
 
 def test_a_run_whose_model_was_overridden_is_not_named_after_the_preset():

@@ -18,7 +18,7 @@ PAGES = ["runs", "stability", "channels", "tradeoff", "compare", "branches"]
 
 def _page(name, run_id=None):
     """One page's render() with `run_id` picked, as app.py's navigation runs it."""
-    at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
+    at = AppTest.from_string(f"from osp_studio.{name} import render\nrender()\n", default_timeout=60)
     if run_id:
         at.session_state["run_id"] = run_id
     return at.run()
@@ -114,7 +114,7 @@ def test_stability_page_plots_psi_threshold_and_markers(filled_root):
 
 def test_a_manual_prune_is_drawn_apart_and_one_epoch_draws_a_chart():
     import pandas as pd
-    from pages.stability_chart import stability_figure
+    from osp_engine.charts.stability import stability_figure
 
     one = pd.DataFrame([dict(epoch=0, psi_raw=None, psi_smoothed=None, eb_distance=None, reg=0.0, lr=0.1,
                              phase="dense")])
@@ -131,7 +131,7 @@ def test_a_manual_prune_is_drawn_apart_and_one_epoch_draws_a_chart():
 def test_teaching_mode_explains_with_the_engines_numbers(filled_root):
     root, run_id = filled_root
     at = AppTest.from_string("import streamlit as st\nst.session_state['teaching'] = True\n"
-                             "from pages.stability import render\nrender()\n", default_timeout=60)
+                             "from osp_studio.stability import render\nrender()\n", default_timeout=60)
     at.session_state["run_id"] = run_id
     at.run()
     assert not at.exception
@@ -141,7 +141,7 @@ def test_teaching_mode_explains_with_the_engines_numbers(filled_root):
     for name, words in (("channels", "Reading the heatmaps"), ("tradeoff", "Reading the trade-off"),
                         ("compare", "Reading the overlay"), ("branches", "Reading the branches")):
         at = AppTest.from_string("import streamlit as st\nst.session_state['teaching'] = True\n"
-                                 f"from pages.{name} import render\nrender()\n", default_timeout=60)
+                                 f"from osp_studio.{name} import render\nrender()\n", default_timeout=60)
         at.session_state["run_id"] = run_id
         at.run()
         assert not at.exception and any(words in i.value for i in at.info), name
@@ -238,7 +238,7 @@ def test_live_controls_reach_the_run_and_every_session_shows_them(tmp_path, monk
     at = _page("runs")
     at.button(key="start_demo").click().run()
     run_id = at.session_state["run_id"]
-    from pages.control import manager                             # the same cached manager the pages use
+    from osp_studio.control import manager                             # the same cached manager the pages use
     mgr = manager()
     try:
         assert mgr.controls(run_id) == dict(paused=False, threshold=0.999, auto_prune=True, prune_requested=False)
@@ -328,7 +328,7 @@ def test_open_moves_the_sidebar_pick_and_the_url(filled_root):
 
 
 MOVING = """import streamlit as st
-from pages import runs, stability
+from osp_studio import runs, stability
 {"runs": runs, "stability": stability}[st.session_state.get("page", "runs")].render()
 """
 
@@ -341,7 +341,7 @@ def test_a_click_followed_at_once_by_a_page_change_still_acts(tmp_path, monkeypa
     """
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)
-    from pages.control import manager
+    from osp_studio.control import manager
     mgr = manager()
     at = AppTest.from_string(MOVING, default_timeout=60).run()
     at.button(key="start_demo").click()
@@ -397,7 +397,7 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
     assert dict(zip(at.dataframe[0].value["run"], at.dataframe[0].value["variant"])) == {
         run_id: "official", corrected.run_id: "corrected"}
     psi = json.loads(_figures(at)[0])["data"]
-    from pages.figures import RUN_COLOURS
+    from osp_engine.charts.figures import RUN_COLOURS
     assert {t["name"]: (t["line"]["dash"], t["line"]["color"]) for t in psi} == {
         f"{run_id[-9:]} (official)": ("solid", RUN_COLOURS[0]),
         f"{corrected.run_id[-9:]} (corrected)": ("dot", RUN_COLOURS[1])}
@@ -406,7 +406,7 @@ def test_every_page_says_which_variant_a_run_used(filled_root):
 def test_the_start_form_starts_the_chosen_variant(tmp_path, monkeypatch):
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)
-    from pages.control import manager
+    from osp_studio.control import manager
     mgr = manager()
     at = _page("runs")
     assert at.selectbox(key="knob_demo_variant").value == "official"          # every preset's default
@@ -520,7 +520,7 @@ def test_replay_moves_every_page_to_the_chosen_epoch(filled_root):
     root, run_id = filled_root
     t_star = RunReader(root / run_id).info()["t_star"]
     assert t_star > 5
-    at = AppTest.from_string("from pages.replay import sidebar_replay\nsidebar_replay()\n", default_timeout=60)
+    at = AppTest.from_string("from osp_studio.replay import sidebar_replay\nsidebar_replay()\n", default_timeout=60)
     at.session_state["run_id"] = run_id
     at.run()
     at.toggle(key="replay_on").set_value(True).run()
@@ -528,7 +528,7 @@ def test_replay_moves_every_page_to_the_chosen_epoch(filled_root):
     assert at.session_state["replay"] == (run_id, 5)
 
     def page(name):
-        at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
+        at = AppTest.from_string(f"from osp_studio.{name} import render\nrender()\n", default_timeout=60)
         at.session_state["run_id"] = run_id
         at.session_state["replay"] = (run_id, 5)
         return at.run()
@@ -561,3 +561,27 @@ def test_many_runs_fold_into_a_compact_table(filled_root):
     assert not any(b.label == "Delete" for b in at.button)
     at.toggle(key="runs_compact").set_value(False).run()
     assert sum(b.label == "Delete" for b in at.button) == 7
+
+
+def test_a_start_that_fails_in_the_background_says_why_on_the_runs_page(tmp_path, monkeypatch):
+    """A tracker that cannot start fails the run in its thread, after the click: the Runs page says why
+    (not only the server's stderr), the half-begun folder is gone, and Dismiss clears the message."""
+    from conftest import wait_until
+    from osp_engine.method.config import apply_overrides
+    from osp_studio.control import manager
+    monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "not-a-folder").write_text("a file where TensorBoard's folder should go")
+    cfg = apply_overrides(get_preset("demo"), ["log_to=tensorboard", f"log_dir={tmp_path / 'not-a-folder'}",
+                                               "threads=1"])
+    mgr = manager()
+    run_id = mgr.start(cfg)
+    wait_until(lambda: mgr.failures(), 120)
+    at = _page("runs")
+    assert not at.exception
+    (message,) = [e.value for e in at.error]
+    assert message.startswith("The start of ") and run_id.replace("-", "\\-") in message
+    assert "log\\_to=tensorboard" in message and "the tracker could not start" in message
+    assert not (tmp_path / "runs" / run_id).exists()
+    at.button(key=next(b.key for b in at.button if b.key.startswith("dismiss_"))).click().run()
+    assert not at.error and mgr.failures() == []

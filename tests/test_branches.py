@@ -208,7 +208,7 @@ def test_a_sweep_queues_its_branches_behind_one_another(family):
     assert [q[0] for q in manager.queued()] == queued and manager.owned(first) is not None
     for run_id in queued:
         manager.cancel_queued(run_id)
-    manager._runs[first][1].join(timeout=300)
+    assert manager.wait(first, timeout=300)
     assert manager.reader(first).info()["status"] == "finished" and manager.queued() == []
     assert not any((root / run_id).exists() for run_id in queued)
     manager.shutdown()
@@ -224,7 +224,7 @@ def test_target_sweep_and_its_trade_off_curve(tmp_path, capsys, monkeypatch):
     assert sweep["points"][0][1] == pytest.approx(0.3, abs=0.03) and sweep["points"][1][1] == pytest.approx(0.6, abs=0.03)
     assert "dense baseline (same schedule)" in out and len(list(tmp_path.iterdir())) == 3
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
-    at = AppTest.from_string("from pages.tradeoff import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.tradeoff import render\nrender()\n", default_timeout=60).run()
     assert not at.exception and at.multiselect(key="tradeoff_sweeps").value == [label]
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     curve = next(t for t in fig["data"] if t.get("name") == f"target sweep {label}")
@@ -247,7 +247,7 @@ def test_the_branches_page_draws_the_sweep(family, monkeypatch):
     if len(branches_of(root, parent.run_id)) < 3:
         assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, _spread(parent, 3)))]) == 0
     monkeypatch.setenv("OSP_RUNS_DIR", str(root))
-    at = AppTest.from_string("from pages.branches import render\nrender()\n", default_timeout=60)
+    at = AppTest.from_string("from osp_studio.branches import render\nrender()\n", default_timeout=60)
     at.session_state["run_id"] = branches_of(root, parent.run_id)[0].run_id    # a branch picked: its parent's page
     at.run()
     assert not at.exception
@@ -268,7 +268,7 @@ def test_the_runs_page_shows_each_branch_after_its_parent(family, monkeypatch):
     if not branches_of(root, parent.run_id):
         assert cli(["sweep", parent.run_id, "--runs-dir", str(root), "--epochs", ",".join(map(str, _spread(parent, 2)))]) == 0
     monkeypatch.setenv("OSP_RUNS_DIR", str(root))
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60)
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60)
     at.session_state["runs_compact"] = False
     at.run()
     titles = [m.value for m in at.markdown if m.value.startswith("**digits\\-resnet8")]   # markdown-escaped

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -46,15 +47,18 @@ def server(tmp_path):
 
 @pytest.fixture()
 def shared_server(tmp_path):
-    yield from _serve(tmp_path, {"OSP_SHARE": "1", "OSP_PRESENTER_TOKEN": "room-42-token"})
+    """Shared by its address alone, set by environment, started from another folder: OSP_SHARE=0 too."""
+    yield from _serve(tmp_path, {"STREAMLIT_SERVER_ADDRESS": "0.0.0.0", "OSP_SHARE": "0",
+                                 "OSP_PRESENTER_TOKEN": "room-42-token"}, cwd=tmp_path)
 
 
-def _serve(tmp_path, extra_env: dict):
+def _serve(tmp_path, extra_env: dict, cwd=ROOT):
     port = _free_port()
     env = {**ONE_THREAD, "OSP_RUNS_DIR": str(tmp_path / "runs"), **extra_env}
     log = open(tmp_path / "server.log", "wb")          # a file: a pipe nobody reads would block a chatty server
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+                             str(port), "--server.headless", "true"], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -191,8 +195,8 @@ def test_two_tabs_and_a_command_line_run_at_once(server, tmp_path):
 
 
 def test_a_deep_link_is_the_first_visit_after_start(server, tmp_path, finished_run):
-    """Before any session has run app.py, Streamlit routes /stability through the legacy pages/ folder;
-    the page must hand over to app.py: our navigation and run picker, the run from the URL."""
+    """Before any session has run app.py: st.navigation must serve /stability with our navigation and
+    run picker, the run from the URL (no legacy pages/ folder routes it elsewhere)."""
     shutil.copytree(finished_run.dir, tmp_path / "runs" / finished_run.run_id)
     shutil.copytree(finished_run.dir, tmp_path / "runs" / "zz-copy")          # listed first: the URL must win
     with sync_api.sync_playwright() as p:
@@ -355,12 +359,33 @@ def _lesson_step(page, title: str, path: str) -> None:
     _healthy(page, title)
 
 
+IN_VIEW_PX = 400            # a lesson step's chart starts above y = 400 of a 1280x720 projector: 320 px of it in view
+
+
+def _chart_in_view(page, title: str) -> None:
+    """The step's chart (the page's first) starts above y = IN_VIEW_PX, without scrolling."""
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(timeout=60000)
+    top = chart.bounding_box()["y"]
+    assert top <= IN_VIEW_PX, f"{title}: the chart starts at y = {top:.0f} px of 720"
+
+
+def _outside(url: str) -> bool:
+    """Whether a request leaves the machine (data: and blob: URLs stay in the page)."""
+    parts = urllib.parse.urlparse(url)
+    return parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in ("localhost", "127.0.0.1")
+
+
 def test_the_guided_lesson_walks_from_the_first_click_to_the_branches(server, tmp_path):
+    """The live lesson at 1280x720, then its replay; each paused step's chart in view, and no request
+    leaves the machine (a classroom may be offline)."""
     from osp_engine.method.moments import moment_epochs
 
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
+        outside = []
+        page.on("request", lambda request: outside.append(request.url) if _outside(request.url) else None)
         page.goto(server)
         page.get_by_role("link", name="Lesson").click()
         page.get_by_role("button", name="Start the lesson").click()
@@ -372,6 +397,7 @@ def test_the_guided_lesson_walks_from_the_first_click_to_the_branches(server, tm
                                  ("5 · The prune", "tradeoff", None)):
             _lesson_step(page, title, path)
             panel.get_by_text("The run is paused here").wait_for(timeout=60000)
+            _chart_in_view(page, title)
             if key:                                         # the keyboard, as a teacher at a projector would
                 page.locator("body").press(key.upper())
             else:                                           # (the next step's title shows it was taken)
@@ -395,3 +421,4 @@ def test_the_guided_lesson_walks_from_the_first_click_to_the_branches(server, tm
         page.locator("body").press("B")
         _lesson_step(page, "2 · The first candidate", "channels")
         browser.close()
+    assert outside == []

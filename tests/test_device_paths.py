@@ -77,7 +77,7 @@ def test_the_exported_models_speed_is_stored_and_shown(finished_run, tmp_path, m
     import shutil
     shutil.copytree(finished_run.dir, tmp_path / finished_run.run_id)
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
     card = next(m.value for m in at.markdown if finished_run.run_id in m.value)
     assert f"exported model: {speed['latency_speedup']:.2f}x the dense speed at batch 1" in card
     ort, s = speed["onnxruntime"], reader.summary()
@@ -87,7 +87,7 @@ def test_the_exported_models_speed_is_stored_and_shown(finished_run, tmp_path, m
     ratio = s["dense_flops"] / s["final_flops"]
     ups = [speed["latency_speedup"], speed["throughput_speedup"], ort["latency_speedup"], ort["throughput_speedup"]]
     assert f"FLOPs {ratio:.2f}x fewer: speed efficiency {min(ups) / ratio:.2f}-{max(ups) / ratio:.2f}" in card
-    at = AppTest.from_string("from pages.compare import render\nrender()\n", default_timeout=60)
+    at = AppTest.from_string("from osp_studio.compare import render\nrender()\n", default_timeout=60)
     at.session_state["run_id"] = finished_run.run_id
     table = at.run().dataframe[0].value
     assert table["throughput speed-up (x)"].tolist() == [round(speed["throughput_speedup"], 2)]

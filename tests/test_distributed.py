@@ -90,7 +90,7 @@ def test_two_processes_train_one_run_written_by_rank_0(tmp_path, monkeypatch):
     assert [e.step for e in logged.Scalars("osp/accuracy")] == list(range(12))
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
     card = next(m.value for m in at.markdown if run_dir.name in m.value)
     assert "trained by 2 processes (torchrun, world size 2)" in card      # the studio shows it like any run
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pages.figures import IMAGE_ROWS, colour_lut, hline, matrix_figure, phase_bands, vline
+from osp_engine.charts.figures import IMAGE_ROWS, colour_lut, hline, matrix_figure, phase_bands, vline
 
 TWO = [[0, "#e2e8f0"], [1, "#2b6cb0"]]
 

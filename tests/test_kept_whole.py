@@ -290,7 +290,7 @@ def test_a_run_records_its_groups_kept_whole_and_the_studio_shows_them(tmp_path,
     monkeypatch.chdir(ROOT)
     pages = {}
     for name in ("runs", "channels"):
-        at = AppTest.from_string(f"from pages.{name} import render\nrender()\n", default_timeout=60)
+        at = AppTest.from_string(f"from osp_studio.{name} import render\nrender()\n", default_timeout=60)
         at.session_state["run_id"] = run_dir.name
         pages[name] = at.run()
         assert not pages[name].exception

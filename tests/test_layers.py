@@ -3,7 +3,8 @@ import re
 
 from conftest import ROOT
 
-ORDER = {"method": 0, "models": 0, "storage": 1, "tracking": 2, "running": 3, "interfaces": 4, "integrations": 5}
+ORDER = {"method": 0, "models": 0, "storage": 1, "tracking": 2, "running": 3, "charts": 4, "interfaces": 5,
+         "integrations": 6}
 
 
 def _imports(path):
@@ -23,6 +24,14 @@ def test_no_module_imports_from_a_later_layer():
         upward += [f"{path.relative_to(ROOT)} -> {t}" for t in _imports(path) if ORDER.get(t, -1) > ORDER[layer]]
     assert upward == []
     assert {p.name for p in engine.iterdir() if p.suffix == ".py"} == {"__init__.py", "__main__.py"}
+
+
+def test_the_engine_imports_nothing_of_the_studio():
+    """osp report and the installed osp need no studio: the charts are the engine's (charts/)."""
+    engine = ROOT / "osp_engine"
+    found = [str(p.relative_to(ROOT)) for p in engine.rglob("*.py")
+             if re.search(r"^\s*(?:from|import) (?:osp_studio|pages)\b", p.read_text(), re.M)]
+    assert found == []
 
 
 def test_the_layer_check_sees_an_upward_import(tmp_path):

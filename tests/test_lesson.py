@@ -51,7 +51,7 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
             assert reader.last_epoch() == last
             manager.command(run_id, "resume")
         threading.Event().wait(0.05)
-    manager._runs[run_id][1].join(timeout=60)
+    assert manager.wait(run_id, timeout=60)
     info = reader.info()
     assert info["status"] == "finished", info["error"]
     assert paused_at == ["searched", "regularizer", "stability", "pruned"]
@@ -60,7 +60,7 @@ def test_a_lesson_run_pauses_itself_at_each_moment_and_continues(tmp_path):
     assert stored["pruned"] == info["t_star"]
     # the branch the lesson ends on: pruning at initialization, from the kept untrained network
     branch_id = manager.branch(run_id, INIT)
-    manager._runs[branch_id][1].join(timeout=600)
+    assert manager.wait(branch_id, timeout=600)
     branch = manager.reader(branch_id).summary()
     assert (branch["status"], branch["t_star"], branch["prune_reason"]) == ("finished", INIT, "manual")
     assert [e["kind"] for e in manager.reader(branch_id).events()].count("moment") == 0    # no lesson pauses

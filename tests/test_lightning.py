@@ -60,9 +60,9 @@ def test_the_run_is_in_the_studio(lightning_run, monkeypatch):
     folder, reader = lightning_run
     monkeypatch.setenv("OSP_RUNS_DIR", str(folder / "runs"))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
     assert not at.exception and reader.run_id in " ".join(m.value for m in at.markdown)
-    page = AppTest.from_string("from pages.stability import render\nrender()\n", default_timeout=60)
+    page = AppTest.from_string("from osp_studio.stability import render\nrender()\n", default_timeout=60)
     page.session_state["run_id"] = reader.run_id
     page.run()
     assert not page.exception and page.get("plotly_chart")

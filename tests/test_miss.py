@@ -144,10 +144,10 @@ def test_a_run_that_misses_says_why_in_show_on_its_card_and_in_its_report(demo_n
     assert again.as_dict() == {k: miss[k] for k in ("target", "reduction", "cause", "reason", "remedy")}
     # the run card (Runs page) and the report say it too
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60)
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60)
     at.session_state["runs_compact"] = False
     at.run()
     assert not at.exception
     assert any("misses the target" in m.value and "round\\_to=" in m.value for m in at.markdown)
-    from pages.report import card_rows
+    from osp_engine.charts.report import card_rows
     assert ("target missed", miss["message"]) in card_rows(r.summary(), r.info())

@@ -1,4 +1,4 @@
-"""The run report (pages/report.py, `python -m osp_engine report`): one HTML file, opened from disk in
+"""The run report (osp_engine/charts/report.py, `osp report`): one HTML file, opened from disk in
 chromium with no server running and no network, its charts drawn and downloadable as PNG and SVG."""
 import json
 import os

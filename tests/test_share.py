@@ -1,7 +1,9 @@
-"""A studio shared with a room (OSP_SHARE=1), in AppTest: viewers see the pages live and no control,
-forged callbacks change nothing, the presenter's session controls the runs."""
+"""A studio shared with a room (OSP_SHARE=1, or a server beyond loopback), in AppTest: viewers see the
+pages live and no control, forged callbacks change nothing, the presenter's session controls the runs;
+shared mode fails closed (an unset address, OSP_SHARE=0)."""
 
 import pytest
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT
@@ -33,7 +35,7 @@ def _app(run_id=None):
 
 def _live_run():
     """A demo run trained by the studio's own manager, slow enough to be live while the test acts."""
-    from pages.control import manager
+    from osp_studio.control import manager
     cfg = apply_overrides(get_preset("demo"), ["epochs=400", "threads=1"])
     return manager(), manager().start(cfg)
 
@@ -45,7 +47,7 @@ def test_a_viewer_sees_the_pages_and_no_control(shared_root):
     assert _labels(at) & CONTROLS == {"Unlock controls"}                     # the presenter's form only
     assert [t.label for t in at.sidebar.text_input] == ["Presenter token"]
     for page in ("stability", "channels", "tradeoff", "compare", "branches"):
-        view = AppTest.from_string(f"from pages.{page} import render\nrender()\n", default_timeout=60)
+        view = AppTest.from_string(f"from osp_studio.{page} import render\nrender()\n", default_timeout=60)
         view.session_state["run_id"] = run_id
         view.run()
         assert not view.exception, page
@@ -55,12 +57,42 @@ def test_a_viewer_sees_the_pages_and_no_control(shared_root):
         assert not [e for e in view.get("form_submit_button") if e.label == "Start the sweep"], page
 
 
+@pytest.fixture()
+def server_address():
+    """Set the address this process's Streamlit server would listen on (AppTest reads the same option)."""
+    before = config.get_option("server.address")
+    yield lambda address: config.set_option("server.address", address)
+    config.set_option("server.address", before)
+
+
+@pytest.mark.parametrize("address, share", [(None, ""), ("0.0.0.0", "0"), ("192.168.1.20", ""), ("::", "0")])
+def test_a_studio_beyond_loopback_is_shared_whatever_osp_share_says(filled_root, monkeypatch, server_address,
+                                                                     address, share):
+    """None: no address set anywhere (Streamlit listens on every interface, as an old Streamlit started
+    from another folder does); OSP_SHARE=0 cannot turn control on."""
+    monkeypatch.setenv("OSP_SHARE", share)
+    monkeypatch.setenv("OSP_PRESENTER_TOKEN", TOKEN)
+    server_address(address)
+    at = _app().run()
+    assert not at.exception
+    assert _labels(at) & CONTROLS == {"Unlock controls"}
+
+
+@pytest.mark.parametrize("address", ["localhost", "127.0.0.1", "::1", "[::1]"])
+def test_a_studio_on_loopback_alone_is_local(filled_root, monkeypatch, server_address, address):
+    monkeypatch.setenv("OSP_SHARE", "0")
+    server_address(address)
+    at = _app().run()
+    assert not at.exception
+    assert "Start the demo run" in _labels(at) and "Unlock controls" not in _labels(at)
+
+
 def test_forged_callbacks_change_nothing_for_a_viewer(shared_root):
     root, run_id = shared_root
     mgr, live = _live_run()
     try:
         forged = AppTest.from_string(
-            "from osp_engine import get_preset\nfrom pages import runs, stability, whatif\n"
+            "from osp_engine import get_preset\nfrom osp_studio import runs, stability, whatif\n"
             f"runs.delete({run_id!r})\nruns.start(get_preset('demo'))\nruns.cancel({live!r})\n"
             f"stability.prune_now({live!r})\nwhatif.start_branches({run_id!r}, [2])\n"
             "import streamlit as st\nst.write(st.session_state.get('refused'))\n", default_timeout=60).run()
@@ -93,3 +125,28 @@ def test_the_presenter_unlocks_the_controls_and_steers_the_run(shared_root):
         assert "Pause" not in _labels(other) and "Resume" not in _labels(other)
     finally:
         mgr.delete(live)
+
+
+def test_a_viewer_downloads_a_report_or_onnx_model_only_once_built(shared_root):
+    """Building costs the training cores: a viewer's Compare page offers the report and the ONNX model only
+    after a session that may steer built them for the run as it is now."""
+    from osp_engine.storage.reader import RunReader
+    from osp_studio.builds import building
+    root, run_id = shared_root
+    page = "from osp_studio.compare import render\nrender()\n"
+
+    def viewer():
+        at = AppTest.from_string(page, default_timeout=60)
+        at.session_state["run_id"] = run_id
+        return at.run()
+
+    at = viewer()
+    assert not at.exception
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert f"report of {run_id} (HTML)" not in labels and f"pruned model of {run_id} (ONNX)" not in labels
+    assert any("built when the presenter downloads it" in c.value for c in at.caption)
+    version = ("finished", len(RunReader(root / run_id).epochs()))
+    assert building("report", run_id, version, lambda: b"<html>report</html>")() == b"<html>report</html>"
+    labels = [b.proto.label for b in viewer().get("download_button")]
+    assert f"report of {run_id} (HTML)" in labels and f"pruned model of {run_id} (ONNX)" not in labels
+    assert building("report", run_id, version, lambda: b"never made again")() == b"<html>report</html>"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,20 +120,39 @@ def test_each_tracker_holds_one_psi_point_per_searched_epoch_and_the_prune(live_
     assert [m.split(" ")[2] for m in tracker_events] == ["TensorBoard", "MLflow", "W&B"]
 
 
-def test_a_killed_and_resumed_run_logs_every_epoch_once(tmp_path):
-    cmd = [sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(tmp_path),
-           *[a for s in [*SETTINGS, "epochs=14", "sl_end=10", f"log_to={ALL}"] for a in ("--set", s)]]
+def _kill_after(cmd, run_dir_of, epochs: int, while_live=None):
+    """Start `cmd`, wait until its run holds `epochs` more epochs, kill it with -9; returns the run folder."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: any((p / "run.db").exists() for p in tmp_path.iterdir()), 240)
-        (run_dir,) = [p for p in tmp_path.iterdir() if (p / "run.db").exists()]
-        wait_until(lambda: RunReader(run_dir).last_epoch() >= 2 or proc.poll() is not None, 240)
-        live = _cli(["log", run_dir.name, "--to", "tensorboard"], tmp_path)      # a backfill of a live run: refused
-        assert live.returncode == 2 and "is still running (pid " in live.stderr, live.stderr
-        wait_until(lambda: RunReader(run_dir).last_epoch() >= 4 or proc.poll() is not None, 240)
+        wait_until(lambda: run_dir_of() is not None, 240)
+        run_dir = run_dir_of()
+        start = RunReader(run_dir).last_epoch()
+        wait_until(lambda: RunReader(run_dir).last_epoch() >= start + 2 or proc.poll() is not None, 240)
+        if while_live:
+            while_live(run_dir)
+        wait_until(lambda: RunReader(run_dir).last_epoch() >= start + epochs or proc.poll() is not None, 240)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(60)
+    return run_dir
+
+
+def _one_run(root):
+    found = [p for p in root.iterdir() if (p / "run.db").exists()]
+    return found[0] if found else None
+
+
+def test_a_run_killed_resumed_twice_and_rewound_logs_every_epoch_once_and_its_whole_history(tmp_path):
+    """Three processes write the run (the first killed, a resume killed, a resume that rewinds to a kept
+    checkpoint because checkpoint.pt was damaged): every epoch once, and the events and keep fractions of
+    all three in MLflow's events.json / keep_fractions.json and W&B's events table."""
+    def refused_while_live(run_dir):                  # a backfill of a live run: refused
+        live = _cli(["log", run_dir.name, "--to", "tensorboard"], tmp_path)
+        assert live.returncode == 2 and "is still running (pid " in live.stderr, live.stderr
+
+    run = [sys.executable, "-m", "osp_engine", "run", "--preset", "demo", "--runs-dir", str(tmp_path),
+           *[a for s in [*SETTINGS, "epochs=14", "sl_end=10", f"log_to={ALL}"] for a in ("--set", s)]]
+    run_dir = _kill_after(run, lambda: _one_run(tmp_path), 4, refused_while_live)
     reader = RunReader(run_dir)
     assert reader.last_epoch() < 13
     online = _env(HOME=str(tmp_path), WANDB_MODE="online", WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
@@ -140,16 +160,31 @@ def test_a_killed_and_resumed_run_logs_every_epoch_once(tmp_path):
     res = _cli(["resume", str(run_dir)], tmp_path, online)                 # W&B cannot start: refused, kept
     assert res.returncode == 2 and "no W&B API key" in res.stderr.strip().splitlines()[-1]
     assert reader.info()["status"] == "failed" and "no W&B API key" in reader.info()["error"]
+    _kill_after([sys.executable, "-m", "osp_engine", "resume", str(run_dir)], lambda: run_dir, 2)
+    assert reader.last_epoch() < 13
+    (run_dir / "checkpoint.pt").write_bytes(b"damaged")
     res = _cli(["resume", str(run_dir)], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert reader.info()["status"] == "finished" and reader.info()["t_star"] is not None
+    kinds = [e["kind"] for e in reader.events()]
+    assert kinds.count("resume") == 3 and kinds.count("rewind") == 1
     for logged in (tensorboard_scalars(run_dir / "tensorboard", "osp/accuracy")[0],
                    mlflow_scalars(tmp_path, reader.run_id, "osp/accuracy"),
                    wandb_scalars(run_dir, reader.run_id, "osp/accuracy")):
         assert [s for s, _ in logged] == list(range(14))                     # every epoch, once
         assert [v for _, v in logged] == pytest.approx([r["val_acc"] for r in reader.epochs()], rel=1e-6)
-    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 2        # one W&B run, continued
-    assert len(mlflow_run(tmp_path, reader.run_id)[1].data.tags) > 0       # one MLflow run (search found one)
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 3        # one W&B run, continued
+    history = [{"epoch": e["epoch"], "kind": e["kind"], "message": e["message"]} for e in reader.events()
+               if e["kind"] != "tracker"]
+    client, ml = mlflow_run(tmp_path, reader.run_id)
+    artifact = lambda name: json.loads(Path(client.download_artifacts(ml.info.run_id, name, str(tmp_path))).read_text())
+    assert artifact("events.json") == history
+    keep = artifact("keep_fractions.json")
+    assert sorted(map(int, keep)) == reader.mask_epochs()
+    _, summary = wandb_records(run_dir, reader.run_id)
+    (table,) = list((run_dir / "wandb").glob(f"offline-run-*/files/{summary['osp/events']['path']}"))
+    rows = json.loads(table.read_text())["data"]
+    assert [{"epoch": r[0], "kind": r[1], "message": r[2]} for r in rows] == history
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
@@ -220,6 +255,6 @@ def test_a_tracker_that_fails_mid_run_is_an_event_and_the_run_goes_on(tmp_path, 
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
     monkeypatch.chdir(ROOT)
-    at = AppTest.from_string("from pages.runs import render\nrender()\n", default_timeout=60).run()
+    at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
     card = next(m.value for m in at.markdown if reader.run_id in m.value)
     assert "mlflow stopped logging" in card                                 # the run card says why

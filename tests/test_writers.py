@@ -35,6 +35,48 @@ def test_the_lock_excludes_a_second_writer_and_names_the_holder(tmp_path):
     WriterLock.take(tmp_path, "resume").release()            # free again at once
 
 
+FORKED_WORKER = """import os, sys, time
+from osp_engine.storage.writer_lock import WriterLock
+lock = WriterLock.take(sys.argv[1], "run")
+if os.fork() == 0:                    # a forked DataLoader worker: outlives its parent's kill -9
+    time.sleep(120)
+    os._exit(0)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_killed_with_forked_workers_alive_is_free_at_once(tmp_path):
+    """The child of a fork closes its copy of the lock's descriptor: the lock dies with its holder."""
+    proc = subprocess.Popen([sys.executable, "-c", FORKED_WORKER, str(tmp_path)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "held\n"
+        assert holder(tmp_path)["pid"] == proc.pid
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        workers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert workers, "the forked worker should still be alive"
+        assert holder(tmp_path) is None
+        WriterLock.take(tmp_path, "resume").release()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_lock_whose_holder_line_cannot_be_written_is_not_held(tmp_path, monkeypatch):
+    """ENOSPC while recording the holder: a one-line disk-full error, and the run stays free."""
+    from osp_engine.storage.faults import DiskFull
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(DiskFull, match="disk full: writing writer.lock"):
+        WriterLock.take(tmp_path, "run")
+    monkeypatch.undo()
+    assert holder(tmp_path) is None
+    WriterLock.take(tmp_path, "resume").release()
+
+
 def test_of_four_resumes_at_once_exactly_one_proceeds(tmp_path):
     run_dir = killed_run(tmp_path, "mid-epoch")
     assert holder(run_dir) is None and RunReader(run_dir).info()["stale"]     # the killed writer's lock is free

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import socket
 import time
 import traceback
@@ -31,7 +32,7 @@ from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
 from ..method.network import check_target, kept_whole_note, prepare_network
-from ..running.opening import start_tracking
+from ..running.opening import end_record, start_tracking
 from ..running.pruner import Pruner
 from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
 from ..storage.store import RunStore
@@ -63,6 +64,32 @@ def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int,
     return run.dir
 
 
+def _open_attached(cfg: Config, net, example: torch.Tensor, device, root: Path) -> tuple[RunStore, Pruner]:
+    """The attached run's store (holding its writer lock), first record and Pruner, its trackers started
+    and the studio's commands relayed. Any failure on the way (a full disk, a tracker that cannot start)
+    closes the store, which frees the lock, and removes the folder: a run that never began is no run."""
+    run_id = new_run_id(cfg)
+    store = RunStore.create(root / run_id, run_id, cfg.to_json(),
+                            {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
+                            str(device), cfg.threshold, "custom", what="attach")
+    try:
+        shape = list(example.shape[1:])
+        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+        store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
+        store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups{kept_whole_note(net)}, "
+                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
+                    pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
+        pruner = Pruner(cfg, net, store)
+        pruner.tracking = start_tracking(cfg, store, root, new=True)
+        pruner.relay = Relay(store, pruner.commands)
+        pruner.relay.poll(force=True)                  # the studio can steer the run from now on
+    except BaseException:
+        store.close()
+        shutil.rmtree(store.dir, ignore_errors=True)
+        raise
+    return store, pruner
+
+
 @contextlib.contextmanager
 def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs: int,
            runs_dir: str | Path | None = None, name: str | None = None, **settings) -> Iterator[Pruner]:
@@ -80,37 +107,19 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
     guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
-    root = prepare_root(runs_dir)
-    run_id = new_run_id(cfg)
-    store = RunStore.create(root / run_id, run_id, cfg.to_json(),
-                            {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
-                            str(device), cfg.threshold, "custom", what="attach")
+    store, pruner = _open_attached(cfg, net, example, device, prepare_root(runs_dir))
     shape = list(example.shape[1:])
-    store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-    store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
-    store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups{kept_whole_note(net)}, "
-                           f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
-                pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
-    pruner = Pruner(cfg, net, store)
-    pruner.tracking = start_tracking(cfg, store, root, new=True)   # a tracker that cannot start: no folder
-    pruner.relay = Relay(store, pruner.commands)
-    pruner.relay.poll(force=True)                      # the studio can steer the run from now on
-    status, error, t0 = "failed", None, time.time()
+    status, error, trace, t0 = "failed", None, None, time.time()
     try:
         yield pruner
         pruner.finish(dict(model=cfg.model, num_classes=num_classes, image_size=shape[-1], in_channels=shape[0],
                            input_shape=shape, custom=True))
         status = "finished"
-        store.event("finished", f"finished in {time.time() - t0:.1f} s")
     except Cancelled:                                  # cancelled from the studio: the loop stops, no error
-        status = "cancelled"
-        store.event("cancelled", "cancelled by the user")
+        status, error = "cancelled", pruner.commands.reason
     except BaseException as e:
-        error = explain(e, store.dir) or f"{type(e).__name__}: {e}"
-        store.event("failed", error, trace=traceback.format_exc())
+        error, trace = explain(e, store.dir) or f"{type(e).__name__}: {e}", traceback.format_exc()
         raise
     finally:
-        store.update_run(status=status, error=error, ended=time.time(), heartbeat=time.time())
-        if pruner.tracking is not None:
-            pruner.tracking.finish(status)
-        store.close()
+        message = f"finished in {time.time() - t0:.1f} s" if status == "finished" else error
+        end_record(store, status, error, message, pruner.tracking, trace)

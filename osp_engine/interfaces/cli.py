@@ -1,5 +1,5 @@
 """Command line: `python -m osp_engine presets | models | run | resume | branch | sweep | sweep-targets |
-list | show | export | log | report`.
+list | show | export | log | report | studio`.
 
 Bad input gets one line on stderr naming the problem and the fix, and exit code 2.
 """
@@ -16,6 +16,7 @@ from .presets import DESCRIPTIONS, PRESETS, get_preset
 from ..running.branch import epoch_label, parse_epoch           # no torch: the CLI starts at once
 from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
+from .studio import cmd_studio
 from .takeaway import cmd_export, cmd_log, cmd_report
 
 
@@ -276,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "else inside the run folder)")
     rp = on_run(sub, "report", "one self-contained HTML file of a run: its card and interactive charts", cmd_report)
     rp.add_argument("--out", required=True, help="the HTML file to write, e.g. run.html")
+    so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
+    so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")
+    so.add_argument("--address", default=None, help="default localhost; any other address shares the studio "
+                                                    "read-only with a room (the presenter token unlocks it)")
+    so.add_argument("--runs-dir", default=None, help="the runs folder (default runs/ or $OSP_RUNS_DIR)")
+    so.set_defaults(fn=cmd_studio)
     return p
 
 

@@ -64,10 +64,9 @@ def cmd_report(args) -> int:
     out = Path(args.out)
     check_out(out)
     try:
-        from pages.report import write_report         # the studio's charts, from the checkout
+        from osp_engine.charts.report import write_report         # Plotly and pandas: the studio extra
     except ImportError as e:
-        raise ConfigError(f"the report is drawn with the studio's charts: run it from the osp checkout, with the "
-                          f"studio's packages installed (pip install -r requirements.txt) ({e})") from None
+        raise ConfigError(f"the report is drawn with Plotly: pip install \"osp[studio]\" ({e})") from None
     with writing(out.resolve(), 8 << 20):
         write_report(reader.dir, out)
     print(f"wrote the report of {reader.run_id} to {out} ({out.stat().st_size / 1e6:.1f} MB, opens offline)")

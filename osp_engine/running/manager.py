@@ -6,12 +6,16 @@ each take longer than both one after the other); the others wait in a queue, in 
 and can be cancelled there. A queued run has no folder until it starts.
 A run another process is writing (the command line, osp_engine.prune or attach) is steered through
 its store: the command is queued in run.db and that process applies it within about a second.
+A run that fails in its thread before its store could record why (a tracker that cannot start, a full
+disk) is kept as a `Failure` until the studio shows it; a run that has ended is let go, with its
+network and data.
 """
 from __future__ import annotations
 
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..method.config import Config
@@ -22,6 +26,15 @@ from ..storage.reader import RunReader, split_runs
 from ..storage.writer_lock import RunHeld, describe, holder
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A start, resume or branch that failed in its thread: which run, what was asked, why, when (epoch s)."""
+    run_id: str
+    what: str
+    reason: str
+    at: float
+
+
 class RunManager:
     def __init__(self, root: str | Path | None = None, per_device: int = 1) -> None:
         self.root = runs_root(None if root is None else str(root))
@@ -30,6 +43,7 @@ class RunManager:
         self._runs: dict[str, tuple[Run, threading.Thread]] = {}
         self._slots: dict[str, threading.Semaphore] = {}
         self._queue: list[Run] = []                   # started, waiting for a slot on their device
+        self._failures: list[Failure] = []            # failed in their thread, not yet dismissed
 
     def warm_up(self, cfg: Config) -> threading.Thread:
         """Build, group, cost and check `cfg`'s network once in a daemon thread, writing nothing, and give it
@@ -118,8 +132,35 @@ class RunManager:
                     self._queue.remove(run)
         try:
             run.execute()
+        except BaseException as e:                    # before its store could say why: kept for the studio
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            with self._lock:
+                self._failures.append(Failure(run.run_id, _what(run), reason, time.time()))
         finally:
             slot.release()
+            with self._lock:                          # ended: its network, optimiser and data go with it
+                if self._runs.get(run.run_id, (None,))[0] is run:
+                    del self._runs[run.run_id]
+
+    def wait(self, run_id: str, timeout: float | None = None) -> bool:
+        """Wait until this manager's run `run_id` has ended, queued or training (True; also for a run it
+        does not hold), or `timeout` seconds have passed (False)."""
+        with self._lock:
+            entry = self._runs.get(run_id)
+        if entry is None:
+            return True
+        entry[1].join(timeout)
+        return not entry[1].is_alive()
+
+    def failures(self) -> list[Failure]:
+        """The runs that failed in their thread before recording why, oldest first, until dismissed."""
+        with self._lock:
+            return list(self._failures)
+
+    def dismiss(self, failure: Failure) -> None:
+        with self._lock:
+            if failure in self._failures:
+                self._failures.remove(failure)
 
     def queued(self) -> list[tuple[str, str, int]]:
         """[(run id, device, runs ahead of it on that device)] of the runs waiting for a slot, in order."""
@@ -207,4 +248,9 @@ class RunManager:
             thread.join(timeout=30)
 
 
-__all__ = ["RunManager", "TERMINAL"]
+def _what(run: Run) -> str:
+    """'start', 'resume' or 'branch': what was asked of a run."""
+    return "branch" if run.parent_dir is not None else "resume" if run.resumed is not None else "start"
+
+
+__all__ = ["Failure", "RunManager", "TERMINAL"]

@@ -1,11 +1,13 @@
-"""How a run's record begins: its store (new, a branch's with its parent's history, or a resumed one's),
-its trackers, and a new run's first record (groups, dataset, the 'started' event)."""
+"""How a run's record begins and ends: its store (new, a branch's with its parent's history, or a
+resumed one's), its trackers, a new run's first record (groups, dataset, the 'started' event), and its
+terminal status with retries (the Run and `attach` alike)."""
 from __future__ import annotations
 
 import dataclasses
 import os
 import shutil
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -94,3 +96,28 @@ def record_start(run: "Run", store: RunStore, info, amp: bool, cl: bool) -> None
                            f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
                 epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
                 channels_last=cl, world_size=world.size, kept_whole=[dataclasses.asdict(k) for k in net.whole])
+
+
+def end_record(store: RunStore, status: str, error: str | None, message: str | None, tracking=None,
+               trace: str | None = None, attempts: int = 30) -> None:
+    """Write the terminal status, its event and reason, retrying while the disk is full (the reason is
+    kept in memory meanwhile); then the trackers' rest, then close the store, which frees the writer lock
+    whatever happened before: never leave the run 'running' while any write can still succeed."""
+    recorded = False
+    for attempt in range(attempts):
+        try:
+            if not recorded:
+                store.event(status, message, trace=trace)
+                recorded = True
+            store.update_run(status=status, error=error, ended=time.time(), heartbeat=time.time())
+            break
+        except Exception:                     # e.g. sqlite3.OperationalError: database or disk is full
+            time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    else:
+        print(f"osp: could not record the end of run {store.dir.name} ({status}: {error})", file=sys.stderr)
+    if tracking is not None:                  # the rest, the summary and the artifacts; never raises
+        tracking.finish(status)
+    try:
+        store.close()
+    except Exception:
+        pass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import threading
 import time
 import traceback
@@ -40,7 +39,7 @@ from .rng import rng_state, set_rng_state
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt
-from .opening import open_store, open_tracking, record_start
+from .opening import end_record, open_store, open_tracking, record_start
 from ..storage.store import RunStore
 from ..storage.reader import RunReader
 from .threads import live_cpu_runs, thread_share, usable_cores
@@ -181,28 +180,9 @@ class Run:
         self._end(store, t0)
         return self.status
 
-    def _end(self, store: RunStore, t0: float, attempts: int = 30) -> None:
-        """Write the terminal status and its reason, retrying while the disk is full (the reason is kept
-        in memory meanwhile); never leave the run 'running' while any write can still succeed."""
+    def _end(self, store: RunStore, t0: float) -> None:
         message = {"finished": f"finished in {time.time() - t0:.1f} s"}.get(self.status, self.error)
-        recorded = False
-        for attempt in range(attempts):
-            try:
-                if not recorded:
-                    store.event(self.status, message, trace=getattr(self, "trace", None))
-                    recorded = True
-                store.update_run(status=self.status, error=self.error, ended=time.time(), heartbeat=time.time())
-                break
-            except Exception:                 # e.g. sqlite3.OperationalError: database or disk is full
-                time.sleep(min(0.1 * 2 ** attempt, 2.0))
-        else:
-            print(f"osp: could not record the end of run {self.run_id} ({self.status}: {self.error})", file=sys.stderr)
-        if self.tracking is not None:                     # the rest, the summary and the artifacts; never raises
-            self.tracking.finish(self.status)
-        try:
-            store.close()
-        except Exception:
-            pass
+        end_record(store, self.status, self.error, message, self.tracking, getattr(self, "trace", None))
 
     def _cycle(self, store: RunStore, log) -> None:
         cfg, dev, world = self.cfg, self.device, self.world

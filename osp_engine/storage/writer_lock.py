@@ -6,20 +6,27 @@ file: the operating system releases it when the holder's file is closed or its p
 included, so a dead writer never blocks a resume. flock belongs to the open file, not the process:
 two threads of one studio that open the file separately exclude each other too.
 
+A forked child (a DataLoader worker) would share that open file, and with it the lock: a run killed
+with -9 would stay held until its workers died. So the child closes its copy as it starts (the parent's
+copy keeps the lock); a spawned or exec'd child never gets one (the descriptor is close-on-exec).
+
 The file holds who took it (pid, host, since, what) for the refusal a second writer gets. Readers ask
 `holder(run_dir)`, which probes with a shared lock for an instant; a writer that meets such a probe
 retries for a second before it gives up, so a probe never turns a free run into a refusal.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
 import time
+import weakref
 from pathlib import Path
 
 from ..method.config import ConfigError
+from .faults import DiskFull
 
 LOCK_NAME = "writer.lock"
 RETRY_S = 1.0          # how long a writer retries a lock held by someone else (a reader's probe lasts microseconds)
@@ -43,6 +50,7 @@ class WriterLock:
 
     def __init__(self, run_dir: Path, fd: int) -> None:
         self.run_dir, self._fd = run_dir, fd
+        os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
 
     @classmethod
     def take(cls, run_dir: str | Path, what: str) -> "WriterLock":
@@ -61,8 +69,14 @@ class WriterLock:
                     raise RunHeld(describe(holder, run_dir.name) + ": wait for it to end, or cancel it first") from None
                 time.sleep(0.02)
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "what": what})
-        os.pwrite(fd, me.encode(), 0)             # then cut what a longer old record left: never empty
-        os.ftruncate(fd, len(me.encode()))
+        try:
+            os.pwrite(fd, me.encode(), 0)         # then cut what a longer old record left: never empty
+            os.ftruncate(fd, len(me.encode()))
+        except OSError as e:                      # the lock is not kept half-taken: closing frees it
+            os.close(fd)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(run_dir / LOCK_NAME, len(me.encode())) from None
+            raise
         return cls(run_dir, fd)
 
     def release(self) -> None:
@@ -73,6 +87,17 @@ class WriterLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def _forget_in_child(lock: weakref.ref):
+    """The after-fork hook of one lock: the child closes its copy of the descriptor, never unlocks it
+    (flock(LOCK_UN) would free the parent's lock too), and forgets it."""
+    def forget() -> None:
+        held = lock()
+        if held is not None and held._fd is not None:
+            os.close(held._fd)
+            held._fd = None
+    return forget
 
 
 def _read(fd: int) -> dict | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..method.config import Config, ConfigError
 from ..storage.reader import RunReader
 from .metrics import epoch_metrics, keep_fractions, run_params, run_summary
-from .sink import Sink, Target
+from .sink import History, Sink, Target
 
 SINKS = {"tensorboard": "tensorboard:TensorBoardSink", "mlflow": "mlflow_sink:MlflowSink",
          "wandb": "wandb_sink:WandbSink"}
@@ -71,7 +71,7 @@ class Tracking:
             tracking = cls(run_dir, sinks, record)
         except BaseException:
             for sink in sinks.values():
-                _quietly(sink.finish, "cancelled", {}, Path(run_dir))
+                _quietly(sink.finish, "cancelled", {}, Path(run_dir), History([], {}))
             raise
         for name, sink in sinks.items():
             if tracking.done_epoch[name] < 0 and not tracking.done_event[name]:
@@ -127,10 +127,22 @@ class Tracking:
             summary = run_summary({**self.reader.summary(), "status": status})
         except Exception:
             summary = {}
+        history = self.history()
         for name, sink in list(self.sinks.items()):
-            self._guard(name, lambda s=sink: s.finish(status, summary, self.dir))
+            self._guard(name, lambda s=sink: s.finish(status, summary, self.dir, history))
         self.sinks.clear()
         return logged
+
+    def history(self) -> History:
+        """What the store holds now, every process's part of it (empty if it cannot be read)."""
+        try:
+            events = [{"epoch": e["epoch"], "kind": e["kind"], "message": e["message"]}
+                      for e in self.reader.events() if e["kind"] != "tracker"]
+            keep = {e: [round(float(k), 6) for k in keep_fractions(self.reader.masks(e))]
+                    for e in self.reader.mask_epochs()}
+        except Exception:
+            return History([], {})
+        return History(events, keep)
 
     def _guard(self, name: str, fn):
         """fn()'s result, or None with the tracker dropped and an event saying why (the run goes on)."""

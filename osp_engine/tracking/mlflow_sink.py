@@ -5,7 +5,9 @@ The tracking URI is MLFLOW_TRACKING_URI, else a local SQLite store beside the ru
 MLFLOW_EXPERIMENT_NAME, else "osp". Parameters: the config. Metrics osp/<metric> per epoch; MLflow has
 no histograms, so the keep fractions are osp/keep_fraction_min|mean|max per epoch and the whole table is
 the artifact keep_fractions.json. Events: tags osp.t_star / osp.prune_reason at the prune, the list as
-events.json. At the end: the summary as tags, model.pt and structure.json as artifacts, the status.
+events.json. At the end: the summary as tags, model.pt and structure.json as artifacts, the status;
+events.json and keep_fractions.json are written from the store then, so the files of a resumed or rewound run
+hold its whole history, not one process's part of it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import key
-from .sink import Sink, Target
+from .sink import History, Sink, Target
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 
@@ -42,8 +44,6 @@ class MlflowSink(Sink):
         self.run_id = found[0].info.run_id if found else \
             self.client.create_run(experiment_id, run_name=target.run_id, tags={"osp.run_id": target.run_id}).info.run_id
         self.client.update_run(self.run_id, status="RUNNING")
-        self.events: list[dict] = []
-        self.keep: dict[int, list[float]] = {}
 
     def where(self) -> str:
         return f"MLflow run {self.run_id} at {self.uri}"
@@ -65,22 +65,20 @@ class MlflowSink(Sink):
         if keep is not None and len(keep):
             metrics = {**metrics, key("keep_fraction_min"): float(keep.min()), key("keep_fraction_mean"): float(keep.mean()),
                        key("keep_fraction_max"): float(keep.max())}
-            self.keep[step] = [round(float(k), 6) for k in keep]
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def event(self, step: int, kind: str, message: str, data: dict) -> None:
-        self.events.append({"epoch": step, "kind": kind, "message": message})
         if kind == "prune":
             self.client.set_tag(self.run_id, "osp.t_star", str(step))
             self.client.set_tag(self.run_id, "osp.prune_reason", str(data.get("reason", "")))
 
-    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path) -> None:
+    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path, history: History) -> None:
         for k, v in summary.items():
             self.client.set_tag(self.run_id, k.replace("/", "."), str(v))
-        if self.events:
-            self.client.log_dict(self.run_id, self.events, "events.json")
-        if self.keep:
-            self.client.log_dict(self.run_id, {str(k): v for k, v in sorted(self.keep.items())}, "keep_fractions.json")
+        if history.events:
+            self.client.log_dict(self.run_id, history.events, "events.json")
+        if history.keep:
+            self.client.log_dict(self.run_id, {str(k): v for k, v in sorted(history.keep.items())}, "keep_fractions.json")
         for artifact in ("model.pt", "structure.json"):
             if (run_dir / artifact).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / artifact))

@@ -8,6 +8,15 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class History:
+    """The run's whole history as its store holds it at the end, whichever processes wrote it (a resume,
+    a rewind): events [{epoch, kind, message}] in order (tracker notes left out), and every searched
+    epoch's per-group keep fractions {epoch: [fraction of group g kept, ...]}."""
+    events: list[dict]
+    keep: dict[int, list[float]]
+
+
+@dataclass(frozen=True)
 class Target:
     """Where a run's tracker run lives. folder: TensorBoard's and W&B's files (log_dir/<run id>, or inside
     the run folder); runs_root: the runs folder (MLflow's local SQLite store when no tracking URI is set)."""
@@ -46,6 +55,7 @@ class Sink:
     def flush(self) -> None:
         """Make everything logged so far durable (a killed run loses nothing logged before it)."""
 
-    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path) -> None:
-        """The run ended (finished, failed or cancelled): its summary, its artifacts, then close."""
+    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path, history: History) -> None:
+        """The run ended (finished, failed or cancelled): its summary, its history from the store, its
+        artifacts, then close."""
         raise NotImplementedError

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import key
-from .sink import Sink, Target
+from .sink import History, Sink, Target
 
 
 def logged_steps(folder: Path, metric: str = key("accuracy")) -> list[int]:
@@ -60,6 +60,6 @@ class TensorBoardSink(Sink):
     def flush(self) -> None:
         self.writer.flush()
 
-    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path) -> None:
+    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path, history: History) -> None:
         self.writer.add_text(key("summary"), "\n\n".join(f"{k}: {v}" for k, v in summary.items()), 0)
         self.writer.close()

@@ -3,7 +3,8 @@
 Works offline (WANDB_MODE=offline: files under the run folder's wandb/, or log_dir/<run id>/wandb,
 for `wandb sync` later). Project: WANDB_PROJECT, else "osp". The config; osp/<metric> per epoch with
 the keep fractions as the histogram osp/keep_fraction; t* and the prune reason in the summary as soon
-as the prune happens, and the run's figures at the end; the events as the table osp/events (in the summary).
+as the prune happens, and the run's figures at the end; the events as the table osp/events (in the summary),
+written from the store at the end, so a resumed or rewound run's table holds its whole history.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import key
-from .sink import Sink, Target
+from .sink import History, Sink, Target
 from .wandb_files import logged_steps
 
 
@@ -41,7 +42,6 @@ class WandbSink(Sink):
             if "API key" in str(e):
                 raise RuntimeError("no W&B API key: run `wandb login`, or set WANDB_MODE=offline to log to files") from None
             raise
-        self.events: list[list] = []
 
     def where(self) -> str:
         return f"W&B run {self.id} ({self.run.settings.mode or 'online'}) in {self.folder / 'wandb'}"
@@ -59,14 +59,14 @@ class WandbSink(Sink):
         self.run.log(data, step=step)
 
     def event(self, step: int, kind: str, message: str, data: dict) -> None:
-        self.events.append([step, kind, message])
         if kind == "prune":
             self.run.summary[key("t_star")] = step
             self.run.summary[key("prune_reason")] = str(data.get("reason", ""))
 
-    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path) -> None:
+    def finish(self, status: str, summary: dict[str, float | str], run_dir: Path, history: History) -> None:
         for k, v in summary.items():
             self.run.summary[k] = v
-        if self.events:                                   # in the summary: a log() would add a step after the last
-            self.run.summary[key("events")] = self.wandb.Table(columns=["epoch", "kind", "message"], data=self.events)
+        if history.events:                                # in the summary: a log() would add a step after the last
+            rows = [[e["epoch"], e["kind"], e["message"]] for e in history.events]
+            self.run.summary[key("events")] = self.wandb.Table(columns=["epoch", "kind", "message"], data=rows)
         self.run.finish(exit_code=0 if status == "finished" else 1)

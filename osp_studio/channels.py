@@ -4,14 +4,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from osp_engine.charts.figures import IMAGE_ROWS, matrix_figure
 from osp_engine.method.analysis import kept_fraction, settle_order
 from osp_engine.storage.reader import RunReader
-from pages.layout import empty_state, header, teaching
-from pages.replay import run_masks
-from pages.routing import enter_frame, require_run
-from pages.text import chart_text
-from pages.figures import IMAGE_ROWS, matrix_figure
-from pages.teaching import explain as teaching_explainer
+from osp_studio.layout import empty_state, header, teaching
+from osp_studio.replay import run_masks
+from osp_studio.routing import require_run
+from osp_studio.teaching import explain as teaching_explainer
+from osp_studio.text import chart_text
 
 KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for pruning, kept
 
@@ -107,7 +107,3 @@ def kept_whole_view(whole: list[dict]) -> None:
                "count in the FLOPs.")
     st.dataframe(pd.DataFrame({"group": [w["name"] for w in whole], "channels": [w["size"] for w in whole],
                                "why": [w["reason"] for w in whole]}), hide_index=True, key="kept_whole")
-
-
-if __name__ == "__main__":
-    enter_frame()

@@ -11,9 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from osp_engine.charts.figures import hline, phase_bands, vline
+from osp_engine.charts.stability import column, defined_psi
 from osp_engine.running.branch import INIT, epoch_label
-from pages.figures import hline, phase_bands, vline
-from pages.stability_chart import column, defined_psi
 
 FONT = 16
 

@@ -14,10 +14,17 @@ def teaching() -> bool:
 def empty_state(text: str) -> None:
     st.info(text, icon="ℹ️")
 
+def compact() -> bool:
+    """A lesson is under way: its panel narrates, so the pages drop their explainers and draw the chart
+    first, in view on a 1280x720 projector without scrolling."""
+    return st.session_state.get("lesson") is not None
+
 def header(title: str, text: str) -> None:
-    """Every page opens with its title and the two sentences on what it shows and what to look for."""
+    """Every page opens with its title and the two sentences on what it shows and what to look for (not
+    during a lesson: the lesson's panel says what to look at)."""
     st.title(title)
-    explain(text)
+    if not compact():
+        explain(text)
 
 def warm_chart_renderer() -> None:
     """Once per browser session, draw an empty chart out of sight, so the browser loads and compiles the
@@ -29,9 +36,3 @@ def warm_chart_renderer() -> None:
     st.html("<style>.st-key-chart-warmup {display: none}</style>")
     with st.container(key="chart-warmup"):
         st.plotly_chart(go.Figure(layout={"height": 10}), key="chart_warmup")
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-
-    enter_frame()

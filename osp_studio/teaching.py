@@ -60,8 +60,3 @@ EXPLAINERS = {
 def explain(page: str) -> None:
     """Teaching mode's short explainer for a page's charts."""
     st.info(EXPLAINERS[page])
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-    enter_frame()

@@ -2,15 +2,15 @@
 import pandas as pd
 import streamlit as st
 
+from osp_engine.charts.stability import similarity_figure, stability_figure
 from osp_engine.storage.reader import RunReader
-from pages.control import manager, may_steer, send, steering
-from pages.layout import empty_state, header, teaching
-from pages.replay import run_frame, run_info, run_similarity
-from pages.routing import enter_frame, reader, require_run
-from pages.text import plain, variant_line
-from pages.stability_chart import similarity_figure, stability_figure
-from pages.teaching import explain_stability
-from pages.whatif import what_if
+from osp_studio.control import manager, may_steer, send, steering
+from osp_studio.layout import compact, empty_state, header, teaching
+from osp_studio.replay import run_frame, run_info, run_similarity
+from osp_studio.routing import reader, require_run
+from osp_studio.teaching import explain_stability
+from osp_studio.text import plain, variant_line
+from osp_studio.whatif import what_if
 
 
 @steering
@@ -72,8 +72,9 @@ def run_view(run: RunReader, live: bool) -> None:
     st.markdown(f"**{run.run_id}** · {plain(info['display_status'])} · phase **{plain(info['phase'])}** · "
                 f"{len(df)} epochs" + (f" · pruned after epoch {info['t_star']} ({plain(info['prune_reason'])})"
                                       if info["t_star"] is not None else ""))
-    st.caption(variant_line(info["config"].get("variant", "unrecorded")))
-    controls(run.run_id, info, df)
+    if not compact():                                      # a lesson: the chart first, the controls under it
+        st.caption(variant_line(info["config"].get("variant", "unrecorded")))
+        controls(run.run_id, info, df)
     if df.empty:
         empty_state(f"The run ended ({info['display_status']}) before its first epoch." if ended else
                     "The run is setting up: the first epoch appears in a few seconds.")
@@ -88,6 +89,8 @@ def run_view(run: RunReader, live: bool) -> None:
                    "from there on the candidate hardly changes.")
     elif len(df) >= 1:
         st.caption("The similarity matrix appears once two epochs have been searched.")
+    if compact():
+        controls(run.run_id, info, df)
     what_if(run.run_id, info)
 
 
@@ -119,7 +122,3 @@ def render() -> None:
         (live_view if run.last_epoch() >= 0 else first_epoch_view)(run)
     else:
         run_view(run, live=False)
-
-
-if __name__ == "__main__":
-    enter_frame()

@@ -1,7 +1,10 @@
 """Who may change anything: the run manager, the commands sent to live runs, and shared mode.
 
-The studio is local by default (.streamlit/config.toml binds localhost). Shared mode serves a room:
-it is on when OSP_SHARE=1 or when the server listens on any address other than this machine's own.
+The studio is local only while its server listens on loopback alone (localhost, 127.0.0.1, ::1), read
+from the address the running server uses (.streamlit/config.toml and `osp studio` bind localhost).
+Anything else serves a room and turns shared mode on: an address beyond loopback, and an unset one
+(Streamlit then listens on every interface), whatever folder, config file or Streamlit version started
+it; OSP_SHARE=1 turns it on for a loopback studio too, and nothing turns it off for one beyond loopback.
 Every session is then a viewer, which sees every page live but no control that changes anything,
 until it enters the presenter token in the sidebar: OSP_PRESENTER_TOKEN if the person starting the
 studio set it, else a random one printed once to the studio's terminal. The token is compared in
@@ -19,8 +22,8 @@ from typing import Callable
 
 import streamlit as st
 
-from osp_engine.running.manager import RunManager
 from osp_engine.interfaces.presets import get_preset
+from osp_engine.running.manager import RunManager
 from osp_engine.storage.store import runs_root
 
 LOCAL = ("localhost", "127.0.0.1", "::1")
@@ -41,11 +44,12 @@ def manager() -> RunManager:
 
 
 def shared() -> bool:
-    """Whether the studio serves a room: OSP_SHARE=1, or a server address other than this machine's."""
+    """Whether the studio serves a room (fails closed): its server's address is not loopback alone (an
+    unset address listens on every interface), or OSP_SHARE=1. OSP_SHARE=0 changes nothing."""
     if os.environ.get("OSP_SHARE", "").strip().lower() in ("1", "true", "yes", "on"):
         return True
     address = st.get_option("server.address")
-    return bool(address) and address not in LOCAL
+    return (address or "").strip().strip("[]").lower() not in LOCAL
 
 
 @st.cache_resource
@@ -117,9 +121,3 @@ def send(run_id: str, name: str, *args) -> bool:
     except RuntimeError as e:
         st.warning(str(e))
         return False
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-
-    enter_frame()

@@ -18,14 +18,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from osp_engine.charts.figures import RUN_COLOURS, matrix_figure
+from osp_engine.charts.stability import stability_figure
+from osp_engine.charts.sweep import sweep_figure
+from osp_engine.charts.tradeoff import add_candidates, add_run
 from osp_engine.method.analysis import kept_fraction
 from osp_engine.running.branch import epoch_label
 from osp_engine.storage.reader import RunReader
 from osp_engine.storage.sweep import indicator_picks, sweep_rows
-from pages.figures import RUN_COLOURS, matrix_figure
-from pages.stability_chart import stability_figure
-from pages.sweep_chart import sweep_figure
-from pages.tradeoff_chart import add_candidates, add_run
 
 CONFIG = {"displaylogo": False, "responsive": True}        # no link out of the file, charts fit the page
 STYLE = """
@@ -158,9 +158,3 @@ def write_report(run_dir: str | Path, out: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return out
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-
-    enter_frame()

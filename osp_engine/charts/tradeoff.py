@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from pages.figures import phase_bands
+from osp_engine.charts.figures import phase_bands
 
 
 def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epoch: bool) -> None:

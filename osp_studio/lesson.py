@@ -12,9 +12,9 @@ import streamlit as st
 
 from osp_engine.interfaces.presets import get_preset
 from osp_engine.method.moments import moment_epochs
-from pages.control import manager, may_steer, send, steering
-from pages.layout import header
-from pages.routing import enter_frame, reader, select_run, selected_run
+from osp_studio.control import manager, may_steer, send, steering
+from osp_studio.layout import header
+from osp_studio.routing import reader, select_run, selected_run
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,3 @@ def render() -> None:
                   help="the same steps on the selected run, each replayed at the epoch it happened")
     if state is not None:
         st.button("End the lesson", key="lesson_end_page", on_click=end_lesson)
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    enter_frame()

@@ -3,16 +3,16 @@ parent, when the picked run is a branch), beside the indicators that would have 
 import pandas as pd
 import streamlit as st
 
+from osp_engine.charts.sweep import sweep_figure
 from osp_engine.running.branch import branches_of
 from osp_engine.storage.sweep import indicator_picks, sweep_rows
-from pages.control import manager
-from pages.layout import empty_state, header, teaching
-from pages.replay import run_frame, run_info
-from pages.routing import enter_frame, require_run
-from pages.text import plain
-from pages.sweep_chart import sweep_figure
-from pages.teaching import explain as teaching_explainer
-from pages.whatif import what_if
+from osp_studio.control import manager
+from osp_studio.layout import empty_state, header, teaching
+from osp_studio.replay import run_frame, run_info
+from osp_studio.routing import require_run
+from osp_studio.teaching import explain as teaching_explainer
+from osp_studio.text import plain
+from osp_studio.whatif import what_if
 
 
 def parent_of(run_id: str) -> str:
@@ -60,7 +60,3 @@ def render() -> None:
         teaching_explainer("branches")
     run = require_run()
     sweep_view(parent_of(run.run_id))
-
-
-if __name__ == "__main__":
-    enter_frame()

@@ -6,18 +6,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
+from osp_engine.charts.figures import RUN_COLOURS
+from osp_engine.charts.tradeoff import add_candidates, add_run, curves_figure
 from osp_engine.interfaces.presets import PRESETS
 from osp_engine.storage.sweep import sweep_labels, target_sweep
-from pages.control import manager, may_steer, steering
-from pages.layout import header, teaching
-from pages.replay import run_frame
-from pages.routing import enter_frame, pick_runs
-from pages.text import chart_text, plain
-from pages.figures import RUN_COLOURS
-from pages.tradeoff_chart import add_candidates, add_run, curves_figure
-from pages.teaching import explain as teaching_explainer
+from osp_studio.control import manager, may_steer, steering
+from osp_studio.layout import compact, header, teaching
+from osp_studio.replay import run_frame
+from osp_studio.routing import pick_runs
+from osp_studio.teaching import explain as teaching_explainer
+from osp_studio.text import chart_text, plain
 
-REFERENCE_CSV = Path(__file__).resolve().parents[1] / "assets" / "reference_points.csv"
+REFERENCE_CSV = Path(__file__).with_name("reference_points.csv")      # package data, installed with the studio
 
 
 
@@ -97,9 +97,10 @@ def render() -> None:
     if teaching():
         teaching_explainer("tradeoff")
     chosen = pick_runs("tradeoff_runs")
-    every_epoch = st.toggle("Every epoch's model", key="tradeoff_every_epoch",
-                            help="each epoch's evaluated model too: the dense one while it trains, the pruned one "
-                                 "after, and each candidate at its own FLOPs with its own accuracy if pruned then")
+    every_epoch = not compact() and st.toggle(          # a lesson: the chart in view at 1280x720
+        "Every epoch's model", key="tradeoff_every_epoch",
+        help="each epoch's evaluated model too: the dense one while it trains, the pruned one after, and each "
+             "candidate at its own FLOPs with its own accuracy if pruned then")
     sweeps = sweep_labels(manager().list())
     shown_sweeps = st.multiselect("Target sweeps", sweeps, default=sweeps[:1], key="tradeoff_sweeps") if sweeps else []
     frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
@@ -131,7 +132,3 @@ def render() -> None:
     sweep_form()
     if chosen and not frames[chosen[0]][1].empty:
         st.plotly_chart(curves_figure(chosen[0], frames[chosen[0]][1]), key="curves_chart")
-
-
-if __name__ == "__main__":
-    enter_frame()

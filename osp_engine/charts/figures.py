@@ -72,8 +72,3 @@ def matrix_figure(z: np.ndarray, x: np.ndarray, y: list | np.ndarray | None, col
     if not numeric_y:
         fig.update_yaxes(title_text=f"row, of {z.shape[0]} (drawn as an image)")
     return fig
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-    enter_frame()

@@ -47,9 +47,3 @@ def flops_ratio(s: dict) -> float | None:
 
 def fmt_pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{100 * x:.1f} %"
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-
-    enter_frame()

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from osp_engine.charts.figures import PHASE_COLOURS, hline, matrix_figure, phase_bands, vline
 from osp_engine.method.analysis import early_bird_epoch
-from pages.figures import PHASE_COLOURS, hline, matrix_figure, phase_bands, vline
 
 FONT = 16                         # px: readable from the back of a room on a 1280x720 projector
 LOG_FLOOR = 1e-5                  # 1 - PSI of an identical sub-network (PSI = 1) is drawn here on the log axis
@@ -139,8 +139,3 @@ def similarity_figure(epochs: list[int], sim: np.ndarray, t_star: int | None, fo
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="epoch")
     return fig
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-    enter_frame()

@@ -4,8 +4,8 @@ import streamlit as st
 
 from osp_engine import ConfigError
 from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
-from pages.control import manager, may_steer, steering
-from pages.text import plain
+from osp_studio.control import manager, may_steer, steering
+from osp_studio.text import plain
 
 
 @steering

@@ -6,16 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from osp_engine import ConfigError, get_preset
-from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
+from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
 from osp_engine.method.config import VARIANTS
 from osp_engine.method.config import Config
-from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
+from osp_engine.running.manager import Failure
+from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
 from osp_engine.storage.reader import RunReader
 from osp_engine.storage.writer_lock import describe
-from pages.control import manager, may_steer, send, steering
-from pages.layout import empty_state, header
-from pages.routing import enter_frame, refresh_picker, select_run, selected_run
-from pages.text import flops_ratio, fmt_pct, percent, plain, seconds_per_epoch
+from osp_studio.control import manager, may_steer, send, steering
+from osp_studio.layout import empty_state, header
+from osp_studio.routing import refresh_picker, select_run, selected_run
+from osp_studio.text import flops_ratio, fmt_pct, percent, plain, seconds_per_epoch
 
 
 @steering
@@ -305,8 +306,20 @@ def with_branches(readers: list[RunReader]) -> list[RunReader]:
     return out
 
 
+def failure_card(failure: Failure) -> None:
+    """A start, resume or branch that failed in the background before its run could record why."""
+    what = {"start": "The start", "resume": "The resume", "branch": "The branch"}[failure.what]
+    c1, c2 = st.columns([6, 1])
+    c1.error(f"{what} of {plain(failure.run_id)} failed: {plain(failure.reason)}", icon="⚠️")
+    if may_steer():
+        c2.button("Dismiss", key=f"dismiss_{failure.run_id}_{failure.at}", on_click=steering(manager().dismiss),
+                  args=(failure,))
+
+
 @st.fragment(run_every=2)
 def run_table() -> None:
+    for failure in manager().failures():
+        failure_card(failure)
     for run_id, device, ahead in manager().queued():
         queued_card(run_id, device, ahead)
     readable, unreadable = manager().runs()
@@ -331,13 +344,9 @@ def render() -> None:
                   help="digits, 24 epochs, CPU: the whole one-cycle pruning in 4-11 s of training on 2 cores")
         start_form()
     readable = manager().runs()
-    if manager().queued() == [] and readable == ([], []):
+    if manager().queued() == [] and readable == ([], []) and not manager().failures():
         empty_state("No runs yet. Press **Start the demo run** above: it needs no download and no GPU.")
         return
     st.toggle("Compact table", key="runs_compact", value=len(readable[0]) > 6,
               help="one line per run; on by default from seven runs")
     run_table()
-
-
-if __name__ == "__main__":
-    enter_frame()

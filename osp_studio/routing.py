@@ -1,27 +1,13 @@
-"""Where the studio is: its frame (app.py), the run picked in the sidebar and the URL, and the pages'
+"""Where the studio is: the run picked in the sidebar and the URL, and the pages'
 ways to ask for a run. Nothing here imports torch."""
 from __future__ import annotations
-
-import runpy
-from pathlib import Path
 
 import streamlit as st
 
 from osp_engine.storage.reader import RunReader
-from pages.control import manager
-from pages.layout import empty_state
+from osp_studio.control import manager
+from osp_studio.layout import empty_state
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
-
-def enter_frame() -> None:
-    """Run app.py, the studio's frame, for a page file that Streamlit executed on its own.
-
-    Until some session has called st.navigation, Streamlit routes a deep link such as /stability
-    through its legacy pages/ folder and runs pages/stability.py as a script: no navigation, no run
-    picker. Each page file hands over to app.py in that case; its st.navigation then renders the
-    page asked for (the URL path and query are kept) and switches the server to st.navigation.
-    """
-    runpy.run_path(str(APP), run_name="osp_frame")
 
 def selected_run() -> str | None:
     return st.session_state.get("run_id")
@@ -119,7 +105,3 @@ def pick_runs(key: str, default: list[str] | None = None) -> list[str]:
     if default is None:
         default = [selected_run()] if selected_run() in runs else runs[:1]
     return st.multiselect("Runs", runs, default=default, key=key)
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    enter_frame()

@@ -7,16 +7,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from osp_engine.charts.figures import RUN_COLOURS
+from osp_engine.charts.report import report_html
+from osp_engine.charts.stability import defined_psi
 from osp_engine.storage.reader import RunReader
-from pages.control import manager
-from pages.layout import empty_state, header, teaching
-from pages.replay import run_frame, run_info
-from pages.routing import enter_frame, pick_runs
-from pages.text import chart_text, flops_ratio, percent
-from pages.figures import RUN_COLOURS
-from pages.report import report_html
-from pages.stability_chart import defined_psi
-from pages.teaching import explain as teaching_explainer
+from osp_studio.builds import offer
+from osp_studio.control import manager
+from osp_studio.layout import empty_state, header, teaching
+from osp_studio.replay import run_frame, run_info
+from osp_studio.routing import pick_runs
+from osp_studio.teaching import explain as teaching_explainer
+from osp_studio.text import chart_text, flops_ratio, percent
 
 
 DASH = {"official": "solid", "corrected": "dot"}      # an official and a corrected run of one seed stay apart
@@ -46,21 +47,23 @@ def _ort(s: dict, key: str) -> float | None:
 
 
 def downloads(r: RunReader, df: pd.DataFrame) -> None:
-    """Metrics as CSV, the run's report (HTML, written when pressed), and the pruned model's bytes, read
+    """Metrics as CSV, the run's report (HTML, built when pressed), and the pruned model's bytes, read
     once per page draw; a model is only promised while the run can still finish. No download reruns the
-    page: a rerun would replace the deferred downloads (ONNX, report) while a click on one is on its way."""
+    page: a rerun would replace the deferred downloads (ONNX, report) while a click on one is on its way.
+    A viewer of a shared studio gets the report and the ONNX model once built (builds.py)."""
     c1, c2, c3, c4 = st.columns(4)
     c1.download_button(f"metrics of {r.run_id} (CSV)", df.to_csv(index=False).encode(), f"{r.run_id}-metrics.csv",
                        "text/csv", key=f"csv_{r.run_id}", on_click="ignore")
-    c4.download_button(f"report of {r.run_id} (HTML)", lambda: report_html(r.dir), f"{r.run_id}-report.html",
-                       "text/html", key=f"report_{r.run_id}", on_click="ignore",
-                       help="one self-contained file: the run card and every chart, interactive, opens offline")
     model, status = r.dir / "model.pt", r.info()["display_status"]
+    version = (status, len(df))                                        # the report changes with every epoch
+    offer(c4, "report", r.run_id, version, lambda: report_html(r.dir), f"report of {r.run_id} (HTML)",
+          file_name=f"{r.run_id}-report.html", mime="text/html", key=f"report_{r.run_id}",
+          help="one self-contained file: the run card and every chart, interactive, opens offline")
     if model.is_file() and model.stat().st_size <= MODEL_BYTES_CAP:
         c2.download_button(f"pruned model of {r.run_id} ({model.stat().st_size / 1e6:.1f} MB)", model.read_bytes(),
                            f"{r.run_id}-pruned.pt", "application/octet-stream", key=f"model_{r.run_id}",
                            on_click="ignore")
-        onnx_download(c3, r, model)
+        onnx_download(c3, r, model, version)
     elif model.is_file():
         c2.caption(f"The pruned model is {model.stat().st_size / 1e6:.0f} MB: "
                    f"`python -m osp_engine export {r.run_id} --out FILE` copies it.")
@@ -71,7 +74,7 @@ def downloads(r: RunReader, df: pd.DataFrame) -> None:
                    (" (Resume on the Runs page finishes it)." if status in ("cancelled", "failed", "stale") else "."))
 
 
-def onnx_download(column, r: RunReader, model) -> None:
+def onnx_download(column, r: RunReader, model: Path, version: tuple) -> None:
     """The pruned model as ONNX, written and checked on ONNX Runtime when the button is pressed (not on
     every draw); without onnx and onnxruntime, what to install."""
     if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
@@ -87,9 +90,9 @@ def onnx_download(column, r: RunReader, model) -> None:
             export_onnx(model, Path(tmp) / "model.onnx")
             return (Path(tmp) / "model.onnx").read_bytes()
 
-    column.download_button(f"pruned model of {r.run_id} (ONNX)", onnx_bytes, f"{r.run_id}-pruned.onnx",
-                           "application/octet-stream", key=f"onnx_{r.run_id}", on_click="ignore",
-                           help="dynamic batch; checked on ONNX Runtime against PyTorch's outputs before download")
+    offer(column, "onnx", r.run_id, version, onnx_bytes, f"pruned model of {r.run_id} (ONNX)",
+          file_name=f"{r.run_id}-pruned.onnx", mime="application/octet-stream", key=f"onnx_{r.run_id}",
+          help="dynamic batch; checked on ONNX Runtime against PyTorch's outputs before download")
 
 
 def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Figure, go.Figure]:
@@ -140,7 +143,3 @@ def render() -> None:
     st.subheader("Downloads")
     for r, df in zip(readers, frames):
         downloads(r, df)
-
-
-if __name__ == "__main__":
-    enter_frame()

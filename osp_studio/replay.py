@@ -8,7 +8,7 @@ import streamlit as st
 
 from osp_engine.method.analysis import pairwise_jaccard
 from osp_engine.storage.reader import RunReader
-from pages.routing import reader, selected_run
+from osp_studio.routing import reader, selected_run
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def epochs_frame(run_dir: str, last_epoch: int, status: str) -> pd.DataFrame:
@@ -85,9 +85,3 @@ def run_similarity(r: RunReader) -> tuple[list[int], np.ndarray]:
         return epochs, sim
     n = sum(e <= cut for e in epochs)
     return epochs[:n], sim[:n, :n]
-
-
-if __name__ == "__main__":                 # a helper module, opened as a page by the legacy pages/ routing
-    from pages.routing import enter_frame
-
-    enter_frame()
