@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from osp_engine.interfaces.presets import get_preset  # noqa: E402
 from osp_engine.method.config import Config, apply_overrides  # noqa: E402
 from osp_engine.running.branch import branch_config, branch_epochs, checkpoint_path, epoch_label, parse_epoch  # noqa: E402
+from osp_engine.running.origin import Branch  # noqa: E402
 from osp_engine.running.run import Run  # noqa: E402
 from osp_engine.storage.reader import RunReader  # noqa: E402
 from osp_engine.storage.sweep import training_cost  # noqa: E402
@@ -50,8 +51,8 @@ def fixed_budget(parent: Path, epoch: int, finetune: int, root: Path) -> Run:
     cfg = dataclasses.replace(cfg, epochs=epochs, sl_end=sl_end, sl_start=min(cfg.sl_start, sl_end),
                               preset=f"fixed-{epoch_label(epoch)}")
     run = Run(cfg, root)
-    run.resumed = torch.load(checkpoint_path(parent, epoch), map_location="cpu", weights_only=True)
-    run.parent_dir = parent
+    run.origin = Branch(parent, epoch, torch.load(checkpoint_path(parent, epoch), map_location="cpu",
+                                                  weights_only=True))
     return run
 
 

@@ -125,6 +125,12 @@ def test_a_damaged_checkpoint_resumes_from_the_newest_intact_kept_one(uninterrup
     os.truncate(run_dir / "checkpoint.pt", (run_dir / "checkpoint.pt").stat().st_size // 2)
     intact = [e for e in branch_epochs(run_dir) if checkpoint_path(run_dir, e).stat().st_size > 1000
               and e < last]                                     # epoch `last`'s kept copy is the same file
+    from osp_engine.running.origin import Rewind
+    from osp_engine.running.run import Run
+    adopted = Run.resume(run_dir)                               # how it will begin: a rewind, saying why
+    assert isinstance(adopted.origin, Rewind) and adopted.origin.checkpoint["epoch"] == intact[-1]
+    assert adopted.origin.reason.startswith("checkpoint.pt cannot be read (")
+    adopted.release()
     resumed = _cli("resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed after epoch {intact[-1]}" in resumed.stdout

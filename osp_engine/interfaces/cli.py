@@ -179,8 +179,8 @@ def _execute(run) -> int:
     signal.signal(signal.SIGTERM, stop)
     leader = run.world.leader
     origin = (f" (branch of {run.cfg.parent}: prunes at epoch {epoch_label(run.cfg.branch_epoch)})"
-              if run.parent_dir is not None
-              else f" (resumed after epoch {run.resumed['epoch']})" if run.resumed else "")
+              if run.origin.what == "branch"
+              else f" (resumed after epoch {run.origin.checkpoint['epoch']})" if run.origin.what == "resume" else "")
     if leader:
         world = f" on {run.world.size} processes" if run.world.size > 1 else ""
         print(f"run {run.run_id} -> {run.dir}{origin}{world}", flush=True)

@@ -135,7 +135,7 @@ class RunManager:
         except BaseException as e:                    # before its store could say why: kept for the studio
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             with self._lock:
-                self._failures.append(Failure(run.run_id, _what(run), reason, time.time()))
+                self._failures.append(Failure(run.run_id, run.origin.what, reason, time.time()))
         finally:
             slot.release()
             with self._lock:                          # ended: its network, optimiser and data go with it
@@ -246,11 +246,6 @@ class RunManager:
                 run.commands.cancel("the studio stopped")
         for _, thread in entries:
             thread.join(timeout=30)
-
-
-def _what(run: Run) -> str:
-    """'start', 'resume' or 'branch': what was asked of a run."""
-    return "branch" if run.parent_dir is not None else "resume" if run.resumed is not None else "start"
 
 
 __all__ = ["Failure", "RunManager", "TERMINAL"]

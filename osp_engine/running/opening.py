@@ -17,6 +17,7 @@ from ..storage.faults import DiskFull, is_disk_full
 from ..storage.store import RunStore
 from .branch import INIT
 from .distributed import NullStore
+from .origin import Branch, New, Rewind, new_folder
 from .resume import rewind
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ def open_store(run: "Run", versions: dict) -> RunStore:
     cfg = run.cfg
     if not run.world.leader:
         return NullStore(run.dir)                    # rank 0 writes the run folder
-    if run.parent_dir is not None:
+    origin = run.origin
+    if isinstance(origin, Branch):
         store = RunStore.create(run.dir, run.run_id, cfg.to_json(), versions, str(run.device), cfg.threshold,
                                 cfg.dataset, what="branch")
         try:
@@ -38,23 +40,23 @@ def open_store(run: "Run", versions: dict) -> RunStore:
             store.event("started", f"branch of {cfg.parent}: prunes {what} to epoch {cfg.epochs - 1}",
                         epoch=max(cfg.branch_epoch, 0),
                         variant=cfg.variant, parent=cfg.parent, pid=os.getpid(), host=socket.gethostname())
-            store.copy_history(run.parent_dir, cfg.branch_epoch)
+            store.copy_history(origin.parent, origin.epoch)
         except BaseException as e:                    # a branch without its history is no run: remove it
             full = is_disk_full(e, run.dir, 1 << 20)
             store.close()
             shutil.rmtree(run.dir, ignore_errors=True)
             raise DiskFull(run.dir / "run.db", 1 << 20) if full else e
         return store
-    if run.resumed is None:
+    if isinstance(origin, New):
         return RunStore.create(run.dir, run.run_id, cfg.to_json(), versions, str(run.device), cfg.threshold,
                                cfg.dataset)
     for leftover in run.dir.glob("*.tmp"):          # a save that was cut short
         leftover.unlink()
     store = RunStore(run.dir, run.lock)
-    if run.rewind is not None:
-        rewind(store, run.resumed, run.rewind["reason"])
+    if isinstance(origin, Rewind):
+        rewind(store, origin.checkpoint, origin.reason)
     store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
-    store.event("resume", f"resumed after epoch {run.resumed['epoch']}", epoch=run.resumed["epoch"],
+    store.event("resume", f"resumed after epoch {origin.checkpoint['epoch']}", epoch=origin.checkpoint["epoch"],
                 pid=os.getpid(), host=socket.gethostname(), world_size=run.world.size)
     return store
 
@@ -62,7 +64,7 @@ def open_tracking(run: "Run", store: RunStore):
     """The run's trackers (rank 0's), at their last step: `start_tracking` on its store."""
     if not run.world.leader:
         return None
-    return start_tracking(run.cfg, store, run.root, new=run.resumed is None or run.parent_dir is not None)
+    return start_tracking(run.cfg, store, run.root, new=new_folder(run.origin))
 
 
 def start_tracking(cfg, store: RunStore, root, new: bool):

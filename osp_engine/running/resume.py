@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .branch import branch_epochs, checkpoint_path
+from .origin import Resume, Rewind
 from ..method.config import Config, ConfigError
 from ..storage.store import STALE_AFTER_S, RunStore
 from ..storage.reader import RunReader
@@ -27,12 +28,11 @@ METHOD_EVENTS = ("phase", "sl_start", "prune", "target", "ranks", "exported", "s
 
 @dataclass
 class Adopted:
-    """A run taken over for resuming: its config, the checkpoint to continue from, the held lock, and
-    `rewind`: {epoch, reason} when a kept checkpoint replaced an unreadable checkpoint.pt."""
+    """A run taken over for resuming: its config, how it continues (a Resume from checkpoint.pt, or a
+    Rewind to a kept checkpoint when checkpoint.pt could not be read) and the held lock."""
     cfg: Config
-    checkpoint: dict
+    origin: Resume | Rewind
     lock: WriterLock | None
-    rewind: dict | None = None
 
 
 def adopt(path: Path, leader: bool = True) -> Adopted:
@@ -44,7 +44,8 @@ def adopt(path: Path, leader: bool = True) -> Adopted:
         info = reader.info()
         _check(path, reader, info)
         checkpoint, rewind = _load_checkpoint(path)
-        return Adopted(Config.from_json(json.dumps(info["config"])), checkpoint, lock, rewind)
+        origin = Resume(checkpoint) if rewind is None else Rewind(checkpoint, rewind["reason"])
+        return Adopted(Config.from_json(json.dumps(info["config"])), origin, lock)
     except BaseException:
         if lock is not None:
             lock.release()

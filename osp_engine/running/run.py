@@ -39,6 +39,7 @@ from .rng import rng_state, set_rng_state
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt
+from .origin import Branch, New, Origin
 from .opening import end_record, open_store, open_tracking, record_start
 from ..storage.store import RunStore
 from ..storage.reader import RunReader
@@ -70,11 +71,9 @@ class Run:
         self.data = data
         self.user_model = model
         self.net: Prunable | None = None
-        self.resumed: dict | None = None              # the checkpoint a resumed run (or a branch) continues from
-        self.parent_dir: Path | None = None           # a branch: its parent's folder
+        self.origin: Origin = New()                   # how it began: new, a branch, a resume or a rewind
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
         self.lock: WriterLock | None = None           # a resumed run's writer lock, taken by Run.resume
-        self.rewind: dict | None = None               # {epoch, reason}: resumed from a kept checkpoint
         self.tracking = None                          # the trackers of log_to (osp_engine/tracking), rank 0 only
         self.moments_due: list[tuple[int, str]] = []  # (epoch, moment) reached and not yet paused at, in order
 
@@ -123,7 +122,7 @@ class Run:
             if adopted.lock is not None:
                 adopted.lock.release()
             raise
-        run.resumed, run.lock, run.rewind = adopted.checkpoint, adopted.lock, adopted.rewind
+        run.lock, run.origin = adopted.lock, adopted.origin
         return run
 
     @classmethod
@@ -139,7 +138,7 @@ class Run:
         label = new_run_id(dataclasses.replace(cfg, preset=f"{cfg.preset or cfg.model}-"
                                                           f"{'init' if epoch == INIT else f'e{epoch}'}"))
         run = cls(cfg, runs_dir if runs_dir is not None else parent.parent, run_id=label)
-        run.resumed, run.parent_dir = ckpt, parent
+        run.origin = Branch(parent, epoch, ckpt)
         return run
 
     def release(self) -> None:
@@ -200,7 +199,7 @@ class Run:
                         self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
                         world=world)
         pruner.tracking = self.tracking
-        if self.resumed is None:
+        if isinstance(self.origin, New):
             record_start(self, store, info, amp, cl)
             if cfg.keep_checkpoints > 0 and world.leader:  # the untrained network: a branch point too
                 keep_initial(self.dir, {**pruner.checkpoint(INIT), "optimizer": None, "rng": rng_state(train)})
@@ -217,10 +216,10 @@ class Run:
             if not ckpt["pruned"] and ckpt["pruner"]["masks"] is not None:    # a searched epoch: a branch point
                 keep_checkpoint(self.dir, ckpt["epoch"], cfg.keep_checkpoints)
 
-        if self.resumed is not None:
-            optimizer, start = self._restore(self.resumed, pruner, model, train, store)
+        if self.origin.checkpoint is not None:
+            optimizer, start = self._restore(self.origin.checkpoint, pruner, model, train, store)
             self._layout(model, cl)                       # a resumed pruned model was pruned again just now
-        if self.parent_dir is not None and start == cfg.branch_epoch + 1 and not pruner.pruned:
+        if isinstance(self.origin, Branch) and start == cfg.branch_epoch + 1 and not pruner.pruned:
             pruner.prune_at(cfg.branch_epoch, save)        # a branch: "Prune now" pressed during epoch t
             optimizer = self.optimizer_for(self._layout(model, cl))
         trained = world.wrap(model, dev)                  # what a step runs: the model, or DDP around it
