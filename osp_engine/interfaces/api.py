@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import shutil
-import socket
 import time
 import traceback
 from pathlib import Path
@@ -31,11 +28,10 @@ from ..running.data import DatasetInfo
 from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
-from ..method.network import check_target, kept_whole_note, prepare_network
-from ..running.opening import end_record, start_tracking
+from ..method.network import check_target, prepare_network
+from ..running.record import RunRecord
 from ..running.pruner import Pruner
 from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
-from ..storage.store import RunStore
 
 
 def _config(model: nn.Module, name: str | None, settings: dict) -> Config:
@@ -64,32 +60,6 @@ def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int,
     return run.dir
 
 
-def _open_attached(cfg: Config, net, example: torch.Tensor, device, root: Path) -> tuple[RunStore, Pruner]:
-    """The attached run's store (holding its writer lock), first record and Pruner, its trackers started
-    and the studio's commands relayed. Any failure on the way (a full disk, a tracker that cannot start)
-    closes the store, which frees the lock, and removes the folder: a run that never began is no run."""
-    run_id = new_run_id(cfg)
-    store = RunStore.create(root / run_id, run_id, cfg.to_json(),
-                            {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
-                            str(device), cfg.threshold, "custom", what="attach")
-    try:
-        shape = list(example.shape[1:])
-        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-        store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
-        store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups{kept_whole_note(net)}, "
-                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}", epoch=0,
-                    pid=os.getpid(), host=socket.gethostname(), kept_whole=[dataclasses.asdict(k) for k in net.whole])
-        pruner = Pruner(cfg, net, store)
-        pruner.tracking = start_tracking(cfg, store, root, new=True)
-        pruner.relay = Relay(store, pruner.commands)
-        pruner.relay.poll(force=True)                  # the studio can steer the run from now on
-    except BaseException:
-        store.close()
-        shutil.rmtree(store.dir, ignore_errors=True)
-        raise
-    return store, pruner
-
-
 @contextlib.contextmanager
 def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs: int,
            runs_dir: str | Path | None = None, name: str | None = None, **settings) -> Iterator[Pruner]:
@@ -107,8 +77,17 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
     guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
-    store, pruner = _open_attached(cfg, net, example, device, prepare_root(runs_dir))
     shape = list(example.shape[1:])
+    record = RunRecord.attached(cfg, net, shape, device, prepare_root(runs_dir), new_run_id(cfg),
+                                {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")})
+    try:
+        pruner = Pruner(cfg, net, record.store)
+        pruner.tracking = record.tracking
+        pruner.relay = Relay(record.store, pruner.commands)
+        pruner.relay.poll(force=True)                  # the studio can steer the run from now on
+    except BaseException:
+        record.abandon()
+        raise
     status, error, trace, t0 = "failed", None, None, time.time()
     try:
         yield pruner
@@ -118,8 +97,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs:
     except Cancelled:                                  # cancelled from the studio: the loop stops, no error
         status, error = "cancelled", pruner.commands.reason
     except BaseException as e:
-        error, trace = explain(e, store.dir) or f"{type(e).__name__}: {e}", traceback.format_exc()
+        error, trace = explain(e, record.store.dir) or f"{type(e).__name__}: {e}", traceback.format_exc()
         raise
     finally:
-        message = f"finished in {time.time() - t0:.1f} s" if status == "finished" else error
-        end_record(store, status, error, message, pruner.tracking, trace)
+        record.end(status, error, f"finished in {time.time() - t0:.1f} s" if status == "finished" else error, trace)

@@ -40,7 +40,7 @@ from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt
 from .origin import Branch, New, Origin
-from .opening import end_record, open_store, open_tracking, record_start
+from .record import RunRecord
 from ..storage.store import RunStore
 from ..storage.reader import RunReader
 from .threads import live_cpu_runs, thread_share, usable_cores
@@ -153,15 +153,14 @@ class Run:
         versions = {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")}
         try:
             self.prepare()
-            store = open_store(self, versions)
-            self.tracking = open_tracking(self, store)
+            record = RunRecord.begin(self, versions)
         except BaseException:
             self.release()
             raise
         finally:
             self.store_ready.set()
-        self.store, self.status = store, "running"
-        t0 = time.time()
+        self.record, self.store, self.tracking, self.status = record, record.store, record.tracking, "running"
+        store, t0 = record.store, time.time()
         try:
             self._cycle(store, log or (lambda s: None))
             self.status = "finished"
@@ -174,14 +173,14 @@ class Run:
                 explain(e, self.dir) or f"{type(e).__name__}: {e}"
             self.trace = traceback.format_exc()
             if interrupted:
-                self._end(store, t0)
+                self._end(t0)
                 raise
-        self._end(store, t0)
+        self._end(t0)
         return self.status
 
-    def _end(self, store: RunStore, t0: float) -> None:
+    def _end(self, t0: float) -> None:
         message = {"finished": f"finished in {time.time() - t0:.1f} s"}.get(self.status, self.error)
-        end_record(store, self.status, self.error, message, self.tracking, getattr(self, "trace", None))
+        self.record.end(self.status, self.error, message, getattr(self, "trace", None))
 
     def _cycle(self, store: RunStore, log) -> None:
         cfg, dev, world = self.cfg, self.device, self.world
@@ -200,7 +199,7 @@ class Run:
                         world=world)
         pruner.tracking = self.tracking
         if isinstance(self.origin, New):
-            record_start(self, store, info, amp, cl)
+            self.record.started(self, info, amp, cl)
             if cfg.keep_checkpoints > 0 and world.leader:  # the untrained network: a branch point too
                 keep_initial(self.dir, {**pruner.checkpoint(INIT), "optimizer": None, "rng": rng_state(train)})
         optimizer = self.optimizer_for(model)
