@@ -4,8 +4,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from osp_engine.charts.figures import IMAGE_ROWS, matrix_figure
-from osp_engine.method.analysis import kept_fraction, settle_order
+from osp_engine.charts.figures import IMAGE_ROWS, kept_fraction_figure, matrix_figure
+from osp_engine.method.analysis import settle_order
 from osp_engine.storage.reader import RunReader
 from osp_studio.layout import empty_state, header, teaching
 from osp_studio.replay import run_masks
@@ -18,9 +18,8 @@ KEPT_COLOURS = [[0, "#e2e8f0"], [1, "#2b6cb0"]]                     # marked for
 
 def layer_view(x: np.ndarray, kept: np.ndarray, sizes: list[int], names: list[str]) -> None:
     """(G, E) share of each group's channels kept, group 0 on top."""
-    fig = matrix_figure(kept_fraction(kept, sizes), x, names, "Blues", 0.0, 1.0, "kept")
-    fig.update_layout(title="Fraction of channels kept by the candidate sub-network", height=200 + 22 * len(sizes),
-                      xaxis_title="epoch", yaxis_autorange="reversed")
+    fig = kept_fraction_figure(x, kept, sizes, names)
+    fig.update_layout(title="Fraction of channels kept by the candidate sub-network")
     st.plotly_chart(fig, key="layer_heatmap")
 
 

@@ -91,4 +91,5 @@ def test_moments_reached_at_one_epoch_pause_one_at_a_time(tmp_path):
         threading.Event().wait(0.02)
     assert run.status == "finished", run.error
     assert seen == [(1, "searched"), (1, "stability"), (1, "pruned")]
-    assert RunReader(run.dir).info()["t_star"] == 1
+    info = RunReader(run.dir).info()
+    assert info["t_star"] == seen[-1][0] and info["prune_reason"] == "manual"     # pruned where Prune now was pressed

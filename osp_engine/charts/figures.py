@@ -11,7 +11,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.colors import get_colorscale, sample_colorscale, unlabel_rgb
 
-from osp_engine.method.analysis import phase_spans
+from osp_engine.method.analysis import kept_fraction, phase_spans
 
 PHASE_COLOURS = {"dense": "rgba(120,120,120,0.10)", "sparsity": "rgba(221,107,32,0.12)",
                  "pruned": "rgba(43,108,176,0.12)"}
@@ -71,4 +71,12 @@ def matrix_figure(z: np.ndarray, x: np.ndarray, y: list | np.ndarray | None, col
     fig.update_yaxes(scaleanchor=False)      # plotly.js ties an image's pixels to squares unless told not to
     if not numeric_y:
         fig.update_yaxes(title_text=f"row, of {z.shape[0]} (drawn as an image)")
+    return fig
+
+
+def kept_fraction_figure(x: np.ndarray, kept: np.ndarray, sizes: list[int], names: list[str]) -> go.Figure:
+    """(G, E) share of each group's channels the candidate keeps, group 0 on top (the Channels page and the
+    report). kept: (E, N) bool over every channel; sizes: channels per group; names: the groups' labels."""
+    fig = matrix_figure(kept_fraction(kept, sizes), x, names, "Blues", 0.0, 1.0, "kept")
+    fig.update_layout(height=200 + 22 * len(sizes), xaxis_title="epoch", yaxis_autorange="reversed")
     return fig

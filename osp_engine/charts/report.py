@@ -18,11 +18,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from osp_engine.charts.figures import RUN_COLOURS, matrix_figure
+from osp_engine.charts.figures import RUN_COLOURS, kept_fraction_figure
 from osp_engine.charts.stability import stability_figure
 from osp_engine.charts.sweep import sweep_figure
 from osp_engine.charts.tradeoff import add_candidates, add_run
-from osp_engine.method.analysis import kept_fraction
 from osp_engine.running.branch import epoch_label
 from osp_engine.storage.reader import RunReader
 from osp_engine.storage.sweep import indicator_picks, sweep_rows
@@ -81,9 +80,8 @@ def channel_figure(r: RunReader) -> go.Figure | None:
         return None
     groups = r.groups()
     sizes, names = [g["size"] for g in groups], [html.escape(g["name"], quote=False) for g in groups]
-    fig = matrix_figure(kept_fraction(kept, sizes), np.array(epochs), names, "Blues", 0.0, 1.0, "kept")
-    fig.update_layout(height=200 + 22 * len(sizes), xaxis_title="epoch", yaxis_autorange="reversed",
-                      margin=dict(t=10))
+    fig = kept_fraction_figure(np.array(epochs), kept, sizes, names)
+    fig.update_layout(margin=dict(t=10))
     return fig
 
 

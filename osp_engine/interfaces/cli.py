@@ -14,6 +14,7 @@ from ..method.config import ConfigError, apply_overrides
 from ..storage.faults import DiskFull
 from .presets import DESCRIPTIONS, PRESETS, get_preset
 from ..running.branch import epoch_label, parse_epoch           # no torch: the CLI starts at once
+from ..running.origin import Branch
 from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
 from .studio import cmd_studio
@@ -179,8 +180,8 @@ def _execute(run) -> int:
     signal.signal(signal.SIGTERM, stop)
     leader = run.world.leader
     origin = (f" (branch of {run.cfg.parent}: prunes at epoch {epoch_label(run.cfg.branch_epoch)})"
-              if run.origin.what == "branch"
-              else f" (resumed after epoch {run.origin.checkpoint['epoch']})" if run.origin.what == "resume" else "")
+              if isinstance(run.origin, Branch)
+              else f" (resumed after epoch {run.origin.checkpoint['epoch']})" if run.origin.checkpoint else "")
     if leader:
         world = f" on {run.world.size} processes" if run.world.size > 1 else ""
         print(f"run {run.run_id} -> {run.dir}{origin}{world}", flush=True)

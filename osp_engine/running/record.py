@@ -55,12 +55,9 @@ class RunRecord:
                                 "custom", what="attach")
         record = cls(store)
         try:
-            store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-            store.update_run(dataset=f"custom ({'x'.join(map(str, shape))})", phase="dense")
-            store.event("started", f"{cfg.model} (your training loop), {len(net.groups)} groups"
-                                   f"{kept_whole_note(net)}, {net.cost.dense_flops / 1e6:.2f} M FLOPs dense, "
-                                   f"variant {cfg.variant}", epoch=0, pid=os.getpid(), host=socket.gethostname(),
-                        kept_whole=[dataclasses.asdict(k) for k in net.whole])
+            record._first(net, f"custom ({'x'.join(map(str, shape))})",
+                          f"{cfg.model} (your training loop), {len(net.groups)} groups{kept_whole_note(net)}, "
+                          f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, variant {cfg.variant}")
             record.tracking = start_tracking(cfg, store, root, new=True)
         except BaseException:
             record.abandon()
@@ -68,16 +65,19 @@ class RunRecord:
         return record
 
     def started(self, run: "Run", info, amp: bool, cl: bool) -> None:
-        """A new Run's first record: its groups, dataset and 'started' event (with this process, to tell a
-        stale run)."""
-        cfg, net, world, store = run.cfg, run.net, run.world, self.store
-        store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
-        store.update_run(dataset=info.label, phase="dense")
-        store.event("started", f"{cfg.model} on {info.label}, {len(net.groups)} groups{kept_whole_note(net)}, "
-                               f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {run.device}, variant "
-                               f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
-                    epoch=0, variant=cfg.variant, pid=os.getpid(), host=socket.gethostname(), amp=amp,
-                    channels_last=cl, world_size=world.size, kept_whole=[dataclasses.asdict(k) for k in net.whole])
+        """A new Run's first record: its groups, dataset and 'started' event."""
+        cfg, net, world = run.cfg, run.net, run.world
+        self._first(net, info.label, f"{cfg.model} on {info.label}, {len(net.groups)} groups{kept_whole_note(net)}, "
+                                     f"{net.cost.dense_flops / 1e6:.2f} M FLOPs dense, device {run.device}, variant "
+                                     f"{cfg.variant}" + (f", {world.size} processes" if world.size > 1 else ""),
+                    variant=cfg.variant, amp=amp, channels_last=cl, world_size=world.size)
+
+    def _first(self, net: Prunable, dataset: str, message: str, **data) -> None:
+        """A new record's groups, dataset and 'started' event (with this process, to tell a stale run)."""
+        self.store.write_groups([(g.name, g.size, g.layers) for g in net.groups])
+        self.store.update_run(dataset=dataset, phase="dense")
+        self.store.event("started", message, epoch=0, pid=os.getpid(), host=socket.gethostname(),
+                         kept_whole=[dataclasses.asdict(k) for k in net.whole], **data)
 
     def abandon(self) -> None:
         """A new record that will never run: close it (the lock with it) and remove its folder."""

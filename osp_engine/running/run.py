@@ -74,7 +74,7 @@ class Run:
         self.origin: Origin = New()                   # how it began: new, a branch, a resume or a rewind
         self.store_ready = threading.Event()          # set once run.db exists (or the run could not start)
         self.lock: WriterLock | None = None           # a resumed run's writer lock, taken by Run.resume
-        self.tracking = None                          # the trackers of log_to (osp_engine/tracking), rank 0 only
+        self.record: RunRecord | None = None          # its store and trackers, from execute() on
         self.moments_due: list[tuple[int, str]] = []  # (epoch, moment) reached and not yet paused at, in order
 
     def prepare(self, log=None) -> None:
@@ -159,7 +159,7 @@ class Run:
             raise
         finally:
             self.store_ready.set()
-        self.record, self.store, self.tracking, self.status = record, record.store, record.tracking, "running"
+        self.record, self.status = record, "running"
         store, t0 = record.store, time.time()
         try:
             self._cycle(store, log or (lambda s: None))
@@ -197,7 +197,7 @@ class Run:
         pruner = Pruner(cfg if world.leader else dataclasses.replace(cfg, candidate_every=0), net, store,
                         self.commands, evaluate=lambda m: evaluate(m, val, dev, amp, cl, on_batch=store.heartbeat).acc,
                         world=world)
-        pruner.tracking = self.tracking
+        pruner.tracking = self.record.tracking
         if isinstance(self.origin, New):
             self.record.started(self, info, amp, cl)
             if cfg.keep_checkpoints > 0 and world.leader:  # the untrained network: a branch point too
