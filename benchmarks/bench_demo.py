@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from osp_engine.storage.reader import RunReader  # noqa: E402
 
 PREVIOUS = ["model=digits-resnet14", "epochs=40", "sl_start=6", "sl_end=30"]     # the demo preset before this one
+LOST_S = 30                     # no chart and no run this long after the click: the click was lost
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update"]
 
@@ -86,16 +87,22 @@ def _studio(root: Path, code: Path = ROOT):
     return page, port, close
 
 
-def studio_demo(root: Path, code: Path = ROOT, read_s: float = 0.0) -> dict:
+def studio_demo(root: Path, code: Path = ROOT, read_s: float = 0.0) -> dict | None:
     """Click "Start the demo run" (read_s seconds after the Runs page is ready: a person reading it first),
-    open Stability, wait for the first chart and for "finished"."""
+    at once the Stability link, wait for the first chart and for "finished". None: the click was lost
+    (no chart within LOST_S seconds and no run folder)."""
     page, _, close = _studio(root, code)
     try:
         page.wait_for_timeout(read_s * 1000)
         t_click = time.perf_counter()
         page.get_by_role("button", name="Start the demo run").click()
         page.get_by_role("link", name="Stability").click()
-        page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=120000)
+        try:
+            page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=LOST_S * 1000)
+        except Exception:
+            if not any(d.is_dir() for d in root.iterdir()):
+                return None
+            raise
         t_chart = time.perf_counter()
         page.get_by_text("· finished").first.wait_for(timeout=600000)
         t_done = time.perf_counter()
@@ -139,9 +146,14 @@ def first_chart_side_by_side(revision: str, repeat: int, read_s: float) -> None:
         for i in range(repeat):
             before = studio_demo(Path(tmp) / f"base{i}", base, read_s)
             after = studio_demo(Path(tmp) / f"now{i}", ROOT, read_s)
-            print(f"first chart after a click {read_s:g} s after the page: {revision} {before['first_chart']:.1f} s, this checkout "
-                  f"{after['first_chart']:.1f} s ({before['first_chart'] / after['first_chart']:.2f}x); finished "
-                  f"{before['finished']:.1f} s and {after['finished']:.1f} s")
+            print(f"first chart after a click {read_s:g} s after the page: {revision} {_chart(before)}, "
+                  f"this checkout {_chart(after)}")
+
+
+def _chart(result: dict | None) -> str:
+    if result is None:
+        return "click lost (no run)"
+    return f"{result['first_chart']:.1f} s (finished {result['finished']:.1f} s)"
 
 
 def line(label: str, wall: float, s: dict) -> str:
@@ -181,6 +193,9 @@ def main() -> None:
             print(f"demo speed-up: {old_wall / new_wall:.2f}x (process), {old['wall_seconds'] / new['wall_seconds']:.2f}x (run)")
             if not args.no_browser:
                 st = studio_demo(Path(tmp) / "studio")
+                if st is None:
+                    print("studio: the click on Start was lost (no run)")
+                    continue
                 watched = watched_cli_demo(Path(tmp) / "watched")
                 print(f"studio: first chart {st['first_chart']:.1f} s after the click, finished {st['finished']:.1f} s "
                       f"after it; run {st['summary']['wall_seconds']:.1f} s, "

@@ -23,16 +23,17 @@ from osp_studio.text import flops_ratio, fmt_pct, percent, plain, seconds_per_ep
 def start(cfg: Config) -> None:
     """Start `cfg` in the background and pick it; a bad config is shown, not raised.
 
-    A button callback: Streamlit runs it before the next script run whatever page that run shows,
-    so a click followed at once by a page change still starts the run (an `if st.button(...)` body
-    is skipped when the rerun lands on another page).
+    A button callback: Streamlit runs it before the next script run whatever page that run shows (an
+    `if st.button(...)` body is skipped when the rerun lands on another page). Every st.* call in it,
+    session state included, is a point where a rerun asked for meanwhile (a page link clicked right
+    after the button) cuts it short without a word, so the run starts before the first such call.
     """
-    st.session_state.pop("start_error", None)
     try:
         run_id = manager().start(cfg)
     except ConfigError as e:                 # shown beside the form, which stays open with the values
         st.session_state["start_error"] = str(e)
         return
+    st.session_state.pop("start_error", None)
     if run_id in [q[0] for q in manager().queued()]:
         st.toast(f"Queued {run_id}: it starts when the run training on its device ends")
         return

@@ -1,11 +1,15 @@
 """Sharing one machine: each CPU run's share of the cores, and the studio's queue of one run per device."""
 
+import threading
+
 import torch
 
 from conftest import wait_until
 from osp_engine import get_preset
 from osp_engine.method.config import apply_overrides
+from osp_engine.running.branch import INIT, checkpoint_path
 from osp_engine.running.manager import RunManager
+from osp_engine.running.run import Run
 from osp_engine.storage.reader import list_runs
 from osp_engine.running.threads import live_cpu_runs, thread_share
 
@@ -72,3 +76,36 @@ def test_warm_up_writes_nothing_and_a_bad_config_is_left_to_the_start(tmp_path):
     assert list((tmp_path / "runs").iterdir()) == []
     mgr.warm_up(apply_overrides(get_preset("demo"), TINY + ["model=tv-resnet18"])).join(120)   # cannot fit 8x8
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def _initial_weights(mgr: RunManager, run_id: str) -> dict:
+    """The untrained network a studio run started from (its init.pt), once the run has ended."""
+    assert mgr.wait(run_id, WAIT_S)
+    return torch.load(checkpoint_path(mgr.root / run_id, INIT), weights_only=True)["model"]
+
+
+def test_builds_take_turns_so_every_start_has_the_weights_its_seed_gives_alone(tmp_path):
+    """The warm-up and two sessions' clicks at once: every network is built from PyTorch's one global
+    generator, so builds at the same time interleave their draws (6 of 10 such builds differed before the
+    manager built one at a time). The first start of the warm config takes the warm-up's network."""
+    torch.set_num_threads(1)
+    cfg = apply_overrides(get_preset("demo"), TINY)
+    alone = Run(cfg, tmp_path / "alone")
+    alone.prepare()
+    expected = alone.net.model.state_dict()
+    mgr = RunManager(tmp_path / "runs")
+    warm = mgr.warm_up(cfg)
+    started: list[str] = []
+    clicks = [threading.Thread(target=lambda: started.append(mgr.start(cfg))) for _ in range(2)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join(WAIT_S)
+    assert len(started) == 2
+    for run_id in started:
+        weights = _initial_weights(mgr, run_id)
+        assert weights.keys() == expected.keys()
+        assert all(torch.equal(weights[k], expected[k]) for k in expected), run_id
+    warm.join(WAIT_S)
+    assert mgr._warm is None                    # the starts waited for the warm-up, and one took its network
+    mgr.shutdown()

@@ -9,6 +9,9 @@ its store: the command is queued in run.db and that process applies it within ab
 A run that fails in its thread before its store could record why (a tracker that cannot start, a full
 disk) is kept as a `Failure` until the studio shows it; a run that has ended is let go, with its
 network and data.
+Networks are built one at a time (`_building`): a build seeds PyTorch's global generator and draws its
+initial weights from it, so two builds at once (the warm-up and a click, two sessions' clicks) would
+interleave their draws and start from weights other than their seed gives alone.
 """
 from __future__ import annotations
 
@@ -44,26 +47,37 @@ class RunManager:
         self._slots: dict[str, threading.Semaphore] = {}
         self._queue: list[Run] = []                   # started, waiting for a slot on their device
         self._failures: list[Failure] = []            # failed in their thread, not yet dismissed
+        self._building = threading.Lock()             # one network built at a time: they seed one generator
+        self._warm: Run | None = None                 # the warm-up's prepared run, until a start takes it
 
     def warm_up(self, cfg: Config) -> threading.Thread:
         """Build, group, cost and check `cfg`'s network once in a daemon thread, writing nothing, and give it
         an optimiser: the first run started afterwards skips PyTorch's and Torch-Pruning's one-time start-up
         (about 1.7 s on 2 CPU cores) and the import of torch._dynamo that PyTorch's first optimiser makes
-        (about 2.7 s more, before the first epoch). Failures are ignored here; the real start reports them."""
+        (about 2.7 s more, before the first epoch). The first start of the same config waits for it and takes
+        its prepared network and data instead of preparing them again. Failures are ignored here; the real
+        start reports them."""
         def work() -> None:
-            try:
-                run = Run(cfg, self.root)
-                run.prepare()
-                run.optimizer_for(run.net.model)
-            except Exception:
-                pass
+            with self._building:
+                try:
+                    run = Run(cfg, self.root)
+                    run.prepare()
+                    run.optimizer_for(run.net.model)
+                except Exception:
+                    return
+                self._warm = run
         thread = threading.Thread(target=work, name="osp-warm-up", daemon=True)
         thread.start()
         return thread
 
     def start(self, cfg: Config) -> str:
         """Validate, load the data, then train in a daemon thread; returns the run id (ConfigError on bad input)."""
-        return self._launch(Run(cfg, self.root))
+        run = Run(cfg, self.root)
+        with self._building:                          # a warm-up still building: wait for it, then take it
+            warm, self._warm = self._warm, None
+            if warm is not None and warm.cfg == run.cfg:
+                run.take_prepared(warm)
+        return self._launch(run)
 
     def resume(self, run_id: str) -> str:
         """Continue a stale, cancelled or failed run after its last checkpointed epoch (ConfigError if it cannot)."""
@@ -95,7 +109,8 @@ class RunManager:
 
     def _launch(self, run: Run) -> str:
         try:
-            run.prepare()
+            with self._building:
+                run.prepare()
         except BaseException:
             run.release()                             # a resumed run's lock: nobody will write it here
             raise

@@ -76,7 +76,7 @@ class Pruner:
         return self.reg
 
     def _search(self, epoch: int) -> None:
-        cfg, net = self.cfg, self.net
+        net = self.net
         self.scores = sal.all_saliency(net.groups)
         selection = self._select(self.scores)
         self.masks = self._agreed(epoch, selection.keep)

@@ -110,6 +110,13 @@ class Run:
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
+    def take_prepared(self, other: "Run") -> None:
+        """Use `other`'s data and network, prepared from the same config and never trained (the studio's
+        warm-up), instead of preparing them again: the same seed built the same weights."""
+        if other.cfg != self.cfg or other.net is None or other.status != "created":
+            raise ValueError("only a prepared, unstarted run of the same config can be taken")
+        self.data, self.net = other.data, other.net
+
     @classmethod
     def resume(cls, run_dir: str | Path, world: World = World()) -> "Run":
         """The run of `run_dir`, set to continue after its last checkpointed epoch, holding its writer

@@ -46,14 +46,21 @@ def measure_speed(dense: nn.Module, pruned: nn.Module, input_shape: tuple[int, .
     """PyTorch eager: {"device", "batch", "rounds", "latency_ms": {"dense", "pruned"}, "throughput": {"dense",
     "pruned"} (images/s), "latency_speedup", "throughput_speedup"}: medians over rounds that alternate the
     two models, within about `budget_s` seconds of timing (at least 3 rounds each)."""
-    one = torch.randn(1, *input_shape, device=device)
-    many = torch.randn(batch, *input_shape, device=device)
+    one, many = _inputs(input_shape, batch)
+    one, many = one.to(device), many.to(device)
 
     def timed(m: nn.Module):
         m = m.eval().to(device)
         return (lambda: (m(one), _sync(device))), (lambda: (m(many), _sync(device)))
 
     return {"device": str(device), **_race({"dense": timed(dense), "pruned": timed(pruned)}, batch, budget_s)}
+
+
+def _inputs(input_shape: tuple[int, ...], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random inputs of batch 1 and `batch` from their own generator: a run timed at its end must not
+    draw from the global one that another run of the studio is building its network from."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(1, *input_shape, generator=g), torch.randn(batch, *input_shape, generator=g)
 
 
 def _sync(device: torch.device) -> None:
@@ -77,8 +84,7 @@ def measure_speed_onnxruntime(dense: nn.Module, pruned: nn.Module, input_shape: 
     cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    one = torch.randn(1, *input_shape).numpy()
-    many = torch.randn(batch, *input_shape).numpy()
+    one, many = (t.numpy() for t in _inputs(input_shape, batch))
     pairs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, m in (("dense", dense), ("pruned", pruned)):
