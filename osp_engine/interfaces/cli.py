@@ -230,6 +230,14 @@ def _cmd_show(args) -> int:
     return 0
 
 
+def _cmd_detection_set(args) -> int:
+    from ..running.detection_set import DetectionSetSpec, write_detection_set
+
+    print(write_detection_set(args.out, DetectionSetSpec(imgsz=args.imgsz, train=args.train, val=args.val,
+                                                         max_side=min(28, args.imgsz))))
+    return 0
+
+
 def on_run(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
     """A subcommand that acts on one run: its folder or id, and the runs folder an id is looked up in."""
     parser = sub.add_parser(name, help=help)
@@ -278,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "else inside the run folder)")
     rp = on_run(sub, "report", "one self-contained HTML file of a run: its card and interactive charts", cmd_report)
     rp.add_argument("--out", required=True, help="the HTML file to write, e.g. run.html")
+    ds = sub.add_parser("detection-set", help="write the bundled digits as a small detection set in "
+                                              "Ultralytics' layout (offline) and print its data.yaml")
+    ds.add_argument("--out", default="datasets", help="the folder it goes in (default: datasets/)")
+    ds.add_argument("--imgsz", type=int, default=64, help="canvas side in pixels (default 64)")
+    ds.add_argument("--train", type=int, default=600, help="training canvases (default 600)")
+    ds.add_argument("--val", type=int, default=150, help="validation canvases (default 150)")
+    ds.set_defaults(fn=_cmd_detection_set)
     so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
     so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")
     so.add_argument("--address", default=None, help="default localhost; any other address shares the studio "
