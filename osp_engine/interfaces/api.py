@@ -4,7 +4,7 @@
   search, shrink, PSI, prune, fine-tune) on your model and your batches, and returns the run folder.
 - `attach(model, example, num_classes=..., epochs=...)` gives a `Pruner` whose hooks your own
   trainer calls (osp_engine.running.pruner); leaving the `with` block exports the model and records how
-  the run ended.
+  the run ended. num_classes=None takes a model whose output is not logits (a detector).
 
 Either way the run is an ordinary run folder under the runs folder (runs/ or $OSP_RUNS_DIR): the
 studio lists it and draws it live. Any Config field can be passed as a keyword (target=0.5, ...).
@@ -61,12 +61,16 @@ def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int,
 
 
 @contextlib.contextmanager
-def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int, epochs: int,
+def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, epochs: int,
            runs_dir: str | Path | None = None, name: str | None = None, **settings) -> Iterator[Pruner]:
     """A Pruner on `model` for your own training loop, writing a run folder.
 
-    example: one input batch (its first image fixes the input shape); epochs: how many epochs your
-    loop runs (the stop rule's sl_end must fall before the last). On leaving the block the model is
+    example: one input batch (its first image fixes the input shape); num_classes: the size of the
+    logits the model returns, whose classifier is never pruned; None for a model whose output is not
+    logits (tensors, or tuples, lists and dicts of them: a detector's boxes and scores), where every
+    group whose channels reach an output is kept whole instead. Your loop gives end_epoch its
+    validation metric as val_acc (the studio labels it accuracy). epochs: how many epochs your loop
+    runs (the stop rule's sl_end must fall before the last). On leaving the block the model is
     exported and the run marked finished; an exception marks it failed with the error (and propagates).
     """
     cfg = _config(model, name, dict(settings, epochs=epochs)).validate(model_registry=False, dataset_registry=False)

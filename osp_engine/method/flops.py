@@ -146,8 +146,21 @@ def counted_layers(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
-    """One batch-1 forward: per counted call (name, type, [factor lists]); per parameter its shape."""
+def output_shapes(out) -> list:
+    """The shapes of a forward's output, leaf by leaf in a fixed order: a tensor, or tuples, lists and
+    dicts of them (a dict's keys sorted); anything else is named by its type, so a change shows."""
+    if isinstance(out, torch.Tensor):
+        return [tuple(out.shape)]
+    if isinstance(out, (tuple, list)):
+        return [s for v in out for s in output_shapes(v)]
+    if isinstance(out, dict):
+        return [s for k in sorted(out, key=str) for s in output_shapes(out[k])]
+    return [type(out).__name__]
+
+
+def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list, list]:
+    """One batch-1 forward: per counted call (name, type, [factor lists]); per parameter its shape; the
+    output's shapes (`output_shapes`)."""
     names = {m: n for n, m in model.named_modules()}
     calls: list = []
 
@@ -160,12 +173,12 @@ def observe(model: nn.Module, example: torch.Tensor) -> tuple[list, list]:
     hooks = [m.register_forward_hook(hook) for m in counted_layers(model)]
     try:
         with torch.no_grad():
-            model(example)
+            out = model(example)
     finally:
         for h in hooks:
             h.remove()
     shapes = [(n, "parameter", [list(p.shape)]) for n, p in model.named_parameters()]
-    return calls, shapes
+    return calls, shapes, output_shapes(out)
 
 
 def flat(obs: list) -> list[int]:

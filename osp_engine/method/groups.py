@@ -202,12 +202,14 @@ def _norm_block(norms: list, size: int) -> int:
     return block
 
 
-def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module) -> list[Group]:
+def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Module | None) -> list[Group]:
     """Every prunable group of `model`, in forward order, with members for saliency and shrink.
 
     One pass over Torch-Pruning's list of all groups: those with the classifier among the layers that
     lose output channels are not prunable (as Torch-Pruning's `ignored_layers` drops them), but their
-    places in the list are what the official cost table reads (`listed_root`)."""
+    places in the list are what the official cost table reads (`listed_root`). No classifier (a model
+    whose output is not logits): every group is listed here, and the probe keeps whole those that
+    reach an output."""
     names = {m: n for n, m in model.named_modules()}
     params = {p: n for n, p in model.named_parameters()}
     unwrapped = {p: d for p, d in graph.unwrapped_parameters}
@@ -217,8 +219,8 @@ def build_groups(model: nn.Module, graph: tp.DependencyGraph, classifier: nn.Mod
     for tp_group in graph.get_all_groups(root_module_types=ROOT_TYPES):
         root = tp_group.items[0].dep.target.module
         listed.append(names.get(root, "?"))
-        if any(item.dep.target.module is classifier for item in tp_group.items
-               if graph.is_out_channel_pruning_fn(item.dep.handler)):
+        if classifier is not None and any(item.dep.target.module is classifier for item in tp_group.items
+                                          if graph.is_out_channel_pruning_fn(item.dep.handler)):
             continue
         size = len(tp_group.items[0].idxs)
         members: list[Member] = []

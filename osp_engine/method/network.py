@@ -19,7 +19,7 @@ from torch import nn
 from .costcheck import CheckFailed, check_cost_model
 from .costs import cost_table
 from .failure import describe, first_line
-from .flops import CostModel, cost_model, count_subclasses
+from .flops import CostModel, cost_model, count_subclasses, output_shapes
 from .groups import Group, KeptWhole, UnsupportedModel, build_groups, find_classifier
 from .graph import build_graph
 from .probe import Probe, probe_groups, timed_progress
@@ -50,8 +50,9 @@ def check_convolutional(model: nn.Module) -> None:
                                    f"supported, osp prunes the channels of convolutional networks")
 
 
-def check_input(model: nn.Module, example: torch.Tensor, num_classes: int) -> None:
-    """The model must take `example` and return (1, num_classes) logits."""
+def check_input(model: nn.Module, example: torch.Tensor, num_classes: int | None) -> None:
+    """The model must take `example` and return (1, num_classes) logits; with num_classes None, any
+    tensors (a tensor, or tuples, lists and dicts of them: a detector's boxes and scores)."""
     shape = "x".join(str(s) for s in example.shape[1:])
     try:
         with torch.no_grad():
@@ -59,6 +60,12 @@ def check_input(model: nn.Module, example: torch.Tensor, num_classes: int) -> No
     except Exception as e:
         raise UnsupportedModel(f"the model cannot take {shape} inputs ({first_line(e)}): "
                                f"use a dataset whose images it accepts") from None
+    if num_classes is None:
+        other = next((s for s in output_shapes(out) if isinstance(s, str)), None)
+        if other is not None:
+            raise UnsupportedModel(f"the model returns a {other} among its outputs for one {shape} input: "
+                                   f"osp needs tensors, or tuples, lists and dicts of them")
+        return
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UnsupportedModel(f"the model returns {got} for one {shape} input, not (1, {num_classes}) logits")
@@ -74,9 +81,12 @@ def _step(what: str, model: nn.Module, fn: Callable[[], T]) -> T:
         raise UnsupportedModel(f"{what} failed: {describe(e, model)}") from None
 
 
-def prepare_network(model: nn.Module, num_classes: int, example: torch.Tensor, variant: str,
+def prepare_network(model: nn.Module, num_classes: int | None, example: torch.Tensor, variant: str,
                     checks: int = 2, say: Callable[[str], None] | None = None) -> Prunable:
     """Groups, cost model (checked against Torch-Pruning's counter `checks` times) and pi for `model`.
+
+    num_classes: the logits' size, whose classifier is never pruned; None for a model whose output is not
+    logits (a detector): every group whose removal would change an output's shape is kept whole instead.
 
     example: (1, C, H, W) on the model's device; say(line): progress when the probe takes over 2 s.
     UnsupportedModel (one line) if it cannot be pruned exactly; never another exception. The model is
@@ -91,12 +101,13 @@ def prepare_network(model: nn.Module, num_classes: int, example: torch.Tensor, v
             m.training = training
 
 
-def _prepare(model: nn.Module, num_classes: int, example: torch.Tensor, variant: str, checks: int,
+def _prepare(model: nn.Module, num_classes: int | None, example: torch.Tensor, variant: str, checks: int,
              say: Callable[[str], None] | None) -> Prunable:
     _step("checking the model", model, lambda: (check_convolutional(model), check_input(model, example, num_classes)))
     count_subclasses(model)
     graph = build_graph(model, example)
-    groups = _step("grouping channels", model, lambda: build_groups(model, graph, find_classifier(model, num_classes)))
+    classifier = None if num_classes is None else find_classifier(model, num_classes)
+    groups = _step("grouping channels", model, lambda: build_groups(model, graph, classifier))
     if not any(g.n_units > 1 for g in groups):
         raise UnsupportedModel("the model has no channel group that can lose a channel: nothing to prune")
     probe = _step("probing the groups", model,

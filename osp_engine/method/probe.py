@@ -3,8 +3,9 @@
 Every dimension the FLOPs counter multiplies (flops.py) is read before and after each removal; the
 change is that group's coefficient. A removal that breaks the forward pass (a split with sizes fixed
 in the model's code, a reshape to a fixed channel count, a residual added to part of the channels) or
-changes which layers run marks the group KEPT WHOLE: the removal is undone, the group is never
-pruned, and its channels stay constants of the cost model. The reason names the layer and the line
+changes which layers run, or changes the shape of one of the model's outputs (its channels are the
+output, as a detector head's last convolution's are), marks the group KEPT WHOLE: the removal is
+undone, the group is never pruned, and its channels stay constants of the cost model. The reason names the layer and the line
 of its code that failed (failure.describe).
 
 One copy serves all groups, each probed from the same state and every removal undone (probecopy.py);

@@ -24,6 +24,7 @@ from .groups import Group, UnsupportedModel, pruning_group, remove_channels, rem
 from .mapping import counts_unchanged
 
 CHANGED_LAYERS = "removing a channel changes which layers run (the forward depends on the widths)"
+CHANGED_OUTPUT = "its channels reach the model's output: removing one changes an output's shape"
 
 
 def unit_zero(g: Group) -> list[int]:
@@ -40,7 +41,7 @@ class ProbeCopy:
         self.kept: list[tuple[str, list[int]]] = []          # removals left in place, to replay on a rebuild
         self.rebuilds = -1                                   # times the copy was made again (plans go stale)
         self._rebuild()
-        self.calls, shapes = observe(self.copy, example)
+        self.calls, shapes, self.outputs = observe(self.copy, example)
         self.layout = self.calls + shapes
         self.observed = np.array(flat(self.layout), dtype=np.int64)
         # owner[f]: the counted call (its index) or, for a parameter's shape, the layer holding it
@@ -84,8 +85,8 @@ class ProbeCopy:
         """Remove unit 0 of every (group, its plan) of `batch` at once (a layer two of them touch, touched
         the same way: `compatible_batches`) and observe: id(group) -> the factors' change it caused
         (before - after); or [(layer, {id(group), ...})] for the layers whose change cannot be shared
-        among the groups that can have caused it: batch those apart; or None if the layers run changed or
-        the forward failed: probe them one by one. The copy is restored either way.
+        among the groups that can have caused it: batch those apart; or None if the layers run changed, an
+        output changed shape or the forward failed: probe them one by one. The copy is restored either way.
 
         A factor several groups can have changed is shared in proportion to the indices each removed
         where it acts (`_causes`): a factor is a tensor dimension, which loses the same amount per
@@ -108,7 +109,7 @@ class ProbeCopy:
         except Exception:
             after = None
         self.undo(saved)
-        if after is None:
+        if after is None or isinstance(after, str):
             return None
         change = {id(g): np.zeros_like(self.observed) for g, _ in batch}
         ambiguous: dict[str, set] = {}
@@ -160,9 +161,9 @@ class ProbeCopy:
             saved = _snapshot(tp_group.items)
             remove_channels(self.graph, self.copy.get_submodule(g.name), drop, tp_group)
             after = self._observe()
-            if after is None:
+            if isinstance(after, str):
                 self.undo(saved)
-                return CHANGED_LAYERS
+                return after
         except UnsupportedModel:
             raise
         except Exception as e:
@@ -177,12 +178,15 @@ class ProbeCopy:
             self.undo(saved)
         return change
 
-    def _observe(self) -> np.ndarray | None:
-        """The factors observing the copy gives now, or None if it no longer runs the same layers."""
-        calls, shapes = observe(self.copy, self.example)
+    def _observe(self) -> np.ndarray | str:
+        """The factors observing the copy gives now, or why they cannot be compared: it no longer runs
+        the same layers, or an output changed shape (its channels are the model's output)."""
+        calls, shapes, outputs = observe(self.copy, self.example)
         after = np.array(flat(calls + shapes), dtype=np.int64)
         if [c[:2] for c in calls] != [c[:2] for c in self.calls] or len(after) != len(self.observed):
-            return None
+            return CHANGED_LAYERS
+        if outputs != self.outputs:
+            return CHANGED_OUTPUT
         return after
 
     def undo(self, saved) -> None:
