@@ -346,7 +346,11 @@ def test_a_shared_studio_shows_viewers_everything_live_and_only_the_presenter_st
 def _lesson_step(page, title: str, path: str) -> None:
     """Wait until the lesson panel shows step `title` on the page at `path`, drawn without an exception."""
     panel = page.locator(".st-key-lesson-panel")
-    panel.get_by_text(title).wait_for(timeout=120000)
+    try:
+        panel.get_by_text(title).wait_for(timeout=120000)
+    except sync_api.TimeoutError:                     # say what the page showed instead (a flake under load)
+        raise AssertionError(f"{title}: not shown in the lesson panel at {page.url}; the page shows:\n"
+                             f"{page.inner_text('body')[:1500]}") from None
     page.wait_for_url(re.compile(rf"/{path}(\?|$)"), timeout=60000)
     heading = {"stability": "Stability", "channels": "Channels", "tradeoff": "Trade-off", "branches": "Branches"}[path]
     try:
