@@ -14,6 +14,7 @@ from ..method.config import ConfigError, apply_overrides
 from ..storage.faults import DiskFull
 from .presets import DESCRIPTIONS, PRESETS, get_preset
 from ..running.branch import epoch_label, parse_epoch           # no torch: the CLI starts at once
+from ..running.detection_set import DetectionSetSpec
 from ..running.origin import Branch
 from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
@@ -231,10 +232,10 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_detection_set(args) -> int:
-    from ..running.detection_set import DetectionSetSpec, write_detection_set
+    from ..running.detection_set import write_detection_set
 
     print(write_detection_set(args.out, DetectionSetSpec(imgsz=args.imgsz, train=args.train, val=args.val,
-                                                         max_side=min(28, args.imgsz))))
+                                                         max_side=min(DetectionSetSpec.max_side, args.imgsz))))
     return 0
 
 
@@ -289,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("detection-set", help="write the bundled digits as a small detection set in "
                                               "Ultralytics' layout (offline) and print its data.yaml")
     ds.add_argument("--out", default="datasets", help="the folder it goes in (default: datasets/)")
-    ds.add_argument("--imgsz", type=int, default=64, help="canvas side in pixels (default 64)")
-    ds.add_argument("--train", type=int, default=600, help="training canvases (default 600)")
-    ds.add_argument("--val", type=int, default=150, help="validation canvases (default 150)")
+    spec = DetectionSetSpec()
+    ds.add_argument("--imgsz", type=int, default=spec.imgsz, help=f"canvas side in pixels (default {spec.imgsz})")
+    ds.add_argument("--train", type=int, default=spec.train, help=f"training canvases (default {spec.train})")
+    ds.add_argument("--val", type=int, default=spec.val, help=f"validation canvases (default {spec.val})")
     ds.set_defaults(fn=_cmd_detection_set)
     so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
     so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from ..method.config import ConfigError
-from .data import digits_arrays, stratified_split
 
 INK = 0.05                      # a pixel above this fraction of full intensity is ink (boxes hug it)
 PLACE_TRIES = 50                # random places tried for one digit before the canvas holds fewer
@@ -89,6 +88,7 @@ def _reuse(folder: Path, spec: DetectionSetSpec) -> Path:
 def _write(folder: Path, spec: DetectionSetSpec) -> None:
     from PIL import Image                           # torchvision's dependency; only a written set needs it
 
+    from .data import digits_arrays, stratified_split   # torch: the command line imports this module at start
     images, labels = digits_arrays()                # (1797, 8, 8) in [0, 1], (1797,)
     split = dict(zip(("train", "val"), stratified_split(labels, 0.2, seed=0)))
     rng = np.random.default_rng(spec.seed)
