@@ -10,6 +10,7 @@ import streamlit as st
 from osp_engine.charts.figures import RUN_COLOURS
 from osp_engine.charts.report import report_html
 from osp_engine.charts.stability import defined_psi
+from osp_engine.storage.metric import summary_metric
 from osp_engine.storage.reader import RunReader
 from osp_studio.builds import offer
 from osp_studio.control import manager
@@ -27,11 +28,12 @@ MODEL_BYTES_CAP = 200e6                                # larger models are downl
 def final_figures(r: RunReader) -> dict:
     """One table row: how the run ended and what it kept, in the units the other pages use."""
     s = r.summary()
+    m = summary_metric(s)                     # a detector's mAP gets columns of its own beside accuracy
     return {"run": r.run_id, "variant": s["variant"], "status": s["status"], "model": s["model"],
             "pruned after epoch (t*)": s["t_star"], "why": s["prune_reason"],
             "FLOPs target (%)": percent(s["target_flops_reduction"]), "FLOPs removed (%)": percent(s["flops_reduction"]),
-            "parameters removed (%)": percent(s["params_reduction"]), "accuracy at t* (%)": s["dense_acc_at_prune"],
-            "final accuracy (%)": s["final_acc"], "best accuracy (%)": s["best_acc"],
+            "parameters removed (%)": percent(s["params_reduction"]), m.header("at t*"): s["dense_acc_at_prune"],
+            m.header("final"): s["final_acc"], m.header("best"): s["best_acc"],
             "wall time (s)": round(s["wall_seconds"], 1),
             "FLOPs ratio (x)": None if not flops_ratio(s) else round(flops_ratio(s), 2),
             "speed-up at batch 1 (x)": None if not s["speed"] else round(s["speed"]["latency_speedup"], 2),
@@ -96,10 +98,10 @@ def onnx_download(column, r: RunReader, model: Path, version: tuple) -> None:
 
 
 def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Figure, go.Figure]:
-    """Smoothed PSI and validation accuracy of every run: a colour per run, a dash per variant, each
+    """Smoothed PSI and validation metric of every run: a colour per run, a dash per variant, each
     run's t* as a dotted line of its colour and the threshold(s) on the PSI."""
     psi, acc = go.Figure(), go.Figure()
-    thresholds = set()
+    thresholds, metrics = set(), set()
     for i, (r, df) in enumerate(zip(readers, frames)):
         if df.empty:
             continue
@@ -113,11 +115,14 @@ def overlay(readers: list[RunReader], frames: list[pd.DataFrame]) -> tuple[go.Fi
             for fig in (psi, acc):
                 fig.add_vline(x=int(info["t_star"]), line=dict(color=colour, dash="dot", width=1.5))
         thresholds.add(float(info["threshold"]))
+        metrics.add(info["metric"])
+    metric = metrics.pop() if len(metrics) == 1 else None
     for thr in sorted(thresholds):
         psi.add_hline(y=thr, line=dict(color="#c53030", dash="dash", width=1),
                       annotation_text=f"threshold {thr:g}", annotation_position="bottom right")
     for fig, title, y in ((psi, "Smoothed PSI (dotted lines: each run's t*)", "PSI (0-1)"),
-                          (acc, "Validation accuracy", "accuracy (%)")):
+                          (acc, f"Validation {metric.name}" if metric else "Validation metric (each run's own)",
+                           metric.label() if metric else "metric")):
         fig.update_layout(title=title, xaxis_title="epoch (counted from 0)", yaxis_title=y, height=380,
                           font=dict(size=15), legend=dict(orientation="h", yanchor="top", y=-0.25))
     return psi, acc

@@ -104,22 +104,26 @@ def render() -> None:
     sweeps = sweep_labels(manager().list())
     shown_sweeps = st.multiselect("Target sweeps", sweeps, default=sweeps[:1], key="tradeoff_sweeps") if sweeps else []
     frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
-    fig, networks, sources = go.Figure(), {}, []
+    fig, networks, sources, metrics = go.Figure(), {}, [], set()
     for i, (run_id, (r, df)) in enumerate(frames.items()):
         if df.empty:
             continue
-        cfg = r.info()["config"]
+        info = r.info()
+        cfg, metric = info["config"], info["metric"]
+        metrics.add(metric)
         label = chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} %")
-        add_run(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch)
+        add_run(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch, metric)
         if every_epoch:
-            add_candidates(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df)
+            add_candidates(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, metric)
         networks.setdefault((cfg["model"], cfg["dataset"]), df["dense_flops"].iloc[0] / 1e6)
     for label in shown_sweeps:
         sweep = target_sweep(manager().root, label)
         add_target_sweep(fig, chart_text(label), sweep, sweep["dense_flops"] and sweep["dense_flops"] / 1e6)
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
         sources += add_paper_points(fig, model, dataset, dense_mflops)
-    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=520,
+    metric = metrics.pop() if len(metrics) == 1 else None     # runs of one metric: its name on the axis
+    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", height=520,
+                      yaxis_title=f"validation {metric.label()}" if metric else "validation metric (each run's own)",
                       font=dict(size=18 if teaching() else 16), showlegend=True,
                       legend=dict(orientation="h", yanchor="top", y=-0.2))
     st.plotly_chart(fig, key="tradeoff_chart")
@@ -131,4 +135,5 @@ def render() -> None:
                    "VGG-16, and ImageNet ResNet-18 and ResNet-50).")
     sweep_form()
     if chosen and not frames[chosen[0]][1].empty:
-        st.plotly_chart(curves_figure(chosen[0], frames[chosen[0]][1]), key="curves_chart")
+        r, df = frames[chosen[0]]
+        st.plotly_chart(curves_figure(chosen[0], df, r.info()["metric"]), key="curves_chart")

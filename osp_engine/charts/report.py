@@ -49,20 +49,20 @@ def _pct(x) -> str:
 
 def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
     """(label, value) lines of the run card, from the run's summary and info."""
-    cfg = info["config"]
+    cfg, m = info["config"], info["metric"]
     rows = [("network", f"{s['model']} on {s['dataset']}"), ("status", f"{s['status']}, {s['epochs']} of "
             f"{s['total_epochs']} epochs, {s['wall_seconds']:.0f} s"), ("variant", s["variant"]),
             ("FLOPs target", _pct(s["target_flops_reduction"]) + " removed"),
             ("pruned", "not pruned" if s["t_star"] is None else f"after epoch {s['t_star']} ({s['prune_reason']})"
              if s["t_star"] >= 0 else f"at initialization ({s['prune_reason']})"),
             ("FLOPs removed", _pct(s["flops_reduction"])), ("parameters removed", _pct(s["params_reduction"])),
-            ("accuracy", f"final {s['final_acc']:.2f} %, best {s['best_acc']:.2f} %" if s["final_acc"] is not None
+            (m.name, f"final {m.format(s['final_acc'])}, best {m.format(s['best_acc'])}" if s["final_acc"] is not None
              else "–"),
             ("threshold", f"{info['threshold']:g} (smoothed PSI)")]
     if s["target_miss"]:
         rows.insert(6, ("target missed", s["target_miss"]["message"]))
     if s["dense_acc_at_prune"] is not None:
-        rows.append(("accuracy at the prune", f"{s['dense_acc_at_prune']:.2f} %"))
+        rows.append((f"{m.name} at the prune", m.format(s["dense_acc_at_prune"])))
     if cfg.get("parent"):
         rows.append(("branch of", f"{cfg['parent']}, pruned at epoch {epoch_label(cfg['branch_epoch'])}"))
     if s["kept_whole"]:
@@ -86,10 +86,11 @@ def channel_figure(r: RunReader) -> go.Figure | None:
 
 
 def tradeoff_figure(r: RunReader, df: pd.DataFrame) -> go.Figure:
+    metric = r.info()["metric"]
     fig = go.Figure()
-    add_run(fig, html.escape(r.run_id, quote=False), RUN_COLOURS[0], df, every_epoch=True)
-    add_candidates(fig, html.escape(r.run_id, quote=False), RUN_COLOURS[0], df)
-    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title="validation accuracy (%)", height=480,
+    add_run(fig, html.escape(r.run_id, quote=False), RUN_COLOURS[0], df, every_epoch=True, metric=metric)
+    add_candidates(fig, html.escape(r.run_id, quote=False), RUN_COLOURS[0], df, metric)
+    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", yaxis_title=f"validation {metric.label()}", height=480,
                       font=dict(size=15), legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig
 
@@ -121,6 +122,7 @@ def report_html(run_dir: str | Path) -> str:
     """The whole report of the run in `run_dir`, as one HTML document (plotly.js inlined, about 4 MB)."""
     r = RunReader(run_dir)
     info, s = r.info(), r.summary()
+    name = info["metric"].name
     df = pd.DataFrame(r.epochs())
     card = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in card_rows(s, info))
     parts = [f"<h1>{html.escape(r.run_id)}</h1>",
@@ -128,16 +130,17 @@ def report_html(run_dir: str | Path) -> str:
              f'<table class="card">{card}</table>']
     if not df.empty:
         parts += [_section("Stability", "stability", stability_figure(df, info, whole_run=True, font=14),
-                           "The smoothed PSI against its threshold, the accuracy of the network and of its candidate, "
+                           f"The smoothed PSI against its threshold, the {name} of the network and of its candidate, "
                            "the Early-Bird distance and the schedules, epoch by epoch."),
                   _section("Channels", "channels", channel_figure(r),
                            "The fraction of each group's channels the candidate sub-network keeps, at every searched "
                            "epoch."),
                   _section("Trade-off", "tradeoff", tradeoff_figure(r, df),
-                           "Accuracy against FLOPs: the dense network at its best, the pruned one at the end, every "
+                           f"{name[:1].upper() + name[1:]} against FLOPs: the dense network at its best, the pruned one at "
+                           "the end, every "
                            "epoch's model and each candidate as if pruned then."),
                   _section("Branches", "branches", branches_figure(r, df, info),
-                           "Final accuracy of the branches that pruned at other epochs.")]
+                           f"Final {name} of the branches that pruned at other epochs.")]
     data = json.dumps({"run_id": r.run_id, "summary": {k: v for k, v in s.items() if k != "psi"}}, default=str)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(r.run_id)} · osp"
             f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script><script>{SCRIPT}</script></head>"

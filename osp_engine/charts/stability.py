@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from osp_engine.charts.figures import PHASE_COLOURS, hline, matrix_figure, phase_bands, vline
 from osp_engine.method.analysis import early_bird_epoch
+from osp_engine.storage.metric import ACCURACY
 
 FONT = 16                         # px: readable from the back of a room on a 1280x720 projector
 LOG_FLOOR = 1e-5                  # 1 - PSI of an identical sub-network (PSI = 1) is drawn here on the log axis
@@ -64,7 +65,9 @@ def column(df: pd.DataFrame, name: str) -> np.ndarray:
 
 def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole_run: bool = False,
                      font: int = FONT) -> go.Figure:
-    """PSI, Early-Bird distance and schedules against the epoch (0-based, as stored)."""
+    """PSI, the run's metric, Early-Bird distance and schedules against the epoch (0-based, as stored);
+    info: RunReader.info() (its threshold, t*, and metric: accuracy, or a detector's mAP)."""
+    metric = info.get("metric", ACCURACY)
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.05,
                         row_heights=[0.38, 0.22, 0.17, 0.23], specs=[[{}], [{}], [{}], [{"secondary_y": True}]])
     x = df["epoch"].to_numpy()
@@ -77,9 +80,9 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
                              connectgaps=False), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=smooth, name="PSI (smoothed, decides the prune)", mode=mode,
                              line=dict(color="#2b6cb0", width=3), connectgaps=False), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=column(df, "val_acc"), name="accuracy of the network as trained",
+    fig.add_trace(go.Scatter(x=x, y=column(df, "val_acc"), name=f"{metric.name} of the network as trained",
                              mode=mode, line=dict(color="#4a5568")), 2, 1)
-    fig.add_trace(go.Scatter(x=x, y=column(df, "cand_acc"), name="accuracy if pruned now (candidate, before fine-tuning)",
+    fig.add_trace(go.Scatter(x=x, y=column(df, "cand_acc"), name=f"{metric.name} if pruned now (candidate, before fine-tuning)",
                              mode="markers", marker=dict(color="#d69e2e", size=9, symbol="x")), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=df["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
                              mode=mode, line=dict(color="#38a169")), 3, 1)
@@ -119,7 +122,7 @@ def stability_figure(df: pd.DataFrame, info: dict, log_view: bool = False, whole
                          row=1, col=1)
     else:
         fig.update_yaxes(range=[-0.02, 1.02], title_text="PSI (Jaccard, 0-1)", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", row=2, col=1)
+    fig.update_yaxes(title_text=metric.label(), row=2, col=1)
     fig.update_yaxes(title_text="EB distance", rangemode="tozero", row=3, col=1)
     fig.update_yaxes(title_text="regulariser λ", rangemode="tozero", row=4, col=1, secondary_y=False)
     fig.update_yaxes(title_text="learning rate", rangemode="tozero", row=4, col=1, secondary_y=True)

@@ -14,18 +14,21 @@ from plotly.subplots import make_subplots
 from osp_engine.charts.figures import hline, phase_bands, vline
 from osp_engine.charts.stability import column, defined_psi
 from osp_engine.running.branch import INIT, epoch_label
+from osp_engine.storage.metric import ACCURACY
 
 FONT = 16
 
 
 def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict, font: int = FONT) -> go.Figure:
-    """parent: the parent's epoch rows; rows: sweep_rows(); picks: indicator_picks(); info: the parent's."""
+    """parent: the parent's epoch rows; rows: sweep_rows(); picks: indicator_picks(); info: the parent's
+    (its metric names the first row)."""
+    metric = info.get("metric", ACCURACY)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.46, 0.27, 0.27],
                         specs=[[{}], [{"secondary_y": True}], [{}]])
     x = parent["epoch"].to_numpy()
     done = [r for r in rows if r["final_acc"] is not None and r["status"] == "finished"]
     fig.add_trace(go.Scatter(x=[r["epoch"] for r in done], y=[r["final_acc"] for r in done], mode="lines+markers",
-                             name="final accuracy of the branch pruned at that epoch", text=[r["run_id"] for r in done],
+                             name=f"final {metric.name} of the branch pruned at that epoch", text=[r["run_id"] for r in done],
                              marker=dict(size=14, color="#c53030"), line=dict(color="#c53030", width=3),
                              hovertemplate="pruned at %{x}: %{y:.2f} % (%{text})<extra></extra>"), 1, 1)
     if info.get("t_star") is not None and info.get("status") == "finished":
@@ -33,10 +36,10 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                                  name=f"the run itself, pruned at epoch {info['t_star']} ({info['prune_reason']})",
                                  marker=dict(size=16, symbol="star", color="#4a5568"),
                                  hovertemplate="the run itself: %{y:.2f} %<extra></extra>"), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=column(parent, "cand_acc"), mode="markers", name="accuracy if pruned then (before fine-tuning)",
+    fig.add_trace(go.Scatter(x=x, y=column(parent, "cand_acc"), mode="markers", name=f"{metric.name} if pruned then (before fine-tuning)",
                              marker=dict(symbol="x", size=9, color="#d69e2e")), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=parent["val_acc"].to_numpy(dtype=float), mode="lines",
-                             name="the run's accuracy as trained", line=dict(color="#a0aec0")), 1, 1)
+                             name=f"the run's {metric.name} as trained", line=dict(color="#a0aec0")), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=defined_psi(parent)[1], name="PSI (smoothed)",
                              line=dict(color="#2b6cb0", width=3)), 2, 1)
     fig.add_trace(go.Scatter(x=x, y=parent["eb_distance"].to_numpy(dtype=float), name="Early-Bird distance",
@@ -63,7 +66,7 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
     else:
         fig.update_xaxes(range=[max(x.min() - 0.5, 0.5), right])
     fig.update_xaxes(title_text="prune epoch (counted from 0)", row=3, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
+    fig.update_yaxes(title_text=metric.label(), row=1, col=1)
     fig.update_yaxes(title_text="PSI", range=[-0.02, 1.02], row=2, col=1, secondary_y=False)
     fig.update_yaxes(title_text="EB distance", rangemode="tozero", tickformat=".2f", row=2, col=1, secondary_y=True)
     fig.update_yaxes(title_text="training s", rangemode="tozero", row=3, col=1)

@@ -6,32 +6,36 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from osp_engine.charts.figures import phase_bands
+from osp_engine.storage.metric import ACCURACY, Metric
 
 
-def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epoch: bool) -> None:
-    """A run as measured models only: its dense network (best accuracy before the prune) and its pruned
-    network (accuracy at the end), joined; with every_epoch, each epoch's evaluated model, faded."""
+def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epoch: bool,
+            metric: Metric = ACCURACY) -> None:
+    """A run as measured models only: its dense network (best metric before the prune, in the metric's
+    direction) and its pruned network (metric at the end), joined; with every_epoch, each epoch's
+    evaluated model, faded."""
     pruned = df[df["phase"] == "pruned"]
     dense = df[df["phase"] != "pruned"]
     points = []
     if len(dense):
-        points.append((dense["model_flops"].iloc[-1] / 1e6, float(dense["val_acc"].max()), "dense (best epoch)"))
+        best = metric.best(dense["val_acc"].dropna().tolist())
+        points.append((dense["model_flops"].iloc[-1] / 1e6, float("nan") if best is None else best, "dense (best epoch)"))
     if len(pruned):
         points.append((pruned["model_flops"].iloc[-1] / 1e6, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
     fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
                              name=label, line=dict(color=colour), text=[p[2] for p in points],
                              marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
                                          line=dict(width=2, color=colour)),
-                             hovertemplate="%{text}: %{x:.3f} M FLOPs, %{y:.2f} %<extra></extra>"))
+                             hovertemplate=f"%{{text}}: %{{x:.3f}} M FLOPs, {metric.name} %{{y:.2f}} {metric.unit}<extra></extra>"))
     if every_epoch:
         fig.add_trace(go.Scatter(x=df["model_flops"].to_numpy() / 1e6, y=df["val_acc"].to_numpy(dtype=float),
                                  mode="markers", name=f"{label}: every epoch", opacity=0.35,
                                  marker=dict(size=6, color=colour), text=df["epoch"].to_numpy(),
-                                 hovertemplate="epoch %{text}: %{y:.2f} %<extra></extra>"))
+                                 hovertemplate=f"epoch %{{text}}: {metric.name} %{{y:.2f}} {metric.unit}<extra></extra>"))
 
 
-def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame) -> None:
-    """Each evaluated candidate at its own FLOPs and its own accuracy (physically pruned, before any
+def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, metric: Metric = ACCURACY) -> None:
+    """Each evaluated candidate at its own FLOPs and its own metric (physically pruned, before any
     fine-tuning): what pruning at that epoch would have given at once."""
     measured = df[df["cand_acc"].notna()] if "cand_acc" in df else df.iloc[:0]
     if measured.empty:
@@ -39,17 +43,20 @@ def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame) ->
     fig.add_trace(go.Scatter(x=measured["cand_flops"].to_numpy() / 1e6, y=measured["cand_acc"].to_numpy(dtype=float),
                              mode="markers", name=f"{label}: candidate if pruned then", opacity=0.6,
                              marker=dict(size=8, symbol="x", color=colour), text=measured["epoch"].to_numpy(),
-                             hovertemplate="epoch %{text}: %{x:.3f} M FLOPs, %{y:.2f} % before fine-tuning"
+                             hovertemplate=f"epoch %{{text}}: %{{x:.3f}} M FLOPs, {metric.name} %{{y:.2f}} {metric.unit} "
+                                           "before fine-tuning"
                                            "<extra></extra>"))
 
 
-def curves_figure(run_id: str, df: pd.DataFrame) -> go.Figure:
+def curves_figure(run_id: str, df: pd.DataFrame, metric: Metric = ACCURACY) -> go.Figure:
+    """The training and validation metric through the run, on its phases."""
     x = df["epoch"].to_numpy()
     fig = go.Figure()
-    for name, label, colour in (("train_acc", "training accuracy", "#a0aec0"),
-                                ("val_acc", "validation accuracy", "#2b6cb0")):
+    for name, label, colour in (("train_acc", f"training {metric.name}", "#a0aec0"),
+                                ("val_acc", f"validation {metric.name}", "#2b6cb0")):
         fig.add_trace(go.Scatter(x=x, y=df[name].to_numpy(dtype=float), name=label, line=dict(color=colour)))
     fig.update_layout(shapes=phase_bands(x.tolist(), df["phase"].tolist()), xaxis_title="epoch (counted from 0)",
-                      yaxis_title="accuracy (%)", title=f"Accuracy through the run: {run_id}", height=380,
+                      yaxis_title=metric.label(), title=f"{metric.name.capitalize() if metric.name.islower() else metric.name} "
+                                                        f"through the run: {run_id}", height=380,
                       font=dict(size=16))
     return fig

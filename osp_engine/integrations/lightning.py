@@ -26,6 +26,7 @@ import torch
 from ..interfaces.api import attach
 from ..method.config import ConfigError
 from ..running.commands import Cancelled
+from ..storage.metric import Metric
 
 try:
     import lightning.pytorch as pl
@@ -39,12 +40,13 @@ class OneCyclePruning(pl.Callback):
     def __init__(self, example: torch.Tensor | None = None, *, num_classes: int | None = None,
                  network: str | None = None, accuracy: str = "val_acc", loss: str = "train_loss",
                  accuracy_in_percent: bool = False, runs_dir: str | Path | None = None, name: str | None = None,
-                 **settings) -> None:
+                 metric: Metric | str | None = None, **settings) -> None:
         """settings: any osp Config field (target=0.5, threshold=0.99, sl_start=..., log_to="mlflow", ...);
-        epochs is the Trainer's max_epochs. num_classes: inferred from the network's output if not given."""
+        epochs is the Trainer's max_epochs. num_classes: inferred from the network's output if not given.
+        metric: what the logged `accuracy` figure is called in the studio (default accuracy, in percent)."""
         self.example, self.num_classes, self.network = example, num_classes, network
         self.accuracy, self.loss, self.scale = accuracy, loss, 1.0 if accuracy_in_percent else 100.0
-        self.runs_dir, self.name, self.settings = runs_dir, name, settings
+        self.runs_dir, self.name, self.settings, self.metric = runs_dir, name, settings, metric
         self.pruner = None
         self.run_dir: Path | None = None
         self._epoch_lr = 0.0
@@ -69,7 +71,8 @@ class OneCyclePruning(pl.Callback):
         self._stack = contextlib.ExitStack()
         self.pruner = self._stack.enter_context(attach(
             net, example, num_classes=self.num_classes, epochs=trainer.max_epochs, runs_dir=self.runs_dir,
-            name=self.name or type(pl_module).__name__, device=pl_module.device.type, **self.settings))
+            name=self.name or type(pl_module).__name__, device=pl_module.device.type, metric=self.metric,
+            **self.settings))
         self.run_dir = self.pruner.store.dir
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

@@ -30,6 +30,7 @@ from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
 from ..method.network import check_target, prepare_network
 from ..running.record import RunRecord
+from ..storage.metric import Metric, as_metric
 from ..running.pruner import Pruner
 from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
 
@@ -62,18 +63,25 @@ def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int,
 
 @contextlib.contextmanager
 def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, epochs: int,
-           runs_dir: str | Path | None = None, name: str | None = None, **settings) -> Iterator[Pruner]:
+           runs_dir: str | Path | None = None, name: str | None = None, metric: Metric | str | None = None,
+           **settings) -> Iterator[Pruner]:
     """A Pruner on `model` for your own training loop, writing a run folder.
 
     example: one input batch (its first image fixes the input shape); num_classes: the size of the
     logits the model returns, whose classifier is never pruned; None for a model whose output is not
     logits (tensors, or tuples, lists and dicts of them: a detector's boxes and scores), where every
     group whose channels reach an output is kept whole instead. Your loop gives end_epoch its
-    validation metric as val_acc (the studio labels it accuracy). epochs: how many epochs your loop
+    validation metric as val_acc; metric names it for the studio, the report and the trackers: a
+    name ("mAP50-95", higher is better, in percent) or a Metric (storage/metric.py); default accuracy
+    in percent. epochs: how many epochs your loop
     runs (the stop rule's sl_end must fall before the last). On leaving the block the model is
     exported and the run marked finished; an exception marks it failed with the error (and propagates).
     """
     cfg = _config(model, name, dict(settings, epochs=epochs)).validate(model_registry=False, dataset_registry=False)
+    try:
+        metric = as_metric(metric)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"metric: {e}") from None
     device = resolve_device(cfg.device)
     try:
         net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks)
@@ -83,9 +91,10 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
     guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
     shape = list(example.shape[1:])
     record = RunRecord.attached(cfg, net, shape, device, prepare_root(runs_dir), new_run_id(cfg),
-                                {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")})
+                                {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
+                                metric)
     try:
-        pruner = Pruner(cfg, net, record.store)
+        pruner = Pruner(cfg, net, record.store, metric=metric)
         pruner.tracking = record.tracking
         pruner.relay = Relay(record.store, pruner.commands)
         pruner.relay.poll(force=True)                  # the studio can steer the run from now on

@@ -31,15 +31,17 @@ from ..method.regularizer import Shrinker
 from ..method.schedule import auto_sl_start, fixed_sl_start, reg_strength
 from ..method.selection import Selection, select
 from ..method.stability import early_bird_distance, psi_raw, smoothed
+from ..storage.metric import ACCURACY, Metric
 from ..storage.store import RunStore
 
 
 class Pruner:
     def __init__(self, cfg: Config, net: Prunable, store: RunStore, commands: Commands | None = None,
-                 evaluate=None, world: World = World()) -> None:
-        """evaluate(model): a model's validation accuracy in percent (optional): the network's right after
-        the prune, and the candidate's (a physically pruned copy) every `candidate_every`-th searched epoch."""
-        self.cfg, self.net, self.store = cfg, net, store
+                 evaluate=None, world: World = World(), metric: Metric = ACCURACY) -> None:
+        """evaluate(model): a model's validation metric (optional): the network's right after the prune, and
+        the candidate's (a physically pruned copy) every `candidate_every`-th searched epoch. metric: what
+        end_epoch's val_acc is (accuracy in percent unless said otherwise), for the prune's message."""
+        self.cfg, self.net, self.store, self.metric = cfg, net, store, metric
         self.commands = commands or Commands(cfg.threshold)
         self.evaluate = evaluate
         self.world = world                # under torchrun: every rank uses rank 0's candidate
@@ -162,11 +164,12 @@ class Pruner:
 
     def record_prune(self, rec: dict) -> None:
         """Commit a prune: t*, its reason, and the event with the accuracy before and after."""
-        before, after = rec["acc_before"], rec["acc_after"]
+        before, after, m = rec["acc_before"], rec["acc_after"], self.metric
         if before is None:                                # at initialization: nothing evaluated before
-            change = "untrained" if after is None else f"untrained, accuracy {after:.2f} % once pruned"
+            change = "untrained" if after is None else f"untrained, {m.name} {m.format(after)} once pruned"
         else:
-            change = f"accuracy {before:.2f} -> {after:.2f} %" if after is not None else f"accuracy {before:.2f} %"
+            change = f"{m.name} {m.format(before)} -> {m.format(after)}" if after is not None \
+                else f"{m.name} {m.format(before)}"
         when = "at initialization" if rec["epoch"] < 0 else f"after epoch {rec['epoch']}"
         with self.store.transaction():                    # t* and its events, or none
             self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..method.config import Config, ConfigError
 from ..method.network import Prunable, kept_whole_note
 from ..storage.faults import DiskFull, is_disk_full
+from ..storage.metric import ACCURACY, Metric
 from ..storage.store import RunStore
 from .branch import INIT
 from .distributed import NullStore
@@ -47,12 +48,12 @@ class RunRecord:
 
     @classmethod
     def attached(cls, cfg: Config, net: Prunable, shape: list[int], device, root: Path, run_id: str,
-                 versions: dict) -> "RunRecord":
+                 versions: dict, metric: Metric = ACCURACY) -> "RunRecord":
         """A new record for `attach` (your training loop): the store with its groups, dataset and 'started'
         event, and the trackers. On any failure (a full disk, a tracker that cannot start) the folder is
         removed and the lock freed: a run that never began is no run."""
         store = RunStore.create(root / run_id, run_id, cfg.to_json(), versions, str(device), cfg.threshold,
-                                "custom", what="attach")
+                                "custom", what="attach", metric=metric)
         record = cls(store)
         try:
             record._first(net, f"custom ({'x'.join(map(str, shape))})",

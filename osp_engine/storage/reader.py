@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .store import DB_NAME, STALE_AFTER_S, RUN_ID, EPOCH_COLUMNS, STEERING, connect
+from .metric import Metric
 from .writer_lock import holder
 
 
@@ -24,6 +25,7 @@ class RunReader:
         self.dir = Path(run_dir)
         self.db = self.dir / DB_NAME
         self._epoch_select: str | None = None
+        self._run_select: str | None = None
         if not self.db.is_file():
             raise FileNotFoundError(f"{self.dir} is not a run folder (no {DB_NAME})")
 
@@ -39,11 +41,17 @@ class RunReader:
         return self.dir.name
 
     def info(self) -> dict:
+        """The run's row: config, status, t*, ... and `metric`, a Metric (accuracy for a run made before
+        metrics had names)."""
         cols = ["run_id", "config", "versions", "device", "status", "phase", "heartbeat", "created", "ended",
-                "error", "t_star", "prune_reason", "t_sl_start", "threshold", "dataset"]
-        row = self._query(f"SELECT {', '.join(cols)} FROM run WHERE id = 1")[0]
+                "error", "t_star", "prune_reason", "t_sl_start", "threshold", "dataset", "metric"]
+        if self._run_select is None:                  # a run.db's columns never change: asked once per reader
+            present = {r[1] for r in self._query("PRAGMA table_info(run)")}
+            self._run_select = ", ".join(c if c in present else f"NULL AS {c}" for c in cols)
+        row = self._query(f"SELECT {self._run_select} FROM run WHERE id = 1")[0]
         out = dict(zip(cols, row))
         out["config"] = json.loads(out["config"])
+        out["metric"] = Metric.from_json(out["metric"])
         out["versions"] = json.loads(out["versions"] or "{}")
         out["holder"] = holder(self.dir)                  # who holds the writer lock now, if anyone
         out["stale"] = out["status"] == "running" and out["holder"] is None and (
@@ -169,6 +177,7 @@ class RunReader:
         last = rows[-1] if rows else {}
         t_star = info["t_star"]
         at_prune = next((r for r in rows if r["epoch"] == t_star), None)
+        metric = info["metric"]
         accs = [r["val_acc"] for r in rows if r["val_acc"] is not None]
         dense_flops, dense_params = last.get("dense_flops"), last.get("dense_params")
         def red(now, dense):
@@ -184,7 +193,8 @@ class RunReader:
             dense_flops=dense_flops, dense_params=dense_params,
             final_flops=last.get("model_flops"), final_params=last.get("model_params"),
             dense_acc_at_prune=at_prune["val_acc"] if at_prune else None,
-            best_acc=max(accs) if accs else None, final_acc=last.get("val_acc"),
+            best_acc=metric.best(accs), final_acc=last.get("val_acc"),
+            metric=metric.name, metric_higher=metric.higher, metric_unit=metric.unit,
             psi=[r["psi_smoothed"] for r in rows], epochs=len(rows), total_epochs=cfg.get("epochs"),
             wall_seconds=(info["ended"] or time.time()) - info["created"], device=info["device"],
             **self._facts(),

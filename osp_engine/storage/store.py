@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .faults import writing
+from .metric import ACCURACY, Metric
 from .writer_lock import WriterLock
 
 DB_NAME = "run.db"
@@ -35,7 +36,7 @@ EPOCH_COLUMNS = ["epoch", "phase", "train_loss", "train_acc", "val_loss", "val_a
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS run (id INTEGER PRIMARY KEY CHECK (id = 1), run_id TEXT, config TEXT,
     versions TEXT, device TEXT, status TEXT, phase TEXT, heartbeat REAL, created REAL, ended REAL,
-    error TEXT, t_star INTEGER, prune_reason TEXT, t_sl_start INTEGER, threshold REAL, dataset TEXT);
+    error TEXT, t_star INTEGER, prune_reason TEXT, t_sl_start INTEGER, threshold REAL, dataset TEXT, metric TEXT);
 CREATE TABLE IF NOT EXISTS epochs ({", ".join(c + (" INTEGER PRIMARY KEY" if c == "epoch" else "")
                                               for c in EPOCH_COLUMNS)});
 CREATE TABLE IF NOT EXISTS groups (gid INTEGER PRIMARY KEY, name TEXT, size INTEGER, layers TEXT);
@@ -82,9 +83,10 @@ class RunStore:
 
     @classmethod
     def create(cls, run_dir: Path, run_id: str, config_json: str, versions: dict, device: str,
-               threshold: float, dataset: str, what: str = "run") -> "RunStore":
+               threshold: float, dataset: str, what: str = "run", metric: Metric = ACCURACY) -> "RunStore":
         """Make the folder, take its writer lock (`what`: run, branch, attach) and write a complete
-        database; readers never see a half-made schema.
+        database; readers never see a half-made schema. metric: the name and direction of the figure
+        the run records as val_acc (storage/metric.py).
 
         The database is built under a temporary name with a rollback journal, so every write lands in
         the file itself or raises (a full disk cannot leave the schema in a WAL file that the rename
@@ -102,8 +104,9 @@ class RunStore:
                     con.executescript(_SCHEMA)
                     now = time.time()
                     con.execute("INSERT INTO run (id, run_id, config, versions, device, status, phase, heartbeat,"
-                                " created, threshold, dataset) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?)",
-                                (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset))
+                                " created, threshold, dataset, metric) VALUES (1, ?, ?, ?, ?, 'running', 'setup', ?, ?, ?, ?, ?)",
+                                (run_id, config_json, json.dumps(versions), device, now, now, threshold, dataset,
+                                 metric.to_json()))
                     if con.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
                         raise sqlite3.OperationalError("could not switch run.db to WAL mode")
                 finally:
