@@ -1,5 +1,6 @@
 """The bundled detection set: digits pasted on canvases with their boxes, in Ultralytics' layout."""
 
+import dataclasses
 import json
 import os
 
@@ -110,3 +111,24 @@ def test_the_command_line_writes_it_and_prints_its_data_yaml(tmp_path, capsys):
     assert len(list((tmp_path / "digits-det-32" / "images" / "train").iterdir())) == 3
     assert main(["detection-set", "--out", str(tmp_path), "--imgsz", "8"]) == 2     # one line, no traceback
     assert "error: digit sides" in capsys.readouterr().err
+
+
+def test_a_segmentation_set_outlines_each_digit_inside_its_tight_box(tmp_path):
+    """task=segment: one polygon per digit, the convex hull of its ink, whose bounding box is the detection
+    set's tight box of the same digit (Ultralytics derives the box from the polygon)."""
+    seg = dataclasses.replace(SMALL, task="segment")
+    folder = write_detection_set(tmp_path, seg).parent
+    assert folder.name == f"digits-seg-{SMALL.imgsz}"
+    boxes_folder = write_detection_set(tmp_path, SMALL).parent
+    for i in range(SMALL.train):
+        _, boxes = _read(boxes_folder, "train", i)
+        lines = (folder / "labels" / "train" / f"{i:06d}.txt").read_text().splitlines()
+        assert len(lines) == len(boxes)
+        for line, (c, cx, cy, w, h) in zip(lines, boxes):
+            cls, *coords = line.split()
+            xy = np.array(coords, dtype=float).reshape(-1, 2)
+            assert int(cls) == c and len(xy) >= 4
+            assert np.allclose([xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max()],
+                               [cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2], atol=2e-6)
+    with pytest.raises(ConfigError, match="unknown task"):
+        write_detection_set(tmp_path, dataclasses.replace(SMALL, task="pose"))

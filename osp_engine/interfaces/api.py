@@ -84,7 +84,8 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
         raise ConfigError(f"metric: {e}") from None
     device = resolve_device(cfg.device)
     try:
-        net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks)
+        net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks,
+                              attention=cfg.attention)
         check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None

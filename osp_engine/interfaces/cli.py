@@ -235,7 +235,8 @@ def _cmd_detection_set(args) -> int:
     from ..running.detection_set import write_detection_set
 
     print(write_detection_set(args.out, DetectionSetSpec(imgsz=args.imgsz, train=args.train, val=args.val,
-                                                         max_side=min(DetectionSetSpec.max_side, args.imgsz))))
+                                                         max_side=min(DetectionSetSpec.max_side, args.imgsz),
+                                                         task=args.task)))
     return 0
 
 
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--imgsz", type=int, default=spec.imgsz, help=f"canvas side in pixels (default {spec.imgsz})")
     ds.add_argument("--train", type=int, default=spec.train, help=f"training canvases (default {spec.train})")
     ds.add_argument("--val", type=int, default=spec.val, help=f"validation canvases (default {spec.val})")
+    ds.add_argument("--task", choices=("detect", "segment"), default=spec.task,
+                    help="detect: boxes; segment: each digit's outline too, for -seg models (default detect)")
     ds.set_defaults(fn=_cmd_detection_set)
     so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
     so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")

@@ -18,6 +18,7 @@ from .moments import MOMENTS
 
 
 VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
+ATTENTION = ("refuse", "whole")          # what a model with attention layers gets (docs/models.md)
 SEARCH_MODES = ("threshold", "fill")     # docs/method.md, 'Hitting the FLOPs target': the paper's, or osp's fill
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
 
@@ -60,6 +61,8 @@ class Config:
     sl_end: int = 110                     # forced prune after epoch t > sl_end
     round_to: int = 0                     # beyond the paper: every group keeps a multiple of k channels, or all (0: off)
     search: str = "threshold"             # "threshold": the variant's search (the paper's); "fill" (beyond it): within 0.05 pp
+    attention: str = "refuse"             # a model with attention layers: "refuse" it, or keep "whole" every group
+                                          # that reaches into one and prune the rest (a YOLO11's C2PSA block)
     # stability
     threshold: float = 0.999              # smoothed PSI at which the sub-network counts as stable
     eb_threshold: float = 0.1             # Early-Bird: all 4 Hamming distances <= this draws a ticket
@@ -113,6 +116,9 @@ class Config:
         if model_registry and dataset_registry and self.model.startswith("tv-") and self.dataset in ONE_CHANNEL_DATASETS:
             fail(f"{self.model} takes 3-channel images and {self.dataset} has one channel: "
                  f"use an ImageFolder dataset (dataset=folder, data_root=DIR) or a CIFAR one")
+        if self.attention not in ATTENTION:
+            fail(f"unknown attention {self.attention!r}: use refuse (a model with attention is refused) or whole "
+                 f"(every group reaching into an attention layer is kept whole)")
         if self.variant not in VARIANTS:
             fail(f"unknown variant {self.variant!r}: use official (the official code, exactly) or corrected")
         if self.epochs <= 0:

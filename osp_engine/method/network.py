@@ -41,13 +41,37 @@ class Prunable:
     whole: list[KeptWhole] = field(default_factory=list)   # groups never pruned, and why
 
 
-def check_convolutional(model: nn.Module) -> None:
-    """Refuse attention models (ViT, Swin, MaxViT): osp prunes convolutional channels, and
-    Torch-Pruning's grouping of their heads is neither exact here nor bounded in memory."""
+def attention_layers(model: nn.Module) -> dict[str, str]:
+    """{name: type name} of the model's attention layers (outermost only)."""
+    found: dict[str, str] = {}
     for name, m in model.named_modules():
-        if isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__:
-            raise UnsupportedModel(f"attention layer {type(m).__name__} ({name}): vision transformers are not "
-                                   f"supported, osp prunes the channels of convolutional networks")
+        if (isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__) and \
+                not any(name.startswith(outer + ".") for outer in found):
+            found[name] = type(m).__name__
+    return found
+
+
+def check_convolutional(model: nn.Module, attention: str = "refuse") -> dict[str, str]:
+    """Refuse attention models (ViT, Swin, MaxViT): osp prunes convolutional channels, and
+    Torch-Pruning's grouping of their heads is neither exact here nor bounded in memory. With
+    attention="whole", a convolutional network holding a few attention layers (a YOLO11's C2PSA) is
+    taken instead, and the attention layers are returned for `keep_attention_whole`."""
+    found = attention_layers(model)
+    if found and attention != "whole":
+        name, kind = next(iter(found.items()))
+        raise UnsupportedModel(f"attention layer {kind} ({name}): vision transformers are not supported, osp "
+                               f"prunes the channels of convolutional networks (attention=whole keeps every group "
+                               f"that reaches into one whole and prunes the rest)")
+    return found
+
+
+def keep_attention_whole(groups: list[Group], attention: dict[str, str]) -> None:
+    """Mark whole every group with a weight inside an attention layer: its heads' reshapes and its
+    channel count fixed at construction (heads x head size) are never cut."""
+    for g in groups:
+        inside = next((a for m in g.members for a in attention if m.layer == a or m.layer.startswith(a + ".")), None)
+        if inside is not None and not g.whole:
+            g.whole = f"it reaches into attention layer {attention[inside]} ({inside}), kept whole (attention=whole)"
 
 
 def check_input(model: nn.Module, example: torch.Tensor, num_classes: int | None) -> None:
@@ -82,7 +106,7 @@ def _step(what: str, model: nn.Module, fn: Callable[[], T]) -> T:
 
 
 def prepare_network(model: nn.Module, num_classes: int | None, example: torch.Tensor, variant: str,
-                    checks: int = 2, say: Callable[[str], None] | None = None) -> Prunable:
+                    checks: int = 2, say: Callable[[str], None] | None = None, attention: str = "refuse") -> Prunable:
     """Groups, cost model (checked against Torch-Pruning's counter `checks` times) and pi for `model`.
 
     num_classes: the logits' size, whose classifier is never pruned; None for a model whose output is not
@@ -91,23 +115,25 @@ def prepare_network(model: nn.Module, num_classes: int | None, example: torch.Te
     example: (1, C, H, W) on the model's device; say(line): progress when the probe takes over 2 s.
     UnsupportedModel (one line) if it cannot be pruned exactly; never another exception. The model is
     traced in eval mode and left in the train / eval mode of each module as it came (a loop that set
-    train() before attaching must not train with frozen BatchNorm statistics).
+    train() before attaching must not train with frozen BatchNorm statistics). attention: Config.attention.
     """
     modes = [(m, m.training) for m in model.modules()]
     try:
-        return _prepare(model, num_classes, example, variant, checks, say)
+        return _prepare(model, num_classes, example, variant, checks, say, attention)
     finally:
         for m, training in modes:
             m.training = training
 
 
 def _prepare(model: nn.Module, num_classes: int | None, example: torch.Tensor, variant: str, checks: int,
-             say: Callable[[str], None] | None) -> Prunable:
-    _step("checking the model", model, lambda: (check_convolutional(model), check_input(model, example, num_classes)))
+             say: Callable[[str], None] | None, attention: str) -> Prunable:
+    layers = check_convolutional(model, attention)
+    _step("checking the model", model, lambda: check_input(model, example, num_classes))
     count_subclasses(model)
     graph = build_graph(model, example)
     classifier = None if num_classes is None else find_classifier(model, num_classes)
     groups = _step("grouping channels", model, lambda: build_groups(model, graph, classifier))
+    keep_attention_whole(groups, layers)
     if not any(g.n_units > 1 for g in groups):
         raise UnsupportedModel("the model has no channel group that can lose a channel: nothing to prune")
     probe = _step("probing the groups", model,

@@ -32,6 +32,7 @@ import numpy as np
 from ..method.config import ConfigError
 
 INK = 0.05                      # a pixel above this fraction of full intensity is ink (boxes hug it)
+TASKS = ("detect", "segment")
 PLACE_TRIES = 50                # random places tried for one digit before the canvas holds fewer
 
 
@@ -44,8 +45,11 @@ class DetectionSetSpec:
     min_side: int = 12          # a pasted digit's side, pixels (the source is 8x8)
     max_side: int = 28
     seed: int = 0
+    task: str = "detect"        # "detect": boxes; "segment": each digit's outline too (the convex hull of its ink)
 
     def check(self) -> "DetectionSetSpec":
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}: use {' or '.join(TASKS)}")
         if not 8 <= self.min_side <= self.max_side <= self.imgsz:
             raise ConfigError(f"digit sides must satisfy 8 <= min_side ({self.min_side}) <= max_side "
                               f"({self.max_side}) <= imgsz ({self.imgsz})")
@@ -58,7 +62,7 @@ def write_detection_set(root: str | Path, spec: DetectionSetSpec = DetectionSetS
     """The set's data.yaml under `root` (written if absent; reused if there with the same spec).
     ConfigError if its folder holds something else."""
     spec = spec.check()
-    folder = Path(root) / f"digits-det-{spec.imgsz}"
+    folder = Path(root) / f"digits-{spec.task[:3]}-{spec.imgsz}"
     if folder.exists():
         return _reuse(folder, spec)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -100,16 +104,20 @@ def _write(folder: Path, spec: DetectionSetSpec) -> None:
             canvas, boxes = _canvas(rng, images, labels, split[part], spec)
             grey = np.round(canvas * 255).astype(np.uint8)                  # (imgsz, imgsz)
             Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / "images" / part / f"{i:06d}.png")
-            lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h, _ in boxes]
+            if spec.task == "segment":              # class x1 y1 ... xk yk: the outline, as fractions
+                lines = [f"{c} " + " ".join(f"{v:.6f}" for v in outline.ravel()) for c, *_, outline in boxes]
+            else:
+                lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, cx, cy, w, h, _, _ in boxes]
             (folder / "labels" / part / f"{i:06d}.txt").write_text("\n".join(lines) + "\n")
-            sources[f"{part}/{i:06d}"] = [src for *_, src in boxes]
+            sources[f"{part}/{i:06d}"] = [src for *_, src, _ in boxes]
     manifest = {"spec": dataclasses.asdict(spec), "classes": [str(c) for c in range(10)], "sources": sources}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 
 def _canvas(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, pool: np.ndarray,
             spec: DetectionSetSpec) -> tuple[np.ndarray, list[tuple]]:
-    """One canvas (imgsz, imgsz) in [0, 1] and its boxes [(class, cx, cy, w, h, source index)]."""
+    """One canvas (imgsz, imgsz) in [0, 1] and its digits [(class, cx, cy, w, h, source index, outline)],
+    outline: (k, 2) the convex hull of the digit's ink pixels (their corners), x and y as fractions."""
     n = spec.imgsz
     canvas = np.zeros((n, n), dtype=np.float32)
     taken: list[tuple[int, int, int]] = []          # (top, left, side) of each pasted square
@@ -129,8 +137,18 @@ def _canvas(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray, po
         canvas[top:top + side, left:left + side] = patch
         taken.append((top, left, side))
         y0, y1, x0, x1 = top + ys.min(), top + ys.max() + 1, left + xs.min(), left + xs.max() + 1
-        boxes.append((int(labels[src]), (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n, src))
+        boxes.append((int(labels[src]), (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n, src,
+                      _outline(left + xs, top + ys) / n))
     return canvas, boxes
+
+
+def _outline(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(k, 2) the convex hull, counter-clockwise, of the pixels at (xs, ys) taken as unit squares: its
+    bounding box is the pixels' tight box."""
+    from scipy.spatial import ConvexHull            # scikit-learn's dependency
+
+    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)]).astype(np.float64)
+    return corners[ConvexHull(corners).vertices]
 
 
 def _free_place(rng: np.random.Generator, taken: list[tuple[int, int, int]], side: int, n: int) -> tuple[int, int] | None:

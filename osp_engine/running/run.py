@@ -104,7 +104,8 @@ class Run:
                 load_weights(model, self.cfg.weights)
             model = model.to(self.device)
             example = torch.zeros(1, *info.input_shape, device=self.device)
-            self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks, say=log)
+            self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks, say=log,
+                                       attention=self.cfg.attention)
             if not self.cfg.baseline:
                 check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k, self.cfg.round_to)
         except UnsupportedModel as e:

@@ -75,6 +75,14 @@ def export_model(model: torch.nn.Module, history: list, arch: dict, run_dir: Pat
     return path
 
 
+def replay_history(model: torch.nn.Module, history: list, example: torch.Tensor) -> None:
+    """Remove from `model` (dense, of the pruned one's architecture) the channels Torch-Pruning's `history`
+    records, as the prune removed them: every group at once, numbered as before anything went.
+    example: (1, C, H, W) on the model's device. osp prunes output channels only, each group once."""
+    graph = build_graph(model, example)
+    remove_together(graph, [(model.get_submodule(name), list(idxs)) for name, _, idxs in history])
+
+
 def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Module | None = None) -> torch.nn.Module:
     """The exported network, ready for inference (eval mode).
 
@@ -93,9 +101,7 @@ def load_pruned(path: str | Path, map_location: str = "cpu", model: torch.nn.Mod
     if model is None:
         model = build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
     shape = arch.get("input_shape") or [arch["in_channels"], arch["image_size"], arch["image_size"]]
-    graph = build_graph(model, torch.zeros(1, *shape))
-    history = blob["pruning_history"]                      # osp prunes output channels only, each group once
-    remove_together(graph, [(model.get_submodule(name), list(idxs)) for name, _, idxs in history])
+    replay_history(model, blob["pruning_history"], torch.zeros(1, *shape))
     state = OrderedDict(blob["state_dict"])
     state._metadata = OrderedDict(blob.get("metadata", {}))       # per-module versions (MNASNet reads its own)
     model.load_state_dict(state)
