@@ -93,3 +93,62 @@ def test_a_cancel_from_the_studio_stops_the_fit(tmp_path):
     fit.join(240)
     assert not fit.is_alive() and trainer.current_epoch < 39
     assert RunReader(pruning.run_dir).info()["status"] == "cancelled"
+
+
+def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_path):
+    """A fit with ModelCheckpoint dies after the prune; its last.ckpt loads with load_from_checkpoint as the
+    pruned network (the same outputs), and fit(ckpt_path=...) continues the fit and its run folder to the end:
+    pruned once, at the same epoch, the LR on the schedule, the epochs recorded once each."""
+    import lightning.pytorch as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from sklearn.datasets import load_digits
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from osp_engine.integrations.lightning import OneCyclePruning, PrunedCheckpoints
+
+    namespace = {}
+    exec(compile(_readme_lightning().split("torch.manual_seed(0)")[0], "README.md", "exec"), namespace)
+
+    class Reloadable(PrunedCheckpoints, namespace["Digits"]):
+        pass
+
+    class PowerCut(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 5:
+                raise RuntimeError("power cut")
+
+    torch.manual_seed(0)
+    digits = load_digits()
+    x, y = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16, torch.tensor(digits.target)
+    loader = DataLoader(TensorDataset(x[:512], y[:512]), batch_size=64)
+
+    def fit(module, callbacks, ckpt_path=None):
+        pruning = OneCyclePruning(runs_dir=tmp_path / "runs", target=0.5, sl_start=1, sl_end=2, threshold=0.6)
+        trainer = L.Trainer(max_epochs=8, callbacks=[pruning, *callbacks, ModelCheckpoint(tmp_path / "ckpt", save_last=True)],
+                            accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, loader, loader, ckpt_path=ckpt_path)
+        return pruning
+
+    first = Reloadable()
+    with pytest.raises(RuntimeError, match="power cut"):
+        fit(first, [PowerCut()])
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    info = RunReader(run_dir).info()
+    assert info["status"] == "failed" and info["t_star"] is not None and info["t_star"] <= 3
+
+    loaded = Reloadable.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt").eval()
+    shapes = {k: v.shape for k, v in first.state_dict().items()}
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == shapes
+    assert shapes != {k: v.shape for k, v in Reloadable().state_dict().items()}      # it is the pruned network
+    with torch.no_grad():
+        assert torch.equal(loaded(x[:32]), first.eval()(x[:32]))
+
+    second = Reloadable()                                                     # dense, as built
+    pruning = fit(second, [], ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    reader = RunReader(pruning.run_dir)
+    assert pruning.run_dir == run_dir and reader.info()["status"] == "finished"
+    assert reader.info()["t_star"] == info["t_star"]
+    assert [r["epoch"] for r in reader.epochs()] == list(range(8))
+    assert [r["lr"] for r in reader.epochs()] == pytest.approx([0.1] * 4 + [0.02] * 2 + [0.004] * 2)
+    assert {k: v.shape for k, v in second.state_dict().items()} == shapes
+    assert [e["kind"] for e in reader.events()].count("prune") == 1 and (run_dir / "model.pt").is_file()

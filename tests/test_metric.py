@@ -95,3 +95,17 @@ def test_a_run_made_before_metrics_had_names_reads_as_accuracy(tmp_path):
     old = RunReader(reader.dir)
     assert old.info()["metric"] == ACCURACY and old.summary()["best_acc"] == 70.0
     assert dict(card_rows(old.summary(), old.info()))["accuracy"] == "final 67.00 %, best 70.00 %"
+
+
+def test_trackers_log_the_metric_under_its_name():
+    from osp_engine.tracking.metrics import epoch_metrics, run_summary
+
+    row = {"epoch": 3, "phase": "pruned", "val_acc": 41.5, "cand_acc": 39.0, "train_loss": 1.2}
+    box = Metric("mAP50-95 (box)")
+    assert epoch_metrics(row, box) == {"osp/mAP50-95_box": 41.5, "osp/candidate_mAP50-95_box": 39.0,
+                                       "osp/loss": 1.2, "osp/phase": 2.0}
+    assert set(epoch_metrics(row)) == {"osp/accuracy", "osp/candidate_accuracy", "osp/loss", "osp/phase"}
+    summary = {"status": "finished", "final_acc": 40.0, "best_acc": 41.5, "metric": box.name, "metric_higher": True,
+               "metric_unit": "%"}
+    assert run_summary(summary) == {"osp/status": "finished", "osp/final_mAP50-95_box": 40.0,
+                                    "osp/best_mAP50-95_box": 41.5}

@@ -194,3 +194,32 @@ def test_an_error_in_the_trainer_records_the_run_failed_and_frees_it(data, tmp_p
     (run,) = list((tmp_path / "runs").iterdir())
     info = RunReader(run).info()
     assert info["status"] == "failed" and info["holder"] is None and "stopped before the end" in info["error"]
+
+
+def test_the_yolo_command_prunes_on_the_bundled_set_offline(tmp_path, capsys):
+    from osp_engine.interfaces.cli import main
+
+    code = main(["yolo", "--epochs", "4", "--imgsz", "32", "--batch", "32", "--data", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "ul"), "--runs-dir", str(tmp_path / "runs"), "--set", "sl_end=1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "finished: pruned after epoch" in out and "mAP50-95 (box)" in out
+    (run,) = list((tmp_path / "runs").iterdir())
+    assert RunReader(run).info()["t_star"] is not None and (tmp_path / "data" / "digits-det-32" / "data.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_the_readme_yolo_example_runs_as_written(tmp_path):
+    """The README's YOLO block in a fresh interpreter (30 epochs on the bundled set: minutes on 2 cores)."""
+    import re
+
+    from conftest import ROOT
+
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                if "ultralytics" in b]
+    (tmp_path / "example.py").write_text(block)
+    env = {**os.environ, "OSP_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir, onnx = out.stdout.strip().splitlines()[-1].split()
+    assert RunReader(run_dir).info()["status"] == "finished" and Path(onnx).is_file()

@@ -9,6 +9,12 @@ of the same schedule; the run is an ordinary run folder that the studio shows an
 cancel, prune now). After the prune the optimisers are rebuilt by calling `configure_optimizers` again,
 and each LR scheduler is stepped as many times as the old one was, so the schedule goes on where it was.
 
+A pruned fit's checkpoints carry the structure as data (`checkpoint["osp"]`: the pruning history and
+the input shape, never a pickled module). A module that also derives from `PrunedCheckpoints` loads them:
+`MyModule.load_from_checkpoint("last.ckpt")` is the pruned network, and `trainer.fit(module,
+ckpt_path="last.ckpt")` with this callback continues the fit and its run folder (checkpoints taken at
+epoch ends, as ModelCheckpoint takes them).
+
 Contract with the module: its forward maps a batch of images to logits; it logs the validation accuracy
 (`accuracy=`, default "val_acc", a fraction in [0, 1] unless accuracy_in_percent=True) and may log the
 training loss (`loss=`, default "train_loss"); `example_input_array` (or `example=`) is one batch of
@@ -26,6 +32,7 @@ import torch
 from ..interfaces.api import attach
 from ..method.config import ConfigError
 from ..running.commands import Cancelled
+from ..storage.export import replay_history
 from ..storage.metric import Metric
 
 try:
@@ -51,6 +58,9 @@ class OneCyclePruning(pl.Callback):
         self.run_dir: Path | None = None
         self._epoch_lr = 0.0
         self._stack: contextlib.ExitStack | None = None
+        self._done = -1                                   # the last epoch whose end the pruner recorded
+        self._resume: dict | None = None                  # the callback's state in the checkpoint fit() resumes
+        self._restored: dict | None = None                # that checkpoint's pruned weights, optimisers, schedulers
 
     # ---------------------------------------------------------------- start and end
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -68,12 +78,18 @@ class OneCyclePruning(pl.Callback):
             with torch.no_grad():
                 self.num_classes = int(net.eval()(example).shape[-1])
             net.train()
+        self._shape = list(example.shape[1:])
+        for checkpointing in trainer.checkpoint_callbacks:   # after this callback's record of the epoch, so that a
+            if getattr(checkpointing, "_save_on_train_epoch_end", False) is None:   # checkpoint holds it: at the
+                checkpointing._save_on_train_epoch_end = True                         # epoch's end, not validation's
         self._stack = contextlib.ExitStack()
         self.pruner = self._stack.enter_context(attach(
             net, example, num_classes=self.num_classes, epochs=trainer.max_epochs, runs_dir=self.runs_dir,
             name=self.name or type(pl_module).__name__, device=pl_module.device.type, metric=self.metric,
-            **self.settings))
+            resume=self._resume, **self.settings))
         self.run_dir = self.pruner.store.dir
+        if self._restored is not None:                    # resumed after the prune: the weights it had then
+            self._reload(trainer, pl_module)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._close()                                     # exports model.pt, records "finished"
@@ -109,11 +125,47 @@ class OneCyclePruning(pl.Callback):
             trainer.current_epoch, train_loss=None if loss is None else float(loss), train_acc=None,
             val_loss=float(metrics["val_loss"]) if "val_loss" in metrics else None,
             val_acc=float(metrics[self.accuracy]) * self.scale, lr=self._epoch_lr)
+        self._done = trainer.current_epoch
         for name, column in LOGGED:
             if self.pruner.row.get(column) is not None:
                 pl_module.log(f"osp/{name}", float(self.pruner.row[column]))
         if pruned:
             rebuild_optimizers(trainer)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """Lightning keeps this in every checkpoint: the run folder and the method's state after the last
+        recorded epoch (tensors and plain data)."""
+        if self.pruner is None:
+            return {}
+        return {"run_dir": str(self.run_dir), "epoch": self._done, "pruner": self.pruner.state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume = dict(state_dict) if state_dict else None   # on_train_start continues that run
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """The structure as data beside the weights: what PrunedCheckpoints needs to rebuild the network."""
+        if self.pruner is not None:
+            net = self.pruner.net
+            checkpoint["osp"] = {"network": self.network or "", "input_shape": self._shape,
+                                 "pruning_history": net.graph.pruning_history() if self.pruner.pruned else []}
+
+    def defer(self, checkpoint: dict, pl_module: "pl.LightningModule") -> None:
+        """fit(ckpt_path=...) of a pruned fit: keep the checkpoint's pruned weights, optimiser and scheduler
+        states for on_train_start (which prunes the dense module as the run did), and let Lightning load
+        the module's own dense weights meanwhile."""
+        self._restored = {"state_dict": checkpoint["state_dict"], "optimizers": checkpoint.get("optimizer_states", []),
+                          "schedulers": checkpoint.get("lr_schedulers", [])}
+        checkpoint["state_dict"] = pl_module.state_dict()
+
+    def _reload(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        restored, self._restored = self._restored, None
+        pl_module.load_state_dict(restored["state_dict"])
+        trainer.strategy.setup_optimizers(trainer)       # over the pruned tensors, then as they were saved
+        for optimizer, state in zip(trainer.optimizers, restored["optimizers"]):
+            optimizer.load_state_dict(state)
+        for config, state in zip(trainer.lr_scheduler_configs, restored["schedulers"]):
+            config.scheduler.load_state_dict(state)
 
     # ---------------------------------------------------------------- helpers
     def _net(self, pl_module: "pl.LightningModule") -> torch.nn.Module:
@@ -133,6 +185,32 @@ class OneCyclePruning(pl.Callback):
         else:
             with contextlib.suppress(BaseException):
                 stack.__exit__(type(exception), exception, exception.__traceback__)
+
+
+class PrunedCheckpoints:
+    """Mix into a LightningModule pruned by OneCyclePruning (class MyModule(PrunedCheckpoints,
+    L.LightningModule)): its checkpoints then load pruned, by load_from_checkpoint and by fit(ckpt_path=...).
+    An override of on_load_checkpoint must call super().on_load_checkpoint(checkpoint)."""
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_structure(self, checkpoint)
+        super().on_load_checkpoint(checkpoint)
+
+
+def restore_structure(module: "pl.LightningModule", checkpoint: dict) -> None:
+    """Prune `module` (dense, as built) as the checkpoint's network was, before its weights load; inside a
+    fit with OneCyclePruning that callback does it at the fit's start instead (with the run's groups)."""
+    saved = checkpoint.get("osp") or {}
+    if not saved.get("pruning_history"):
+        return
+    trainer = getattr(module, "_trainer", None)
+    callback = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, OneCyclePruning)), None)
+    if callback is not None:
+        callback.defer(checkpoint, module)
+        return
+    net = module.get_submodule(saved["network"]) if saved["network"] else module
+    device = next(net.parameters()).device
+    replay_history(net, saved["pruning_history"], torch.zeros(1, *saved["input_shape"], device=device))
 
 
 def _lr(trainer: "pl.Trainer") -> float:

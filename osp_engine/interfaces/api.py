@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 import traceback
 from pathlib import Path
@@ -28,9 +29,11 @@ from ..running.data import DatasetInfo
 from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
-from ..method.network import check_target, prepare_network
+from ..method.network import Prunable, check_target, prepare_network
+from ..method.groups import prune_groups
 from ..running.record import RunRecord
 from ..storage.metric import Metric, as_metric
+from ..storage.reader import RunReader
 from ..running.pruner import Pruner
 from ..running.run import Run, new_run_id, package_version, prepare_root, resolve_device
 
@@ -41,6 +44,28 @@ def _config(model: nn.Module, name: str | None, settings: dict) -> Config:
         raise ConfigError(f"unknown setting {unknown[0]!r}: see osp_engine.Config for the fields")
     settings = {"dataset": "custom", "device": "cpu", **settings}
     return dataclasses.replace(Config(), model=name or type(model).__name__, **settings)
+
+
+def _resumed(run_dir: Path, epochs: int) -> tuple[Config, Metric]:
+    """The config and metric of the attached run at run_dir, to continue it for `epochs` epochs."""
+    try:
+        info = RunReader(run_dir).info()
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is not a run folder: the checkpoint's run is gone") from None
+    cfg = Config.from_json(json.dumps(info["config"]))
+    if cfg.epochs != epochs:
+        raise ConfigError(f"{run_dir.name} was planned for {cfg.epochs} epochs, not {epochs}: resume it with as many")
+    return cfg, info["metric"]
+
+
+def _prepared(model: nn.Module, num_classes: int | None, example: torch.Tensor, cfg: Config) -> Prunable:
+    """prepare_network with the config's settings and a reachable target, refusals as one ConfigError line."""
+    try:
+        net = prepare_network(model, num_classes, example, cfg.variant, cfg.cost_checks, attention=cfg.attention)
+        check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
+    except UnsupportedModel as e:
+        raise ConfigError(f"{cfg.model}: {e}") from None
+    return net
 
 
 def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int, runs_dir: str | Path | None = None,
@@ -64,7 +89,7 @@ def prune(model: nn.Module, train: Iterable, val: Iterable, *, num_classes: int,
 @contextlib.contextmanager
 def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, epochs: int,
            runs_dir: str | Path | None = None, name: str | None = None, metric: Metric | str | None = None,
-           **settings) -> Iterator[Pruner]:
+           resume: dict | None = None, **settings) -> Iterator[Pruner]:
     """A Pruner on `model` for your own training loop, writing a run folder.
 
     example: one input batch (its first image fixes the input shape); num_classes: the size of the
@@ -73,34 +98,48 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
     group whose channels reach an output is kept whole instead. Your loop gives end_epoch its
     validation metric as val_acc; metric names it for the studio, the report and the trackers: a
     name ("mAP50-95", higher is better, in percent) or a Metric (storage/metric.py); default accuracy
-    in percent. epochs: how many epochs your loop
-    runs (the stop rule's sl_end must fall before the last). On leaving the block the model is
-    exported and the run marked finished; an exception marks it failed with the error (and propagates).
+    in percent. epochs: how many epochs your loop runs (the stop rule's sl_end must fall before the
+    last). On leaving the block the model is exported and the run marked finished; an exception marks
+    it failed with the error (and propagates).
+
+    resume: {"run_dir", "epoch": t, "pruner": Pruner.state() after epoch t} continues that attached run
+    with `model` dense as built (its config and metric are the run's; settings are not used): pruned
+    again as it was, the method's state restored, the epochs recorded after t rewound. Load the
+    weights of epoch t into the model after entering (they are pruned ones once the run has pruned).
     """
-    cfg = _config(model, name, dict(settings, epochs=epochs)).validate(model_registry=False, dataset_registry=False)
-    try:
-        metric = as_metric(metric)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"metric: {e}") from None
+    if resume is None:
+        cfg = _config(model, name, dict(settings, epochs=epochs)).validate(model_registry=False, dataset_registry=False)
+        try:
+            metric = as_metric(metric)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"metric: {e}") from None
+    else:
+        cfg, metric = _resumed(Path(resume["run_dir"]), epochs)
     device = resolve_device(cfg.device)
-    try:
-        net = prepare_network(model.to(device), num_classes, example[:1].to(device), cfg.variant, cfg.cost_checks,
-                              attention=cfg.attention)
-        check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
-    except UnsupportedModel as e:
-        raise ConfigError(f"{cfg.model}: {e}") from None
+    net = _prepared(model.to(device), num_classes, example[:1].to(device), cfg)
     guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
     shape = list(example.shape[1:])
-    record = RunRecord.attached(cfg, net, shape, device, prepare_root(runs_dir), new_run_id(cfg),
-                                {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
-                                metric)
+    if resume is None:
+        record = RunRecord.attached(cfg, net, shape, device, prepare_root(runs_dir), new_run_id(cfg),
+                                    {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
+                                    metric)
+    else:
+        record = RunRecord.reattached(Path(resume["run_dir"]), cfg, resume["pruner"], resume["epoch"])
     try:
         pruner = Pruner(cfg, net, record.store, metric=metric)
+        if resume is not None:
+            state = resume["pruner"]
+            if state["pruned"]:                        # the dense model as built loses the channels it had lost
+                prune_groups(net.graph, net.groups, list(state["keep"]))
+            pruner.load_state(state)
         pruner.tracking = record.tracking
         pruner.relay = Relay(record.store, pruner.commands)
         pruner.relay.poll(force=True)                  # the studio can steer the run from now on
-    except BaseException:
-        record.abandon()
+    except BaseException as e:
+        if resume is None:
+            record.abandon()                           # a run that never began is no run
+        else:
+            record.end("failed", f"{type(e).__name__}: {e}", f"could not resume: {type(e).__name__}: {e}")
         raise
     status, error, trace, t0 = "failed", None, None, time.time()
     try:

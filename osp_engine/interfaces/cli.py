@@ -20,6 +20,7 @@ from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
 from .studio import cmd_studio
 from .takeaway import cmd_export, cmd_log, cmd_report
+from . import yolo
 
 
 class _Parser(argparse.ArgumentParser):
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--task", choices=("detect", "segment"), default=spec.task,
                     help="detect: boxes; segment: each digit's outline too, for -seg models (default detect)")
     ds.set_defaults(fn=_cmd_detection_set)
+    yolo.add_parser(sub)
     so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
     so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")
     so.add_argument("--address", default=None, help="default localhost; any other address shares the studio "

@@ -23,7 +23,9 @@ from ..method.config import Config, ConfigError
 from ..method.network import Prunable, kept_whole_note
 from ..storage.faults import DiskFull, is_disk_full
 from ..storage.metric import ACCURACY, Metric
+from ..storage.reader import RunReader
 from ..storage.store import RunStore
+from ..storage.writer_lock import WriterLock
 from .branch import INIT
 from .distributed import NullStore
 from .origin import Branch, New, Rewind, new_folder
@@ -63,6 +65,29 @@ class RunRecord:
         except BaseException:
             record.abandon()
             raise
+        return record
+
+    @classmethod
+    def reattached(cls, run_dir: Path, cfg: Config, state: dict, epoch: int) -> "RunRecord":
+        """An attached run continued after epoch `epoch` by another process (Lightning's fit(ckpt_path=...)):
+        its writer lock taken (RunHeld while another process writes it), the epochs recorded after `epoch`
+        rewound (state: Pruner.state() at that epoch), marked running with a 'resume' event, its trackers
+        at their last step. Nothing is changed when it cannot be taken."""
+        lock = WriterLock.take(run_dir, "attach")
+        try:
+            info = RunReader(run_dir).info()
+            if info["status"] == "finished":
+                raise ConfigError(f"{run_dir.name} finished (its model is exported): start a new fit instead")
+            store = RunStore(run_dir, lock)
+        except BaseException:
+            lock.release()
+            raise
+        if RunReader(run_dir).last_epoch() > epoch:
+            rewind(store, {"epoch": epoch, "pruner": state}, "the checkpoint resumed is of an earlier epoch")
+        store.update_run(status="running", ended=None, error=None, heartbeat=time.time())
+        store.event("resume", f"resumed after epoch {epoch}", epoch=epoch, pid=os.getpid(), host=socket.gethostname())
+        record = cls(store)
+        record.tracking = start_tracking(cfg, store, run_dir.parent, new=False)
         return record
 
     def started(self, run: "Run", info, amp: bool, cl: bool) -> None:

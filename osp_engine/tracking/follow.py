@@ -52,6 +52,7 @@ class Tracking:
         """record(kind, message, **data): writes an event of the run (None: a backfill, which only prints)."""
         self.dir, self.sinks, self.record = Path(run_dir), sinks, record
         self.reader = RunReader(run_dir)
+        self.metric = self.reader.info()["metric"]       # accuracy, or what the run reports (an mAP)
         marks = self._marks()
         self.done_epoch = {n: s.last_step() for n, s in sinks.items()}
         self.done_event = {n: int(marks.get(n, {}).get("event", 0)) for n in sinks}   # every id up to it is logged
@@ -101,7 +102,7 @@ class Tracking:
                 for row in rows:
                     if row["epoch"] > self.done_epoch[name]:
                         keep = keep_fractions(self.reader.masks(row["epoch"])) if row["epoch"] in searched else None
-                        sink.epoch(row["epoch"], epoch_metrics(row), keep)
+                        sink.epoch(row["epoch"], epoch_metrics(row, self.metric), keep)
                         count += 1
                 for ev in due:
                     step = last if ev["epoch"] is None else min(max(ev["epoch"], 0), last)   # a prune at init: 0

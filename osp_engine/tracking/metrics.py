@@ -5,7 +5,10 @@ import json
 
 import numpy as np
 
+from ..storage.metric import ACCURACY, Metric, summary_metric
+
 NAMESPACE = "osp"
+MARKER = "phase"                 # logged every epoch, whatever the run's metric: a tracker's last step is its last
 PHASES = {"dense": 0, "sparsity": 1, "pruned": 2}       # osp/phase: a number a chart can draw
 
 # (metric name under osp/, the store's epoch column)
@@ -23,9 +26,16 @@ def key(name: str) -> str:
     return f"{NAMESPACE}/{name}"
 
 
-def epoch_metrics(row: dict) -> dict[str, float]:
-    """{osp/<name>: value} of one epoch row of the store: the columns that have a value, and the phase."""
-    out = {key(name): float(row[column]) for name, column in EPOCH_METRICS if row.get(column) is not None}
+def named(name: str, metric: Metric) -> str:
+    """A metric's name under osp/ for a run whose quality metric is `metric`: accuracy, train_accuracy,
+    candidate_accuracy become mAP50-95_box, train_mAP50-95_box, candidate_mAP50-95_box for a detector."""
+    return name.replace("accuracy", metric.slug)
+
+
+def epoch_metrics(row: dict, metric: Metric = ACCURACY) -> dict[str, float]:
+    """{osp/<name>: value} of one epoch row of the store: the columns that have a value, and the phase
+    (written last by a tracker: an epoch whose phase is logged is logged whole)."""
+    out = {key(named(name, metric)): float(row[column]) for name, column in EPOCH_METRICS if row.get(column) is not None}
     if row.get("phase") in PHASES:
         out[key("phase")] = float(PHASES[row["phase"]])
     return out
@@ -46,9 +56,10 @@ def run_params(config: dict) -> dict[str, str]:
 
 
 def run_summary(summary: dict) -> dict[str, float | str]:
-    """The figures a tracker keeps as the run's summary: status, t*, why, reductions, accuracies."""
+    """The figures a tracker keeps as the run's summary: status, t*, why, reductions, the run's metric."""
+    metric = summary_metric(summary)
     fields = {"status": "status", "t_star": "t_star", "prune_reason": "prune_reason",
               "flops_reduction": "flops_reduction", "params_reduction": "params_reduction",
               "final_accuracy": "final_acc", "best_accuracy": "best_acc",
               "accuracy_at_prune": "dense_acc_at_prune", "final_flops": "final_flops", "final_params": "final_params"}
-    return {key(name): summary[field] for name, field in fields.items() if summary.get(field) is not None}
+    return {key(named(name, metric)): summary[field] for name, field in fields.items() if summary.get(field) is not None}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import key
+from .metrics import MARKER, key
 from .sink import History, Sink, Target
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
@@ -49,7 +49,7 @@ class MlflowSink(Sink):
         return f"MLflow run {self.run_id} at {self.uri}"
 
     def last_step(self) -> int:
-        return max((m.step for m in self.client.get_metric_history(self.run_id, key("accuracy"))), default=-1)
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key(MARKER))), default=-1)
 
     def params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
