@@ -74,23 +74,26 @@ def flops(weights: str, imgsz: int) -> float:
     return count / 1e6
 
 
-def onnx_latency(weights: str, imgsz: int, repeats: int = 300) -> float:
-    """Median seconds of one batch-1 inference of the exported model on ONNX Runtime (CPU, 1 thread)."""
+def onnx_latencies(weights: list[str], imgsz: int, rounds: int = 30, per_round: int = 20) -> list[float]:
+    """Median seconds of one batch-1 inference of each exported model on ONNX Runtime (CPU, 1 thread),
+    the models timed in turns, round after round, so that a change of machine load falls on all alike."""
     import onnxruntime as ort
 
-    path = YOLO(weights).export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False, device="cpu")
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    sessions = [ort.InferenceSession(YOLO(w).export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False,
+                                                    device="cpu"), options, providers=["CPUExecutionProvider"])
+                for w in weights]
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    for _ in range(20):
-        session.run(None, {"images": x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        session.run(None, {"images": x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(rounds + 1):
+        for session, kept in zip(sessions, times):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                session.run(None, {"images": x})
+                if r:                                      # round 0 warms up
+                    kept.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
 
 
 def main() -> None:
@@ -100,7 +103,14 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=64)
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="osp Config fields")
+    ap.add_argument("--onnx-of", nargs=2, metavar=("DENSE_PT", "PRUNED_PT"),
+                    help="only time these two YOLO weights exported to ONNX, side by side")
     args = ap.parse_args()
+    if args.onnx_of:
+        d_lat, p_lat = onnx_latencies(args.onnx_of, args.imgsz)
+        print(f"ONNX Runtime batch 1 (1 thread): dense {1e3 * d_lat:.3f} ms, pruned {1e3 * p_lat:.3f} ms "
+              f"({d_lat / p_lat:.2f}x)")
+        return
     settings = {k: float(v) if v.replace(".", "").replace("e-", "").isdigit() else v
                 for k, _, v in (p.partition("=") for p in args.set)}
     root = Path(tempfile.mkdtemp(prefix="osp-bench-yolo-"))
@@ -115,7 +125,7 @@ def main() -> None:
         dense_s, cycle_s = np.mean(plain["seconds"][before]), np.mean(osp["seconds"][before])
         own = np.mean([osp["spent"].get(e, 0.0) for e in range(1, t_star + 1)])   # in osp's own steps
         d_flops, p_flops = flops(str(plain["trainer"].best), args.imgsz), flops(str(osp["trainer"].best), args.imgsz)
-        d_lat, p_lat = onnx_latency(str(plain["trainer"].best), args.imgsz), onnx_latency(str(osp["trainer"].best), args.imgsz)
+        d_lat, p_lat = onnx_latencies([str(plain["trainer"].best), str(osp["trainer"].best)], args.imgsz)
         print(f"{yaml}: t* = {t_star} ({osp['run'].info()['prune_reason']})\n"
               f"  mAP50-95 dense {100 * plain['map']:.2f}, pruned {100 * osp['map']:.2f} (best.pt, final validation)\n"
               f"  FLOPs dense {d_flops:.2f} M, pruned {p_flops:.2f} M: -{100 * (1 - p_flops / d_flops):.2f} %\n"

@@ -61,9 +61,29 @@ def _flops(model: torch.nn.Module) -> int:
     return int(flops)
 
 
+def _ema_lag(trainer) -> tuple[float, float]:
+    """(the EMA's decay now, the largest relative difference between a parameter of the EMA model and the
+    trained model's): with a small decay the EMA follows the model closely, if it is updated at all (the
+    BatchNorm statistics move with every forward pass, the EMA with every optimiser step: left out)."""
+    model, ema = dict(trainer.model.named_parameters()), dict(trainer.ema.ema.named_parameters())
+    lag = max(((ema[k] - v).abs().max() / v.abs().max().clamp_min(1e-6)).item() for k, v in model.items())
+    return trainer.ema.decay(trainer.ema.updates), lag
+
+
 @pytest.fixture(scope="module")
 def yolov8n(data, tmp_path_factory):
-    return _train("yolov8n.yaml", data, tmp_path_factory.mktemp("v8n"))
+    lags = []
+    pruning = _train("yolov8n.yaml", data, tmp_path_factory.mktemp("v8n"),
+                     callbacks={"on_train_epoch_end": lambda trainer: lags.append(_ema_lag(trainer))})
+    pruning.ema_lags = lags
+    return pruning
+
+
+def test_the_ema_follows_the_pruned_model(yolov8n):
+    """After the prune the EMA model is pruned alike and goes on averaging the trained one (Ultralytics
+    caches the tensors it averages: they are the new ones)."""
+    decay, lag = yolov8n.ema_lags[-1]
+    assert decay < 0.05 and lag < 0.02
 
 
 def test_yolov8n_prunes_at_its_stop_rule_with_the_map_recorded_every_epoch(yolov8n):
@@ -223,3 +243,20 @@ def test_the_readme_yolo_example_runs_as_written(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir, onnx = out.stdout.strip().splitlines()[-1].split()
     assert RunReader(run_dir).info()["status"] == "finished" and Path(onnx).is_file()
+
+
+def test_the_studio_shows_the_yolo_run_under_its_metric(yolov8n, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    monkeypatch.setenv("OSP_RUNS_DIR", str(yolov8n.run_dir.parent))
+    monkeypatch.chdir(ROOT)
+    runs = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60).run()
+    assert not runs.exception
+    assert "Final mAP50-95 (box)" in [m.label for m in runs.metric]
+    page = AppTest.from_string("from osp_studio.stability import render\nrender()\n", default_timeout=60)
+    page.session_state["run_id"] = yolov8n.run_dir.name
+    page.run()
+    assert not page.exception
+    assert any("mAP50-95 (box) (%)" in chart.proto.spec for chart in page.get("plotly_chart"))

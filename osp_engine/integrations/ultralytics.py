@@ -157,6 +157,8 @@ class OneCyclePruning:
             replay_history(ema, self.pruner.net.graph.pruning_history(), self.pruner.net.example)
             for p in ema.parameters():
                 p.requires_grad_(False)
+            if hasattr(trainer.ema, "_pairs"):            # Ultralytics caches its (ema, model) tensor pairs on
+                trainer.ema._pairs = None                 # the first update: the prune replaced them all
         trainer.optimizer = regrouped(trainer.optimizer, self._names, model)
         trainer._setup_scheduler()                        # Ultralytics' own LambdaLR on the new optimiser
         trainer.scheduler.last_epoch = trainer.epoch      # its next step (next epoch's start) is epoch + 1

@@ -16,6 +16,7 @@ from .presets import DESCRIPTIONS, PRESETS, get_preset
 from ..running.branch import epoch_label, parse_epoch           # no torch: the CLI starts at once
 from ..running.detection_set import DetectionSetSpec
 from ..running.origin import Branch
+from ..storage.metric import summary_metric
 from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
 from .studio import cmd_studio
@@ -217,7 +218,7 @@ def _cmd_list(args) -> int:
         fr = s["flops_reduction"]
         print(f"{r.run_id:<40} {s['status']:<10} {s['variant']:<10} {s['phase'] or '':<9} "
               f"epoch {s['epochs']}/{s['total_epochs']} "
-              f"acc {s['final_acc'] or 0:6.2f}%  FLOPs -{100 * (fr or 0):.1f}%")
+              f"{summary_metric(s).name} {summary_metric(s).format(s['final_acc'])}  FLOPs -{100 * (fr or 0):.1f}%")
     return 0
 
 
