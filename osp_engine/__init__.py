@@ -5,9 +5,11 @@ Public API (docs in README, 'Your own model'):
     attach(model, example, num_classes=..., epochs=...) a Pruner for your own training loop
     load_pruned(path, model=None)                       the exported pruned network
     export_onnx(model_pt, out)                          that network as ONNX, checked on ONNX Runtime
+    Metric(name, higher=True, unit="%")                 what a run's val_acc is, when it is not accuracy
 """
 from .method.config import Config, ConfigError
 from .interfaces.presets import PRESETS, get_preset
+from .storage.metric import Metric
 
 
 def __getattr__(name: str):
@@ -27,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'osp_engine' has no attribute {name!r}")
 
 
-__all__ = ["Config", "ConfigError", "PRESETS", "get_preset", "prune", "attach", "Pruner", "load_pruned", "export_onnx"]
+__all__ = ["Config", "ConfigError", "Metric", "PRESETS", "get_preset", "prune", "attach", "Pruner", "load_pruned", "export_onnx"]

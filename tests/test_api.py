@@ -19,7 +19,7 @@ from osp_engine.storage.reader import RunReader, list_runs
 
 def _readme_code() -> str:
     text = (ROOT / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "lightning" not in b and "ultralytics" not in b]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if not any(w in b for w in ("lightning", "ultralytics", "torchvision"))]
     assert len(blocks) == 2, "the README shows one example of the API and one of the hooks (and Lightning's, YOLO's)"
     return "\n".join(blocks)
 

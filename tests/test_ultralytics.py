@@ -166,6 +166,10 @@ def test_yolo11n_keeps_its_attention_block_whole_and_prunes_the_rest(data, tmp_p
     assert any("attention" in why for why in kept.values())
     dense = _flops(YOLO("yolo11n.yaml").model.__class__("yolo11n.yaml", nc=10, verbose=False))
     assert abs((1 - _flops(YOLO(pruning.trainer.last).model) / dense) - TARGET) <= 0.005
+    assert all(r["val_acc"] is not None for r in reader.epochs())
+    metrics = YOLO(pruning.trainer.last).val(data=str(data), imgsz=IMGSZ, batch=16, workers=0, plots=False,
+                                             device="cpu", verbose=False)
+    assert 0.0 <= metrics.box.map <= 1.0
 
 
 def test_yolov8n_seg_prunes_on_the_mask_map_and_its_last_pt_validates_and_exports(tmp_path_factory, tmp_path):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..interfaces.api import attach
+from ..interfaces.api import attach, leave
 from ..method.config import ConfigError
 from ..running.commands import Cancelled
 from ..storage.export import replay_history
@@ -178,13 +178,7 @@ class OneCyclePruning(pl.Callback):
 
     def _close(self, exception: BaseException | None = None) -> None:
         stack, self._stack, self.pruner = self._stack, None, None
-        if stack is None:
-            return
-        if exception is None:
-            stack.close()
-        else:
-            with contextlib.suppress(BaseException):
-                stack.__exit__(type(exception), exception, exception.__traceback__)
+        leave(stack, exception)
 
 
 class PrunedCheckpoints:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..interfaces.api import attach
+from ..interfaces.api import attach, leave
 from ..method.config import ConfigError
 from ..running.commands import Cancelled
 from ..storage.export import replay_history
@@ -182,13 +182,7 @@ class OneCyclePruning:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if stack is None:
-            return
-        if exception is None:
-            stack.close()
-        else:
-            with contextlib.suppress(BaseException):
-                stack.__exit__(type(exception), exception, exception.__traceback__)
+        leave(stack, exception)
 
 
 def regrouped(old: torch.optim.Optimizer, group_of: dict[str, int], model: torch.nn.Module) -> torch.optim.Optimizer:

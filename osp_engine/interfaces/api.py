@@ -154,3 +154,16 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
         raise
     finally:
         record.end(status, error, f"finished in {time.time() - t0:.1f} s" if status == "finished" else error, trace)
+
+
+def leave(stack: contextlib.ExitStack | None, exception: BaseException | None = None) -> None:
+    """Leave an `attach` block that a trainer's callbacks hold open in `stack`: without an exception the
+    model is exported and the run finished; with one the run is recorded as it says (failed, or cancelled
+    for commands.Cancelled), and the exception is not raised here (the trainer has its own)."""
+    if stack is None:
+        return
+    if exception is None:
+        stack.close()
+    else:
+        with contextlib.suppress(BaseException):
+            stack.__exit__(type(exception), exception, exception.__traceback__)
