@@ -221,7 +221,7 @@ def test_an_error_in_the_trainer_records_the_run_failed_and_frees_it(data, tmp_p
 
 
 def test_the_yolo_command_prunes_on_the_bundled_set_offline(tmp_path, capsys):
-    from osp_engine.interfaces.cli import main
+    from osp_engine.__main__ import main
 
     code = main(["yolo", "--epochs", "4", "--imgsz", "32", "--batch", "32", "--data", str(tmp_path / "data"),
                  "--out", str(tmp_path / "ul"), "--runs-dir", str(tmp_path / "runs"), "--set", "sl_end=1"])

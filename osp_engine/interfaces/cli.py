@@ -21,7 +21,6 @@ from ..storage.reader import RunReader, split_runs
 from .locate import find_run, runs_folder
 from .studio import cmd_studio
 from .takeaway import cmd_export, cmd_log, cmd_report
-from . import yolo
 
 
 class _Parser(argparse.ArgumentParser):
@@ -251,7 +250,9 @@ def on_run(sub, name: str, help: str, fn) -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: tuple = ()) -> argparse.ArgumentParser:
+    """The command line; commands: add_parser(sub) functions of commands from later layers (the
+    integrations' `osp yolo`), which the package's door, osp_engine/__main__.py, passes in."""
     p = _Parser(prog="python -m osp_engine", description="One-cycle structured pruning (OCSPruner) engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("presets", help="list the named configurations").set_defaults(fn=_cmd_presets)
@@ -300,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--task", choices=("detect", "segment"), default=spec.task,
                     help="detect: boxes; segment: each digit's outline too, for -seg models (default detect)")
     ds.set_defaults(fn=_cmd_detection_set)
-    yolo.add_parser(sub)
+    for add in commands:
+        add(sub)
     so = sub.add_parser("studio", help='open the studio in the browser (needs pip install "osp[studio]")')
     so.add_argument("--port", type=int, default=None, help="default: Streamlit's, 8501")
     so.add_argument("--address", default=None, help="default localhost; any other address shares the studio "
@@ -310,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: tuple = ()) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(commands).parse_args(argv)
         return args.fn(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -329,13 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def console() -> None:
+def console(commands: tuple = ()) -> None:
     """The `osp` command (pyproject.toml) and `python -m osp_engine`: main(), then exit without the
     interpreter's teardown of torch (about 2 s of module garbage collection on 2 cores); every file is
     closed and every save atomic by then."""
     import os
 
-    code = main()
+    code = main(None, commands)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

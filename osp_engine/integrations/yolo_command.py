@@ -1,4 +1,4 @@
-"""`osp yolo`: a YOLO model pruned in Ultralytics' own trainer on the bundled detection set, offline.
+"""`osp yolo` (registered by osp_engine/__main__.py): a YOLO model pruned in Ultralytics' own trainer on the bundled detection set, offline.
 
     python -m osp_engine yolo                                  # YOLOv8n, 30 epochs at 64x64, target 0.5
     python -m osp_engine yolo --model yolo11n.yaml --task segment --set threshold=0.99
@@ -45,7 +45,7 @@ def run_yolo(args: argparse.Namespace) -> int:
     try:
         from ultralytics import YOLO
 
-        from ..integrations.ultralytics import OneCyclePruning
+        from .ultralytics import OneCyclePruning
     except ImportError:
         raise ConfigError("osp yolo needs Ultralytics (AGPL-3.0, an optional extra): pip install ultralytics") from None
     data = write_detection_set(args.data, DetectionSetSpec(imgsz=args.imgsz, task=args.task,
