@@ -394,7 +394,10 @@ def test_the_guided_lesson_walks_from_the_first_click_to_the_branches(server, tm
         page.get_by_role("link", name="Lesson").click()
         page.get_by_role("button", name="Start the lesson").click()
         panel = page.locator(".st-key-lesson-panel")
-        _lesson_step(page, "1 · Dense training", "stability")
+        # step 1 lasts while epoch 0 trains: a loaded machine may draw the page only once the run has paused
+        # at step 2 (the replay below checks step 1 at its epoch, deterministically)
+        panel.get_by_text("1 · Dense training").or_(panel.get_by_text("2 · The first candidate")).first.wait_for(
+            timeout=120000)
         for title, path, key in (("2 · The first candidate", "channels", "n"),
                                  ("3 · The regulariser starts", "stability", None),
                                  ("4 · The candidate settles", "stability", "n"),

@@ -90,7 +90,7 @@ def test_yolov8n_prunes_at_its_stop_rule_with_the_map_recorded_every_epoch(yolov
     reader = RunReader(yolov8n.run_dir)
     info, rows = reader.info(), reader.epochs()
     assert info["status"] == "finished" and info["prune_reason"] in ("stable", "sl_end")
-    assert info["metric"] == Metric("mAP50-95 (box)")
+    assert info["metric"] == Metric("mAP50-95 (box)") and "-yolov8n-" in reader.run_id
     assert [r["epoch"] for r in rows] == list(range(EPOCHS))
     assert all(r["val_acc"] is not None and 0.0 <= r["val_acc"] <= 100.0 for r in rows)
     t_star = info["t_star"]

@@ -102,7 +102,7 @@ class OneCyclePruning:
         self.trainer = trainer
         self.pruner = self._stack.enter_context(attach(
             model, example, num_classes=None, epochs=trainer.epochs, runs_dir=self.runs_dir,
-            name=self.name or Path(str(getattr(model, "yaml_file", "") or type(model).__name__)).stem,
+            name=self.name or _model_name(model),
             metric=Metric(metric), target=self.target, device=trainer.device.type, **settings))
         self.run_dir = self.pruner.store.dir
         self._watch(trainer.optimizer)
@@ -183,6 +183,12 @@ class OneCyclePruning:
             self._hook.remove()
             self._hook = None
         leave(stack, exception)
+
+
+def _model_name(model: torch.nn.Module) -> str:
+    """'yolov8n' for a model built from yolov8n.yaml (or its weights), else its class name."""
+    built_from = (getattr(model, "yaml", None) or {}).get("yaml_file")
+    return Path(built_from).stem if built_from else type(model).__name__
 
 
 def regrouped(old: torch.optim.Optimizer, group_of: dict[str, int], model: torch.nn.Module) -> torch.optim.Optimizer:
