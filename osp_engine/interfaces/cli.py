@@ -285,6 +285,12 @@ def build_parser(commands: tuple = ()) -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["pt", "onnx"], default=None,
                     help="pt: model.pt as is; onnx: ONNX with a dynamic batch, checked on ONNX Runtime "
                          "(default: from --out's suffix)")
+    ex.add_argument("--int8", action="store_true",
+                    help="ONNX only: quantize to INT8 (ONNX Runtime static quantization, calibrated on the run's "
+                         "training images); written only if validation accuracy drops by at most --tolerance")
+    ex.add_argument("--calibration-batches", type=int, default=8, help="training batches to calibrate on (default 8)")
+    ex.add_argument("--tolerance", type=float, default=1.0,
+                    help="largest accuracy drop of INT8 below FP32 allowed, in percentage points (default 1.0)")
     lg = on_run(sub, "log", "log a run that has ended to TensorBoard, MLflow or W&B", cmd_log)
     lg.add_argument("--to", required=True, help="tensorboard, mlflow or wandb")
     lg.add_argument("--log-dir", default=None, help="TensorBoard's and W&B's folder (default: the run's log_dir, "

@@ -1,0 +1,110 @@
+"""INT8 after the prune: a run's exported model quantized with ONNX Runtime's static quantization.
+
+`export_int8(model_pt, out)` writes the pruned model as ONNX (checked against PyTorch, onnx_export.py),
+quantizes it (QDQ: int8 weights per output channel, uint8 activations), calibrated on the first
+`calibration_batches` batches of the run's training images, then measures the validation accuracy of
+both models on the run's whole validation set and their latency at batch 1 (one thread, the two timed
+in turns). The INT8 model is written only when its accuracy is at most `tolerance` percentage points
+below FP32's; otherwise nothing is written and ValueError says by how much it dropped. The run's dataset
+must load here (calibration and validation need its images). onnx and onnxruntime are imported only
+when called; without them, ConfigError says what to install.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..method.config import Config, ConfigError
+from ..storage.reader import RunReader
+from .onnx_export import _runtime, export_onnx
+
+ROUNDS, PER_ROUND = 20, 10          # latency: rounds of PER_ROUND runs of each model in turn, medians
+
+
+def _data(run_dir: Path):
+    """(train, val) batches of the run's dataset; ConfigError when it does not load here."""
+    from ..running.data import load_dataset
+
+    info = RunReader(run_dir).info()
+    cfg = Config.from_json(json.dumps(info["config"]))
+    if cfg.dataset == "custom" or info["metric"].name != "accuracy":
+        raise ConfigError(f"{run_dir.name} trained your own model on your own data: --int8 calibrates and validates "
+                          f"on a run's registry dataset (digits, CIFAR, ImageFolder)")
+    try:
+        train, val, _ = load_dataset(cfg)
+    except Exception as e:
+        raise ConfigError(f"--int8 calibrates on {run_dir.name}'s training images, and its dataset {cfg.dataset!r} "
+                          f"does not load here ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    return train, val
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().contiguous().numpy()
+
+
+def accuracy(session, val) -> float:
+    """Top-1 accuracy in percent of an ONNX Runtime session over every validation batch."""
+    right = total = 0
+    for x, y in val:
+        logits = session.run(None, {"input": _numpy(x)})[0]
+        right += int((logits.argmax(1) == y.cpu().numpy()).sum())
+        total += len(y)
+    return 100.0 * right / max(total, 1)
+
+
+def latencies(sessions: list, x: np.ndarray) -> list[float]:
+    """Median seconds of one batch-1 run of each session, the sessions timed in turns, round after round."""
+    times: list[list[float]] = [[] for _ in sessions]
+    for r in range(ROUNDS + 1):
+        for session, kept in zip(sessions, times):
+            for _ in range(PER_ROUND):
+                t0 = time.perf_counter()
+                session.run(None, {"input": x})
+                if r:                                     # round 0 warms up
+                    kept.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int = 8, tolerance: float = 1.0) -> dict:
+    """Write `model_pt` (a run's model.pt) as an INT8 ONNX model at `out` when its accuracy holds.
+
+    Returns {"path", "fp32_acc", "int8_acc", "drop", "fp32_ms", "int8_ms", "speedup", "calibration_images"}.
+    """
+    ort = _runtime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if calibration_batches < 1:
+        raise ConfigError("--calibration-batches must be at least 1")
+    model_pt, out = Path(model_pt), Path(out)
+    train, val = _data(model_pt.parent)
+    batches = [_numpy(x) for (x, _), _ in zip(train, range(calibration_batches))]
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(batches)
+
+        def get_next(self):
+            return next(({"input": b} for b in self.left), None)
+
+    with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".int8-") as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model_pt, fp32)
+        quantize_static(str(fp32), str(int8), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+        fp32_acc, int8_acc = (accuracy(s, val) for s in sessions)
+        drop = fp32_acc - int8_acc
+        if drop > tolerance:
+            raise ValueError(f"INT8 accuracy {int8_acc:.2f} % is {drop:.2f} pp below FP32's {fp32_acc:.2f} %, beyond "
+                             f"the tolerance of {tolerance:g} pp: not written (more calibration batches, or a "
+                             f"larger --tolerance)")
+        fp32_s, int8_s = latencies(sessions, batches[0][:1])
+        int8.replace(out)
+    return {"path": str(out), "fp32_acc": fp32_acc, "int8_acc": int8_acc, "drop": drop, "fp32_ms": 1e3 * fp32_s,
+            "int8_ms": 1e3 * int8_s, "speedup": fp32_s / int8_s, "calibration_images": sum(len(b) for b in batches)}
