@@ -27,6 +27,7 @@ import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
 from osp_engine.integrations.ultralytics import OneCyclePruning  # noqa: E402
+from osp_engine.interfaces.int8 import latencies  # noqa: E402
 from osp_engine.running.detection_set import DetectionSetSpec, write_detection_set  # noqa: E402
 from osp_engine.storage.reader import RunReader  # noqa: E402
 
@@ -85,15 +86,7 @@ def onnx_latencies(weights: list[str], imgsz: int, rounds: int = 30, per_round: 
                                                     device="cpu"), options, providers=["CPUExecutionProvider"])
                 for w in weights]
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    times: list[list[float]] = [[] for _ in sessions]
-    for r in range(rounds + 1):
-        for session, kept in zip(sessions, times):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                session.run(None, {"images": x})
-                if r:                                      # round 0 warms up
-                    kept.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+    return latencies(sessions, {"images": x}, rounds, per_round)
 
 
 def main() -> None:

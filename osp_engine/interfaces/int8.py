@@ -56,14 +56,16 @@ def accuracy(session, val) -> float:
     return 100.0 * right / max(total, 1)
 
 
-def latencies(sessions: list, x: np.ndarray) -> list[float]:
-    """Median seconds of one batch-1 run of each session, the sessions timed in turns, round after round."""
+def latencies(sessions: list, feed: dict[str, np.ndarray], rounds: int = ROUNDS, per_round: int = PER_ROUND
+              ) -> list[float]:
+    """Median seconds of one run of each ONNX Runtime session on `feed` ({input name: array}), the sessions
+    timed in turns, round after round, so that a change of the machine's load falls on all alike."""
     times: list[list[float]] = [[] for _ in sessions]
-    for r in range(ROUNDS + 1):
+    for r in range(rounds + 1):
         for session, kept in zip(sessions, times):
-            for _ in range(PER_ROUND):
+            for _ in range(per_round):
                 t0 = time.perf_counter()
-                session.run(None, {"input": x})
+                session.run(None, feed)
                 if r:                                     # round 0 warms up
                     kept.append(time.perf_counter() - t0)
     return [float(np.median(t)) for t in times]
@@ -104,7 +106,7 @@ def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int 
             raise ValueError(f"INT8 accuracy {int8_acc:.2f} % is {drop:.2f} pp below FP32's {fp32_acc:.2f} %, beyond "
                              f"the tolerance of {tolerance:g} pp: not written (more calibration batches, or a "
                              f"larger --tolerance)")
-        fp32_s, int8_s = latencies(sessions, batches[0][:1])
+        fp32_s, int8_s = latencies(sessions, {"input": batches[0][:1]})
         int8.replace(out)
     return {"path": str(out), "fp32_acc": fp32_acc, "int8_acc": int8_acc, "drop": drop, "fp32_ms": 1e3 * fp32_s,
             "int8_ms": 1e3 * int8_s, "speedup": fp32_s / int8_s, "calibration_images": sum(len(b) for b in batches)}
