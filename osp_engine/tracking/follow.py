@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..method.config import Config, ConfigError
 from ..storage.reader import RunReader
-from .metrics import epoch_metrics, keep_fractions, run_params, run_summary
+from .metrics import epoch_metrics, keep_fractions, key, named, run_params, run_summary
 from .sink import History, Sink, Target
 
 SINKS = {"tensorboard": "tensorboard:TensorBoardSink", "mlflow": "mlflow_sink:MlflowSink",
@@ -31,7 +31,8 @@ MARKS = "trackers.json"
 
 def target_of(cfg: Config, run_dir: Path, runs_root: Path) -> Target:
     folder = Path(cfg.log_dir) / run_dir.name if cfg.log_dir else run_dir
-    return Target(run_dir, run_dir.name, folder, runs_root)
+    marker = key(named("accuracy", RunReader(run_dir).info()["metric"]))      # the run's own metric
+    return Target(run_dir, run_dir.name, folder, runs_root, marker)
 
 
 def open_sink(name: str, target: Target) -> Sink:

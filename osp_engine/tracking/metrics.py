@@ -8,7 +8,6 @@ import numpy as np
 from ..storage.metric import ACCURACY, Metric, summary_metric
 
 NAMESPACE = "osp"
-MARKER = "phase"                 # logged every epoch, whatever the run's metric: a tracker's last step is its last
 PHASES = {"dense": 0, "sparsity": 1, "pruned": 2}       # osp/phase: a number a chart can draw
 
 # (metric name under osp/, the store's epoch column)
@@ -33,8 +32,7 @@ def named(name: str, metric: Metric) -> str:
 
 
 def epoch_metrics(row: dict, metric: Metric = ACCURACY) -> dict[str, float]:
-    """{osp/<name>: value} of one epoch row of the store: the columns that have a value, and the phase
-    (written last by a tracker: an epoch whose phase is logged is logged whole)."""
+    """{osp/<name>: value} of one epoch row of the store: the columns that have a value, and the phase."""
     out = {key(named(name, metric)): float(row[column]) for name, column in EPOCH_METRICS if row.get(column) is not None}
     if row.get("phase") in PHASES:
         out[key("phase")] = float(PHASES[row["phase"]])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import MARKER, key
+from .metrics import key
 from .sink import History, Sink, Target
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
@@ -29,6 +29,7 @@ class MlflowSink(Sink):
     def __init__(self, target: Target) -> None:
         from mlflow import MlflowClient
 
+        self.marker = target.marker                       # an epoch whose marker is logged is logged whole
         local = not os.environ.get("MLFLOW_TRACKING_URI")
         self.uri = f"sqlite:///{(target.runs_root / 'mlflow.db').resolve()}" if local else os.environ["MLFLOW_TRACKING_URI"]
         self.client = MlflowClient(tracking_uri=self.uri)
@@ -49,7 +50,7 @@ class MlflowSink(Sink):
         return f"MLflow run {self.run_id} at {self.uri}"
 
     def last_step(self) -> int:
-        return max((m.step for m in self.client.get_metric_history(self.run_id, key(MARKER))), default=-1)
+        return max((m.step for m in self.client.get_metric_history(self.run_id, self.marker)), default=-1)
 
     def params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param

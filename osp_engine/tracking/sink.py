@@ -19,11 +19,14 @@ class History:
 @dataclass(frozen=True)
 class Target:
     """Where a run's tracker run lives. folder: TensorBoard's and W&B's files (log_dir/<run id>, or inside
-    the run folder); runs_root: the runs folder (MLflow's local SQLite store when no tracking URI is set)."""
+    the run folder); runs_root: the runs folder (MLflow's local SQLite store when no tracking URI is set);
+    marker: the metric a sink writes last in every epoch and reads its last step from (the run's own:
+    osp/accuracy, osp/mAP50-95_box, ...): an epoch whose marker is logged is logged whole."""
     run_dir: Path
     run_id: str
     folder: Path
     runs_root: Path
+    marker: str = "osp/accuracy"
 
 
 class Sink:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import MARKER, key
+from .metrics import key
 from .sink import History, Sink, Target
 
 
-def logged_steps(folder: Path, metric: str = key(MARKER)) -> list[int]:
+def logged_steps(folder: Path, metric: str = key("accuracy")) -> list[int]:
     """Every step of the scalar `metric` in the event files of `folder`, read with TensorBoard's own loader."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
@@ -35,7 +35,8 @@ class TensorBoardSink(Sink):
 
         self.folder = target.folder / "tensorboard" if target.folder == target.run_dir else target.folder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._last = max(logged_steps(self.folder), default=-1)      # before this process's file exists
+        self.marker = target.marker
+        self._last = max(logged_steps(self.folder, self.marker), default=-1)   # before this process's file exists
         self.writer = SummaryWriter(log_dir=str(self.folder), flush_secs=3600)   # flushed by every sync
 
     def where(self) -> str:
@@ -50,8 +51,8 @@ class TensorBoardSink(Sink):
     def epoch(self, step: int, metrics: dict[str, float], keep: np.ndarray | None) -> None:
         if keep is not None and len(keep):
             self.writer.add_histogram(key("keep_fraction"), keep, step, bins=np.linspace(0.0, 1.0, 21))
-        last = key(MARKER)                   # written last: the file is append-only, so an epoch whose
-        for name, value in sorted(metrics.items(), key=lambda kv: kv[0] == last):   # phase is on disk is whole
+        last = self.marker                   # written last: the file is append-only, so an epoch whose
+        for name, value in sorted(metrics.items(), key=lambda kv: kv[0] == last):   # marker is on disk is whole
             self.writer.add_scalar(name, value, step)
 
     def event(self, step: int, kind: str, message: str, data: dict) -> None:

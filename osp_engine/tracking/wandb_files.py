@@ -57,6 +57,6 @@ def history(folder: Path, run_id: str) -> Iterator[tuple[int, dict[str, str]]]:
                                                 for i in record.history.item}
 
 
-def logged_steps(folder: Path, run_id: str, metric: str = "osp/phase") -> list[int]:
+def logged_steps(folder: Path, run_id: str, metric: str = "osp/accuracy") -> list[int]:
     """Every step at which W&B run `run_id` logged `metric` in `folder` (any number of run files)."""
     return [step for step, row in history(folder, run_id) if metric in row] if folder.is_dir() else []

@@ -33,7 +33,7 @@ class WandbSink(Sink):
         self.wandb, self.id = wandb, wandb_id(target.run_id)
         self.folder = target.folder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._last = max(logged_steps(self.folder / "wandb", self.id), default=-1)
+        self._last = max(logged_steps(self.folder / "wandb", self.id, target.marker), default=-1)
         try:
             self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "osp"), id=self.id, name=target.run_id,
                                   resume="allow", dir=str(self.folder), reinit="create_new",
