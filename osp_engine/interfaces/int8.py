@@ -71,19 +71,10 @@ def latencies(sessions: list, feed: dict[str, np.ndarray], rounds: int = ROUNDS,
     return [float(np.median(t)) for t in times]
 
 
-def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int = 8, tolerance: float = 1.0) -> dict:
-    """Write `model_pt` (a run's model.pt) as an INT8 ONNX model at `out` when its accuracy holds.
-
-    Returns {"path", "fp32_acc", "int8_acc", "drop", "fp32_ms", "int8_ms", "speedup", "calibration_images"}.
-    """
-    ort = _runtime()
+def quantize(fp32: Path, int8: Path, batches: list[np.ndarray]) -> None:
+    """ONNX Runtime's static quantization of the model at `fp32` (input "input") into `int8`: QDQ, int8
+    weights per output channel, uint8 activations, ranges calibrated on `batches` ((N, C, H, W) float32)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    if calibration_batches < 1:
-        raise ConfigError("--calibration-batches must be at least 1")
-    model_pt, out = Path(model_pt), Path(out)
-    train, val = _data(model_pt.parent)
-    batches = [_numpy(x) for (x, _), _ in zip(train, range(calibration_batches))]
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
@@ -92,11 +83,25 @@ def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int 
         def get_next(self):
             return next(({"input": b} for b in self.left), None)
 
+    quantize_static(str(fp32), str(int8), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int = 8, tolerance: float = 1.0) -> dict:
+    """Write `model_pt` (a run's model.pt) as an INT8 ONNX model at `out` when its accuracy holds.
+
+    Returns {"path", "fp32_acc", "int8_acc", "drop", "fp32_ms", "int8_ms", "speedup", "calibration_images"}.
+    """
+    ort = _runtime()
+    if calibration_batches < 1:
+        raise ConfigError("--calibration-batches must be at least 1")
+    model_pt, out = Path(model_pt), Path(out)
+    train, val = _data(model_pt.parent)
+    batches = [_numpy(x) for (x, _), _ in zip(train, range(calibration_batches))]
     with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".int8-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model_pt, fp32)
-        quantize_static(str(fp32), str(int8), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize(fp32, int8, batches)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
