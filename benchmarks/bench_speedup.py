@@ -102,23 +102,20 @@ def int8_row(name: str, dense: torch.nn.Module, pruned: torch.nn.Module, shape: 
     INT8 model's top-1 agreement with the pruned FP32 one."""
     import tempfile
 
-    import onnxruntime as ort
-
-    from osp_engine.interfaces.int8 import latencies, quantize
+    from osp_engine.interfaces.int8 import quantize
+    from osp_engine.running.speed import cpu_session, session_latencies
     from osp_engine.storage.export import write_onnx
 
     g = torch.Generator().manual_seed(0)
     calibration = [torch.randn(8, *shape, generator=g).numpy() for _ in range(4)]
     x = torch.randn(64, *shape, generator=g).numpy()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"{k}.onnx" for k in ("dense", "pruned", "int8")]
         write_onnx(dense, torch.zeros(1, *shape), paths[0])
         write_onnx(pruned, torch.zeros(1, *shape), paths[1])
         quantize(paths[1], paths[2], calibration)
-        sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in paths]
-        d, p, q = latencies(sessions, {"input": x[:1]}, rounds=10, per_round=5)
+        sessions = [cpu_session(p) for p in paths]
+        d, p, q = session_latencies(sessions, {"input": x[:1]}, budget_s=3.0)
         agree = (sessions[1].run(None, {"input": x})[0].argmax(1) == sessions[2].run(None, {"input": x})[0].argmax(1))
     return (f"| {name} | {1e3 * d:.3f} ms | {1e3 * p:.3f} ms ({d / p:.2f}x) | {1e3 * q:.3f} ms ({p / q:.2f}x over "
             f"pruned FP32) | {d / q:.2f}x | {100 * agree.mean():.0f} % |")

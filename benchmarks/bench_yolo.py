@@ -27,7 +27,7 @@ import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 
 from osp_engine.integrations.ultralytics import OneCyclePruning  # noqa: E402
-from osp_engine.interfaces.int8 import latencies  # noqa: E402
+from osp_engine.running.speed import cpu_session, session_latencies  # noqa: E402
 from osp_engine.running.detection_set import DetectionSetSpec, write_detection_set  # noqa: E402
 from osp_engine.storage.reader import RunReader  # noqa: E402
 
@@ -75,18 +75,14 @@ def flops(weights: str, imgsz: int) -> float:
     return count / 1e6
 
 
-def onnx_latencies(weights: list[str], imgsz: int, rounds: int = 30, per_round: int = 20) -> list[float]:
+def onnx_latencies(weights: list[str], imgsz: int) -> list[float]:
     """Median seconds of one batch-1 inference of each exported model on ONNX Runtime (CPU, 1 thread),
-    the models timed in turns, round after round, so that a change of machine load falls on all alike."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    sessions = [ort.InferenceSession(YOLO(w).export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False,
-                                                    device="cpu"), options, providers=["CPUExecutionProvider"])
+    the models timed in turns for 200 rounds (running/speed.py), so that a change of machine load falls
+    on all alike."""
+    sessions = [cpu_session(YOLO(w).export(format="onnx", imgsz=imgsz, simplify=False, dynamic=False, device="cpu"))
                 for w in weights]
     x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
-    return latencies(sessions, {"images": x}, rounds, per_round)
+    return session_latencies(sessions, {"images": x}, budget_s=0.0, min_rounds=200)
 
 
 def main() -> None:

@@ -48,8 +48,7 @@ def run_yolo(args: argparse.Namespace) -> int:
         from .ultralytics import OneCyclePruning
     except ImportError:
         raise ConfigError("osp yolo needs Ultralytics (AGPL-3.0, an optional extra): pip install ultralytics") from None
-    data = write_detection_set(args.data, DetectionSetSpec(imgsz=args.imgsz, task=args.task,
-                                                           max_side=min(DetectionSetSpec.max_side, args.imgsz)))
+    data = write_detection_set(args.data, DetectionSetSpec.at(args.imgsz, task=args.task))
     model = YOLO(args.model)
     pruning = OneCyclePruning(target=args.target, runs_dir=args.runs_dir, **settings).add_to(model)
     model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,

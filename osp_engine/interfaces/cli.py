@@ -214,10 +214,10 @@ def _cmd_list(args) -> int:
         print(f"{run_id:<40} unreadable: {problem}")
     for r in runs:
         s = r.summary()
-        fr = s["flops_reduction"]
+        fr, metric = s["flops_reduction"], summary_metric(s)
         print(f"{r.run_id:<40} {s['status']:<10} {s['variant']:<10} {s['phase'] or '':<9} "
               f"epoch {s['epochs']}/{s['total_epochs']} "
-              f"{summary_metric(s).name} {summary_metric(s).format(s['final_acc'])}  FLOPs -{100 * (fr or 0):.1f}%")
+              f"{metric.name} {metric.format(s['final_acc'])}  FLOPs -{100 * (fr or 0):.1f}%")
     return 0
 
 
@@ -235,9 +235,8 @@ def _cmd_show(args) -> int:
 def _cmd_detection_set(args) -> int:
     from ..running.detection_set import write_detection_set
 
-    print(write_detection_set(args.out, DetectionSetSpec(imgsz=args.imgsz, train=args.train, val=args.val,
-                                                         max_side=min(DetectionSetSpec.max_side, args.imgsz),
-                                                         task=args.task)))
+    print(write_detection_set(args.out, DetectionSetSpec.at(args.imgsz, train=args.train, val=args.val,
+                                                            task=args.task)))
     return 0
 
 

@@ -4,7 +4,7 @@
 quantizes it (QDQ: int8 weights per output channel, uint8 activations), calibrated on the first
 `calibration_batches` batches of the run's training images, then measures the validation accuracy of
 both models on the run's whole validation set and their latency at batch 1 (one thread, the two timed
-in turns). The INT8 model is written only when its accuracy is at most `tolerance` percentage points
+in turns: running/speed.py). The INT8 model is written only when its accuracy is at most `tolerance` percentage points
 below FP32's; otherwise nothing is written and ValueError says by how much it dropped. The run's dataset
 must load here (calibration and validation need its images). onnx and onnxruntime are imported only
 when called; without them, ConfigError says what to install.
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..method.config import Config, ConfigError
+from ..running.speed import cpu_session, session_latencies
 from ..storage.reader import RunReader
 from .onnx_export import _runtime, export_onnx
 
-ROUNDS, PER_ROUND = 20, 10          # latency: rounds of PER_ROUND runs of each model in turn, medians
+LATENCY_BUDGET_S = 2.0              # seconds of timing the FP32 and INT8 models in turns (at least 20 rounds)
 
 
 def _data(run_dir: Path):
@@ -56,21 +56,6 @@ def accuracy(session, val) -> float:
     return 100.0 * right / max(total, 1)
 
 
-def latencies(sessions: list, feed: dict[str, np.ndarray], rounds: int = ROUNDS, per_round: int = PER_ROUND
-              ) -> list[float]:
-    """Median seconds of one run of each ONNX Runtime session on `feed` ({input name: array}), the sessions
-    timed in turns, round after round, so that a change of the machine's load falls on all alike."""
-    times: list[list[float]] = [[] for _ in sessions]
-    for r in range(rounds + 1):
-        for session, kept in zip(sessions, times):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                session.run(None, feed)
-                if r:                                     # round 0 warms up
-                    kept.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
-
-
 def quantize(fp32: Path, int8: Path, batches: list[np.ndarray]) -> None:
     """ONNX Runtime's static quantization of the model at `fp32` (input "input") into `int8`: QDQ, int8
     weights per output channel, uint8 activations, ranges calibrated on `batches` ((N, C, H, W) float32)."""
@@ -92,7 +77,7 @@ def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int 
 
     Returns {"path", "fp32_acc", "int8_acc", "drop", "fp32_ms", "int8_ms", "speedup", "calibration_images"}.
     """
-    ort = _runtime()
+    _runtime()
     if calibration_batches < 1:
         raise ConfigError("--calibration-batches must be at least 1")
     model_pt, out = Path(model_pt), Path(out)
@@ -102,16 +87,14 @@ def export_int8(model_pt: str | Path, out: str | Path, calibration_batches: int 
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model_pt, fp32)
         quantize(fp32, int8, batches)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+        sessions = [cpu_session(p) for p in (fp32, int8)]
         fp32_acc, int8_acc = (accuracy(s, val) for s in sessions)
         drop = fp32_acc - int8_acc
         if drop > tolerance:
             raise ValueError(f"INT8 accuracy {int8_acc:.2f} % is {drop:.2f} pp below FP32's {fp32_acc:.2f} %, beyond "
                              f"the tolerance of {tolerance:g} pp: not written (more calibration batches, or a "
                              f"larger --tolerance)")
-        fp32_s, int8_s = latencies(sessions, {"input": batches[0][:1]})
+        fp32_s, int8_s = session_latencies(sessions, {"input": batches[0][:1]}, LATENCY_BUDGET_S)
         int8.replace(out)
     return {"path": str(out), "fp32_acc": fp32_acc, "int8_acc": int8_acc, "drop": drop, "fp32_ms": 1e3 * fp32_s,
             "int8_ms": 1e3 * int8_s, "speedup": fp32_s / int8_s, "calibration_images": sum(len(b) for b in batches)}

@@ -47,6 +47,11 @@ class DetectionSetSpec:
     seed: int = 0
     task: str = "detect"        # "detect": boxes; "segment": each digit's outline too (the convex hull of its ink)
 
+    @classmethod
+    def at(cls, imgsz: int, **fields) -> "DetectionSetSpec":
+        """The spec of canvases `imgsz` pixels wide, its digits no larger than the canvas (max_side capped)."""
+        return cls(imgsz=imgsz, max_side=min(cls.max_side, imgsz), **fields)
+
     def check(self) -> "DetectionSetSpec":
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}: use {' or '.join(TASKS)}")

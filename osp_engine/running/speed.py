@@ -15,29 +15,51 @@ import torch
 from torch import nn
 
 
+def alternate(calls: dict, budget_s: float, min_rounds: int = 3, max_rounds: int = 200) -> dict[object, list[float]]:
+    """Time every call of `calls` ({name: call()}) in turn, round after round, so that a machine that slows
+    down mid-measurement slows them all: each called once to warm up (allocations, kernels chosen), then
+    rounds for about `budget_s` seconds (at least min_rounds, at most max_rounds); {name: seconds per call}."""
+    for call in calls.values():
+        call()
+    spent: dict[object, list[float]] = {k: [] for k in calls}
+    t_end = time.perf_counter() + budget_s
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() < t_end and rounds < max_rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            spent[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return spent
+
+
 def _race(pairs: dict, batch: int, budget_s: float) -> dict:
     """Alternate each model's (batch-1 call, batch call) round after round for about `budget_s` seconds
     (at least 3 rounds); {"batch", "rounds", "latency_ms", "throughput", "latency_speedup", "throughput_speedup"}."""
-    for one, many in pairs.values():                            # warm-up: allocations, kernels chosen
-        one(), many()
-    lat: dict[str, list[float]] = {k: [] for k in pairs}
-    thr: dict[str, list[float]] = {k: [] for k in pairs}
-    t_end = time.perf_counter() + budget_s
-    rounds = 0
-    while rounds < 3 or (time.perf_counter() < t_end and rounds < 200):
-        for name, (one, many) in pairs.items():
-            t0 = time.perf_counter()
-            one()
-            lat[name].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            many()
-            thr[name].append(batch / (time.perf_counter() - t0))
-        rounds += 1
-    out = {"batch": batch, "rounds": rounds, "latency_ms": {k: 1e3 * statistics.median(v) for k, v in lat.items()},
-           "throughput": {k: statistics.median(v) for k, v in thr.items()}}
+    calls = {(name, kind): call for name, both in pairs.items() for kind, call in zip(("one", "many"), both)}
+    spent = alternate(calls, budget_s)
+    out = {"batch": batch, "rounds": len(next(iter(spent.values()))),
+           "latency_ms": {k: 1e3 * statistics.median(spent[k, "one"]) for k in pairs},
+           "throughput": {k: statistics.median(batch / t for t in spent[k, "many"]) for k in pairs}}
     out["latency_speedup"] = out["latency_ms"]["dense"] / out["latency_ms"]["pruned"]
     out["throughput_speedup"] = out["throughput"]["pruned"] / out["throughput"]["dense"]
     return out
+
+
+def cpu_session(path, threads: int = 1):
+    """An ONNX Runtime session of the model at `path` on the CPU with `threads` threads (intra and inter op)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def session_latencies(sessions: list, feed: dict, budget_s: float, min_rounds: int = 20) -> list[float]:
+    """Median seconds of one run of each ONNX Runtime session on `feed` ({input name: array}), timed in turns
+    (`alternate`) for about `budget_s` seconds and at least `min_rounds` rounds."""
+    spent = alternate({i: (lambda s=s: s.run(None, feed)) for i, s in enumerate(sessions)}, budget_s, min_rounds)
+    return [statistics.median(spent[i]) for i in range(len(sessions))]
 
 
 @torch.inference_mode()
