@@ -9,11 +9,19 @@ weights. `--run RUN_DIR` times a run's exported model.pt instead.
 
     python benchmarks/bench_speedup.py [--models resnet56,vgg16] [--round-to 0,8] [--target 0.5] [--budget 3]
     python benchmarks/bench_speedup.py --int8 [--models ...]    # also the pruned model in INT8 (ONNX Runtime)
+    python benchmarks/bench_speedup.py --latency [--models ...] # only: cost=latency against cost=flops, and INT8
 
 --int8 adds a table: batch-1 latency in ONNX Runtime (one thread) of the dense FP32, the pruned FP32 and
 the pruned INT8 model (static quantization, osp_engine/interfaces/int8.py, calibrated on 4 batches of 8
 random inputs: the weights are random too), timed in turns; and the INT8 model's top-1 agreement with
 the pruned FP32 model on 64 random inputs.
+
+--latency prints one table instead: each network pruned at the target with cost=flops and with
+cost=latency (the same saliency; the latency table measured in ONNX Runtime, one thread, batch 1,
+cached in --cache; cost=latency keeps multiples of 8 channels, Config.kept_multiple), and the
+cost=latency model quantized to INT8 as --int8 does; the dense and the three pruned models timed in
+turns in ONNX Runtime (one thread, batch 1): median and interquartile range of each, the FLOPs each
+keeps, the table's predicted latency against the measured one, INT8's top-1 agreement with FP32.
 """
 from __future__ import annotations
 
@@ -47,6 +55,68 @@ def pruned_pair(name: str, target: float, round_to: int) -> tuple[torch.nn.Modul
                     round_to=round_to)
     prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in chosen.keep])
     return dense, net.model.eval(), (channels, size, size), net.cost.dense_flops / chosen.flops
+
+
+def latency_pruned(name: str, target: float, cache: Path):
+    """(dense, flops-pruned, latency-pruned, input shape, {figures}) for a registry network at `target`:
+    one saliency, selected against FLOPs and against the ONNX Runtime latency table (batch 1, one thread)."""
+    import time
+
+    from osp_engine.running.latency import build_latency
+
+    classes, size, channels = SHAPES.get(name, (10, 32, 3))
+    torch.manual_seed(0)
+    dense = build_model(name, classes, size, channels).eval()
+    out, facts = [], {}
+    for cost in ("flops", "latency"):
+        net = prepare_network(copy.deepcopy(dense), classes, torch.zeros(1, channels, size, size), "official", 0)
+        t0 = time.perf_counter()
+        net.latency, stats = build_latency(net, "onnxruntime", 1, 1, cache)
+        facts.setdefault("table_s", time.perf_counter() - t0)
+        facts.setdefault("entries", stats["entries"])
+        chosen = select(sal.weighted_saliency(sal.all_saliency(net.groups), net.pi), net.cost, target, 0.75, 1.0,
+                        round_to=8 if cost == "latency" else 0, measure=net.measure(cost))   # Config.kept_multiple
+        prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in chosen.keep])
+        counts = [int(k.sum()) for k in chosen.keep]
+        facts[cost] = dict(flops_kept=chosen.flops / net.cost.dense_flops, predicted=net.latency.predict(counts),
+                           dense_predicted=net.latency.dense)
+        out.append(net.model.eval())
+    return dense, out[0], out[1], (channels, size, size), facts
+
+
+def latency_row(name: str, target: float, cache: Path, budget: float) -> str:
+    """A markdown row: cost=flops against cost=latency, and the cost=latency model in INT8, measured in ONNX
+    Runtime at batch 1 on one thread, the four models timed in turns."""
+    import statistics
+    import tempfile
+
+    from osp_engine.interfaces.int8 import quantize
+    from osp_engine.running.speed import alternate, cpu_session
+    from osp_engine.storage.export import write_onnx
+
+    dense, by_flops, by_latency, shape, f = latency_pruned(name, target, cache)
+    g = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(8, *shape, generator=g).numpy() for _ in range(4)]
+    x = torch.randn(64, *shape, generator=g).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{i}.onnx" for i in range(4)]
+        for m, path in zip((dense, by_flops, by_latency), paths):
+            write_onnx(m, torch.zeros(1, *shape), path)
+        quantize(paths[2], paths[3], calibration)
+        sessions = [cpu_session(p) for p in paths]
+    spent = alternate({i: (lambda s=s: s.run(None, {"input": x[:1]})) for i, s in enumerate(sessions)}, budget, 20)
+    agree = (sessions[2].run(None, {"input": x})[0].argmax(1) == sessions[3].run(None, {"input": x})[0].argmax(1))
+
+    def ms(i: int) -> str:
+        q = statistics.quantiles([1e3 * t for t in spent[i]], n=4)
+        return f"{1e3 * statistics.median(spent[i]):.2f} ({q[0]:.2f}-{q[2]:.2f})"
+
+    med = [statistics.median(spent[i]) for i in range(4)]
+    fl, la = f["flops"], f["latency"]
+    return (f"| {name} | {ms(0)} | {ms(1)}: {med[0] / med[1]:.2f}x, {100 * fl['flops_kept']:.1f} % | "
+            f"{ms(2)}: {med[0] / med[2]:.2f}x, {100 * la['flops_kept']:.1f} % | {1e3 * la['predicted']:.2f} "
+            f"({100 * (la['predicted'] / med[2] - 1):+.1f} %); {la['dense_predicted'] / la['predicted']:.2f}x | "
+            f"{ms(3)}: {med[0] / med[3]:.2f}x, {100 * agree.mean():.0f} % | {f['entries']} in {f['table_s']:.0f} s |")
 
 
 def rows(name: str, round_to: int, s: dict, ratio: float) -> list[str]:
@@ -130,7 +200,12 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="a run folder: time its exported model.pt")
     ap.add_argument("--layers", action="store_true", help="also time every layer, dense against pruned (eager)")
     ap.add_argument("--int8", action="store_true", help="also the pruned model in INT8, ONNX Runtime (a second table)")
+    ap.add_argument("--latency", action="store_true", help="only the table of cost=latency against cost=flops")
+    ap.add_argument("--cache", default=str(Path(__file__).resolve().parent / ".latency"),
+                    help="the latency table's cache folder (a second invocation times no layer)")
     args = ap.parse_args()
+    if args.latency:
+        return latency_table(args)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"{torch.get_num_threads()} CPU threads; devices: {', '.join(map(str, devices))}; target {args.target}")
     print("| model | round_to | runtime | FLOPs ratio | latency at batch 1 | speed-up | efficiency | throughput | "
@@ -159,6 +234,15 @@ def main() -> None:
         for name in args.models.split(","):
             dense, pruned, shape, _ = pruned_pair(name, args.target, 0)
             print(int8_row(name, dense, pruned, shape), flush=True)
+
+
+def latency_table(args) -> None:
+    print(f"\nONNX Runtime, CPU, 1 thread, batch 1, target {args.target}: median (interquartile range) in ms; "
+          f"speed-up over dense FP32; FLOPs kept\n"
+          "| model | dense | cost=flops | cost=latency | predicted ms (vs measured); speed-up | cost=latency in INT8; "
+          "top-1 agreement | table entries |\n|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        print(latency_row(name, args.target, Path(args.cache), args.budget), flush=True)
 
 
 def both(dense, pruned, shape, device, batch: int, budget: float) -> dict:

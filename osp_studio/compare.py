@@ -17,6 +17,7 @@ from osp_studio.control import manager
 from osp_studio.layout import empty_state, header, teaching
 from osp_studio.replay import run_frame, run_info
 from osp_studio.routing import pick_runs
+from osp_engine.charts.tradeoff import run_latency
 from osp_studio.teaching import explain as teaching_explainer
 from osp_studio.text import chart_text, flops_ratio, percent
 
@@ -40,7 +41,17 @@ def final_figures(r: RunReader) -> dict:
             "throughput speed-up (x)": None if not s["speed"] else round(s["speed"]["throughput_speedup"], 2),
             "ONNX Runtime speed-up at batch 1 (x)": _ort(s, "latency_speedup"),
             "ONNX Runtime throughput speed-up (x)": _ort(s, "throughput_speedup"),
-            "measured on": None if not s["speed"] else s["speed"]["device"]}
+            "measured on": None if not s["speed"] else s["speed"]["device"],
+            "target of": "latency" if s.get("cost") == "latency" else "FLOPs",
+            "latency at batch 1, measured (ms)": _latency(s, 1),
+            "latency predicted by the table (ms)": None if not s["latency"] else round(s["latency"]["predicted_ms"], 3),
+            "latency measured on": None if not run_latency(s) else run_latency(s)[2]}
+
+
+def _latency(s: dict, which: int) -> float | None:
+    """The pruned model's measured batch-1 latency (charts.tradeoff.run_latency), in ms."""
+    latency = run_latency(s)
+    return None if latency is None else round(latency[which], 3)
 
 
 def _ort(s: dict, key: str) -> float | None:

@@ -181,6 +181,10 @@ def details(r: RunReader, s: dict) -> str:
         lines.append(f"{len(s['kept_whole'])} groups kept whole (never pruned: see Channels)")
     if speed:
         lines.append(speed_line(speed, s))
+    if s["cost"] == "latency":                       # the table's prediction against the measurement
+        lines.append(plain(s["latency"]["message"]) if s["latency"] else
+                     f"target: {100 * s['target_flops_reduction']:.0f} % of the predicted latency on "
+                     f"{plain(cfg.get('latency_runtime', 'onnxruntime'))} (cost=latency); measured when the run ends")
     if cfg.get("log_to"):                            # where each tracker logs, or why it stopped
         lines += [plain(message) for message in r.trackers().values()]
     kept = branch_epochs(r.dir)

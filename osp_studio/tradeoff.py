@@ -7,7 +7,7 @@ import streamlit as st
 
 from osp_engine import ConfigError, get_preset
 from osp_engine.charts.figures import RUN_COLOURS
-from osp_engine.charts.tradeoff import add_candidates, add_run, curves_figure
+from osp_engine.charts.tradeoff import add_candidates, add_run, add_run_latency, curves_figure, run_latency
 from osp_engine.interfaces.presets import PRESETS
 from osp_engine.storage.sweep import sweep_labels, target_sweep
 from osp_studio.control import manager, may_steer, steering
@@ -89,6 +89,35 @@ def add_paper_points(fig: go.Figure, model: str, dataset: str, dense_mflops: flo
     return sorted(set(mine["source"]))
 
 
+def run_label(run_id: str, cfg: dict) -> str:
+    what = "latency" if cfg.get("cost") == "latency" else ""
+    return chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} % {what}".rstrip())
+
+
+def latency_view(chosen: list[str]) -> None:
+    """The metric against each run's measured batch-1 latency; runs with no measurement are named."""
+    fig, metrics, missing = go.Figure(), set(), []
+    for i, run_id in enumerate(chosen):
+        r = manager().reader(run_id)
+        df, latency = run_frame(r), run_latency(r.summary())
+        if df.empty or latency is None:
+            missing.append(run_id)
+            continue
+        info = r.info()
+        metrics.add(info["metric"])
+        add_run_latency(fig, run_label(run_id, info["config"]), RUN_COLOURS[i % len(RUN_COLOURS)], df, latency,
+                        info["metric"])
+    metric = metrics.pop() if len(metrics) == 1 else None
+    fig.update_layout(xaxis_title="latency at batch 1 (ms, measured)", height=520,
+                      yaxis_title=f"validation {metric.label()}" if metric else "validation metric (each run's own)",
+                      font=dict(size=18 if teaching() else 16), showlegend=True,
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    st.plotly_chart(fig, key="tradeoff_latency_chart")
+    if missing:
+        st.caption("Not timed yet (a run is timed when it ends, unless speed_budget_s=0): "
+                   + ", ".join(plain(m) for m in missing))
+
+
 def render() -> None:
     header("Trade-off", "Each run is two measured models joined by a line: its dense network at its best accuracy "
            "(open circle) and its pruned network at the end of fine-tuning (filled). Look for the pruned model "
@@ -101,6 +130,11 @@ def render() -> None:
         "Every epoch's model", key="tradeoff_every_epoch",
         help="each epoch's evaluated model too: the dense one while it trains, the pruned one after, and each "
              "candidate at its own FLOPs with its own accuracy if pruned then")
+    axis = st.radio("Against", ["FLOPs", "measured latency"], horizontal=True, key="tradeoff_axis",
+                    help="measured latency: each run's dense and pruned model timed at batch 1 when it ended "
+                         "(a cost=latency run on its table's runtime, any other in ONNX Runtime)")
+    if axis != "FLOPs":
+        return latency_view(chosen)
     sweeps = sweep_labels(manager().list())
     shown_sweeps = st.multiselect("Target sweeps", sweeps, default=sweeps[:1], key="tradeoff_sweeps") if sweeps else []
     frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
@@ -111,10 +145,9 @@ def render() -> None:
         info = r.info()
         cfg, metric = info["config"], info["metric"]
         metrics.add(metric)
-        label = chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} %")
-        add_run(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch, metric)
+        add_run(fig, run_label(run_id, cfg), RUN_COLOURS[i % len(RUN_COLOURS)], df, every_epoch, metric)
         if every_epoch:
-            add_candidates(fig, label, RUN_COLOURS[i % len(RUN_COLOURS)], df, metric)
+            add_candidates(fig, run_label(run_id, cfg), RUN_COLOURS[i % len(RUN_COLOURS)], df, metric)
         networks.setdefault((cfg["model"], cfg["dataset"]), df["dense_flops"].iloc[0] / 1e6)
     for label in shown_sweeps:
         sweep = target_sweep(manager().root, label)

@@ -196,11 +196,18 @@ def test_tradeoff_and_compare_pages(filled_root):
     assert list(_array(run["y"])) == pytest.approx([max(r["val_acc"] for r in RunReader(root / run_id).epochs()
                                                         if r["phase"] != "pruned"), s["final_acc"]])
     assert "No published points exist" in at.caption[-1].value          # digits: nothing was published for it
+    at.radio(key="tradeoff_axis").set_value("measured latency").run()    # the same two models at their latency
+    assert not at.exception
+    (timed,) = json.loads(_figures(at)[0])["data"]
+    ort = s["speed"]["onnxruntime"]["latency_ms"]                         # timed in ONNX Runtime when it ended
+    assert list(_array(timed["x"])) == pytest.approx([ort["dense"], ort["pruned"]])
+    assert list(_array(timed["y"])) == list(_array(run["y"])) and "ONNX Runtime" in timed["hovertemplate"]
     at = _page("compare", run_id)
     assert not at.exception
     df = at.dataframe[0].value
     assert list(df["run"]) == [run_id] and df["status"][0] == "finished"
     assert abs(df["FLOPs removed (%)"][0] - 50) < 2 and df["FLOPs target (%)"][0] == 50.0
+    assert df["target of"][0] == "FLOPs" and df["latency at batch 1, measured (ms)"][0] == round(ort["pruned"], 3)
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == [f"metrics of {run_id} (CSV)", labels[1], f"pruned model of {run_id} (ONNX)",
                       f"report of {run_id} (HTML)"]

@@ -141,7 +141,7 @@ def test_a_run_that_misses_says_why_in_show_on_its_card_and_in_its_report(demo_n
     from osp_engine.method import saliency as sal
     again = explain_miss(sal.weighted_saliency(r.saliency(t_star), demo_net.pi), demo_net.cost,
                          dataclasses.replace(get_preset("demo"), round_to=16, target=target), miss["reduction"])
-    assert again.as_dict() == {k: miss[k] for k in ("target", "reduction", "cause", "reason", "remedy")}
+    assert again.as_dict() == {k: miss[k] for k in ("target", "reduction", "cause", "reason", "remedy", "measured")}
     # the run card (Runs page) and the report say it too
     monkeypatch.setenv("OSP_RUNS_DIR", str(tmp_path))
     at = AppTest.from_string("from osp_studio.runs import render\nrender()\n", default_timeout=60)

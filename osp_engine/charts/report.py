@@ -52,7 +52,8 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
     cfg, m = info["config"], info["metric"]
     rows = [("network", f"{s['model']} on {s['dataset']}"), ("status", f"{s['status']}, {s['epochs']} of "
             f"{s['total_epochs']} epochs, {s['wall_seconds']:.0f} s"), ("variant", s["variant"]),
-            ("FLOPs target", _pct(s["target_flops_reduction"]) + " removed"),
+            ("latency target" if s["cost"] == "latency" else "FLOPs target", _pct(s["target_flops_reduction"])
+             + " removed"),
             ("pruned", "not pruned" if s["t_star"] is None else f"after epoch {s['t_star']} ({s['prune_reason']})"
              if s["t_star"] >= 0 else f"at initialization ({s['prune_reason']})"),
             ("FLOPs removed", _pct(s["flops_reduction"])), ("parameters removed", _pct(s["params_reduction"])),
@@ -67,6 +68,8 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
         rows.append(("branch of", f"{cfg['parent']}, pruned at epoch {epoch_label(cfg['branch_epoch'])}"))
     if s["kept_whole"]:
         rows.append(("groups kept whole", f"{len(s['kept_whole'])} (never pruned)"))
+    if s["latency"]:
+        rows.append(("latency", s["latency"]["message"]))
     if s["speed"]:
         rows.append(("exported model", f"{s['speed']['latency_speedup']:.2f}x the dense speed at batch 1 "
                                        f"({s['speed']['device']})"))

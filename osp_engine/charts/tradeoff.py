@@ -34,6 +34,38 @@ def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epo
                                  hovertemplate=f"epoch %{{text}}: {metric.name} %{{y:.2f}} {metric.unit}<extra></extra>"))
 
 
+def run_latency(s: dict) -> tuple[float, float, str] | None:
+    """(dense ms, pruned ms, where) of a run's measured batch-1 latency, from its summary: cost=latency's own
+    measurement on the table's runtime, else the end-of-run speed timing in ONNX Runtime, else in PyTorch;
+    None when the run has none (not ended, or speed_budget_s=0)."""
+    if s.get("latency"):
+        lat = s["latency"]
+        return lat["dense_ms"], lat["measured_ms"], f"{lat['runtime']}, batch {lat['batch']}"
+    speed = s.get("speed")
+    if not speed:
+        return None
+    ort = speed.get("onnxruntime")
+    figures, where = (ort, "ONNX Runtime") if ort else (speed, "PyTorch")
+    return figures["latency_ms"]["dense"], figures["latency_ms"]["pruned"], f"{where} on {figures['device']}, batch 1"
+
+
+def add_run_latency(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, latency: tuple[float, float, str],
+                    metric: Metric = ACCURACY) -> None:
+    """A run's dense and pruned networks at their measured latency (run_latency), joined, as add_run does at FLOPs."""
+    dense_ms, pruned_ms, where = latency
+    pruned, dense = df[df["phase"] == "pruned"], df[df["phase"] != "pruned"]
+    best = metric.best(dense["val_acc"].dropna().tolist()) if len(dense) else None
+    points = [(dense_ms, float("nan") if best is None else best, "dense (best epoch)")]
+    if len(pruned):
+        points.append((pruned_ms, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
+    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=label,
+                             line=dict(color=colour), text=[p[2] for p in points],
+                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
+                                         line=dict(width=2, color=colour)),
+                             hovertemplate=f"%{{text}}: %{{x:.3f}} ms ({where}), {metric.name} %{{y:.2f}} "
+                                           f"{metric.unit}<extra></extra>"))
+
+
 def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, metric: Metric = ACCURACY) -> None:
     """Each evaluated candidate at its own FLOPs and its own metric (physically pruned, before any
     fine-tuning): what pruning at that epoch would have given at once."""

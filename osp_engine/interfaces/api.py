@@ -30,6 +30,7 @@ from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
 from ..method.network import Prunable, check_target, prepare_network
+from ..running.latency import latency_table, record_latency
 from ..method.groups import prune_groups
 from ..running.record import RunRecord
 from ..storage.metric import Metric, as_metric
@@ -58,11 +59,14 @@ def _resumed(run_dir: Path, epochs: int) -> tuple[Config, Metric]:
     return cfg, info["metric"]
 
 
-def _prepared(model: nn.Module, num_classes: int | None, example: torch.Tensor, cfg: Config) -> Prunable:
-    """prepare_network with the config's settings and a reachable target, refusals as one ConfigError line."""
+def _prepared(model: nn.Module, num_classes: int | None, example: torch.Tensor, cfg: Config, root: Path) -> Prunable:
+    """prepare_network with the config's settings (cost=latency: its table, cached under `root`) and a
+    reachable target, refusals as one ConfigError line."""
     try:
         net = prepare_network(model, num_classes, example, cfg.variant, cfg.cost_checks, attention=cfg.attention)
-        check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.round_to)
+        if cfg.cost == "latency":
+            net.latency = latency_table(net, cfg, root)
+        check_target(net, cfg.target, cfg.l_max, cfg.l_k, cfg.kept_multiple, cfg.cost)
     except UnsupportedModel as e:
         raise ConfigError(f"{cfg.model}: {e}") from None
     return net
@@ -116,11 +120,12 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
     else:
         cfg, metric = _resumed(Path(resume["run_dir"]), epochs)
     device = resolve_device(cfg.device)
-    net = _prepared(model.to(device), num_classes, example[:1].to(device), cfg)
+    root = prepare_root(runs_dir) if resume is None else Path(resume["run_dir"]).parent
+    net = _prepared(model.to(device), num_classes, example[:1].to(device), cfg, root)
     guard_strided_1x1(model)                           # your loop trains it: off oneDNN's unsound kernel (kernels.py)
     shape = list(example.shape[1:])
     if resume is None:
-        record = RunRecord.attached(cfg, net, shape, device, prepare_root(runs_dir), new_run_id(cfg),
+        record = RunRecord.attached(cfg, net, shape, device, root, new_run_id(cfg),
                                     {"torch": torch.__version__, "torch_pruning": package_version("torch_pruning")},
                                     metric)
     else:
@@ -144,8 +149,11 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
     status, error, trace, t0 = "failed", None, None, time.time()
     try:
         yield pruner
-        pruner.finish(dict(model=cfg.model, num_classes=num_classes, image_size=shape[-1], in_channels=shape[0],
-                           input_shape=shape, custom=True))
+        arch = dict(model=cfg.model, num_classes=num_classes, image_size=shape[-1], in_channels=shape[0],
+                    input_shape=shape, custom=True)
+        pruner.finish(arch)
+        if cfg.cost == "latency":                      # the table's prediction against the pruned model, timed
+            record_latency(record.store, arch, net, pruner.model_counts, cfg, cfg.epochs - 1)
         status = "finished"
     except Cancelled:                                  # cancelled from the studio: the loop stops, no error
         status, error = "cancelled", pruner.commands.reason

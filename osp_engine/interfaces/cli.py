@@ -194,15 +194,26 @@ def _execute(run) -> int:
     if status in ("failed", "cancelled"):
         print(f"run {status}: {run.error}", file=sys.stderr)
         return 1 if status == "failed" else 3
-    fr = summary["flops_reduction"]
     pruned = f"t* = {epoch_label(summary['t_star'])} ({summary['prune_reason']})" if summary["t_star"] is not None \
         else "not pruned"
-    print(f"{status}: {pruned}, FLOPs -{100 * (fr or 0):.2f} % "
-          f"(target {100 * run.cfg.target:.1f} %), final accuracy {summary['final_acc']:.2f} %, "
+    print(f"{status}: {pruned}, {_reduced(summary, run.cfg)}, final accuracy {summary['final_acc']:.2f} %, "
           f"{summary['wall_seconds']:.1f} s, variant {run.cfg.variant}")
     if summary["target_miss"]:                          # further than 0.5 pp from the target: why, and the fix
         print(summary["target_miss"]["message"])
+    if summary["latency"]:                              # cost=latency: the table's prediction against the measurement
+        print(summary["latency"]["message"])
     return 0
+
+
+def _reduced(summary: dict, cfg) -> str:
+    """'FLOPs -50.01 % (target 50.0 %)'; with cost=latency the predicted latency's reduction before the FLOPs'."""
+    flops, target, lat = f"FLOPs -{100 * (summary['flops_reduction'] or 0):.2f} %", f"(target {100 * cfg.target:.1f} %)", \
+        summary["latency"]
+    if cfg.cost != "latency":
+        return f"{flops} {target}"
+    if not lat:
+        return f"{flops}, latency not measured {target}"
+    return f"predicted latency -{100 * (1 - lat['predicted_ms'] / lat['dense_predicted_ms']):.2f} % {target}, {flops}"
 
 
 def _cmd_list(args) -> int:

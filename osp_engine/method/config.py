@@ -20,6 +20,8 @@ from .moments import MOMENTS
 VARIANTS = ("official", "corrected")     # docs/method.md, 'Official behaviour'
 ATTENTION = ("refuse", "whole")          # what a model with attention layers gets (docs/models.md)
 SEARCH_MODES = ("threshold", "fill")     # docs/method.md, 'Hitting the FLOPs target': the paper's, or osp's fill
+COSTS = ("flops", "latency")             # what the target reduces (docs/method.md, 'Latency as the cost')
+LATENCY_RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "torch": ("torch",)}   # latency_runtime -> packages it needs
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
 
 
@@ -59,8 +61,15 @@ class Config:
     sl_start: int = 30                    # official CIFAR meaning: the shrink acts while epoch > sl_start + 1
     sl_auto: bool = False                 # start when the smoothed PSI plateaus instead (ImageNet script)
     sl_end: int = 110                     # forced prune after epoch t > sl_end
-    round_to: int = 0                     # beyond the paper: every group keeps a multiple of k channels, or all (0: off)
+    round_to: int = 0                     # beyond the paper: every group keeps a multiple of k channels, or all
+                                          # (0: off, but 8 with cost=latency; 1: off)
     search: str = "threshold"             # "threshold": the variant's search (the paper's); "fill" (beyond it): within 0.05 pp
+    cost: str = "flops"                   # what target removes a fraction of: "flops" (the paper's) or "latency"
+                                          # (beyond it: predicted by a table of layer times measured on the runtime)
+    latency_runtime: str = "onnxruntime"  # cost=latency: where the layers are timed ("onnxruntime" on the CPU,
+                                          # "torch": PyTorch eager on the run's device)
+    latency_batch: int = 1                # cost=latency: the batch size the latency is for
+    latency_threads: int = 1              # cost=latency on onnxruntime: its CPU threads
     attention: str = "refuse"             # a model with attention layers: "refuse" it, or keep "whole" every group
                                           # that reaches into one and prune the rest (a YOLO11's C2PSA block)
     # stability
@@ -189,9 +198,27 @@ class Config:
         if self.search not in SEARCH_MODES:
             fail(f"unknown search {self.search!r}: use threshold (the paper's, as the variant does it) or fill "
                  f"(skips a channel that would overshoot the target and fills the gap with smaller ones)")
+        if self.cost not in COSTS:
+            fail(f"unknown cost {self.cost!r}: use flops (the target removes FLOPs, the paper's) or latency "
+                 f"(the target removes predicted latency on latency_runtime)")
+        if self.latency_runtime not in LATENCY_RUNTIMES:
+            fail(f"unknown latency_runtime {self.latency_runtime!r}: use {' or '.join(LATENCY_RUNTIMES)}")
+        needs = LATENCY_RUNTIMES[self.latency_runtime] if self.cost == "latency" else ()
+        if any(importlib.util.find_spec(p) is None for p in needs):
+            fail(f"cost=latency on {self.latency_runtime} needs {' and '.join(needs)}, not installed here: "
+                 f"pip install {' '.join(needs)}")
+        if self.latency_batch < 1 or self.latency_threads < 1:
+            fail(f"latency_batch and latency_threads must be >= 1, got {self.latency_batch} and {self.latency_threads}")
         if self.round_to < 0:
             fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self
+
+    @property
+    def kept_multiple(self) -> int:
+        """The multiple of channels every group keeps (round_to): round_to when set; else 8 with cost=latency,
+        whose table is timed at such widths (a depthwise convolution at 575 channels runs 25x slower in
+        ONNX Runtime than at 576), and 0 (off) with cost=flops."""
+        return self.round_to or (8 if self.cost == "latency" else 0)
 
     @property
     def trackers(self) -> list[str]:

@@ -22,6 +22,7 @@ from .failure import describe, first_line
 from .flops import CostModel, cost_model, count_subclasses, output_shapes
 from .groups import Group, KeptWhole, UnsupportedModel, build_groups, find_classifier
 from .graph import build_graph
+from .latency import LatencyModel
 from .probe import Probe, probe_groups, timed_progress
 from .selection import TOLERANCE, kept_step, n_protected, round_pruned
 from .tp import tp
@@ -39,6 +40,17 @@ class Prunable:
     pi: np.ndarray            # (G,) FLOPs weights of the saliency, by gid
     example: torch.Tensor     # (1, C, H, W) zeros on the model's device
     whole: list[KeptWhole] = field(default_factory=list)   # groups never pruned, and why
+    probe: Probe | None = None                # what the probe saw: each layer's widths as maps of the counts
+    latency: LatencyModel | None = None       # cost=latency: the table the search sums (running/latency.py)
+
+    def measure(self, cost: str):
+        """The quantity the search's target reduces, counts (G,) or (B, G) -> value(s): FLOPs (cost="flops")
+        or the latency table's predicted seconds (cost="latency")."""
+        if cost == "latency":
+            if self.latency is None:
+                raise ValueError("cost=latency needs the network's latency table (running/latency.py) first")
+            return self.latency.predict
+        return self.cost.flops
 
 
 def attention_layers(model: nn.Module) -> dict[str, str]:
@@ -145,7 +157,7 @@ def _prepare(model: nn.Module, num_classes: int | None, example: torch.Tensor, v
     cost = _checked_cost(model, probe, example, checks)
     _, pi = _step("weighting the groups", model,
                   lambda: cost_table(model, probe.prunable, cost, example, variant, probe.whole))
-    return Prunable(model, graph, probe.prunable, cost, pi, example, probe.whole)
+    return Prunable(model, graph, probe.prunable, cost, pi, example, probe.whole, probe)
 
 
 def _checked_cost(model: nn.Module, probe: Probe, example: torch.Tensor, checks: int) -> CostModel:
@@ -167,24 +179,35 @@ def _checked_cost(model: nn.Module, probe: Probe, example: torch.Tensor, checks:
                            f"{len(probe.whole)} groups whole: {probe.whole[-1].reason}")
 
 
-def max_reduction(net: Prunable, l_max: float, l_k: float, round_to: int = 0) -> float:
-    """The largest fraction of the dense FLOPs the search can remove: every prunable group down to its
-    floor (selection.n_protected units; with round_to, the next multiple of it), the groups kept whole untouched."""
+def max_reduction(net: Prunable, l_max: float, l_k: float, round_to: int = 0, cost: str = "flops") -> float:
+    """The largest fraction of the dense FLOPs (cost="latency": of the predicted latency) the search can
+    remove: every prunable group down to its floor (selection.n_protected units; with round_to, the next
+    multiple of it), the groups kept whole untouched."""
     units, sizes = net.cost.units, net.cost.sizes
     total = sizes // units
     floor = np.array([n_protected(int(t), l_max, l_k) for t in total], dtype=np.int64)   # kept units
     floor = total - round_pruned(total - floor, total, kept_step(units, round_to))
-    return 1.0 - net.cost.flops(floor * units) / net.cost.dense_flops
+    measure = net.measure(cost)
+    return 1.0 - measure(floor * units) / measure(sizes)
 
 
-def check_target(net: Prunable, target: float, l_max: float, l_k: float, round_to: int = 0) -> None:
+def check_target(net: Prunable, target: float, l_max: float, l_k: float, round_to: int = 0,
+                 cost: str = "flops") -> None:
     """UnsupportedModel if `target` is beyond what the prunable groups can remove (within the search's tolerance)."""
-    reachable = max_reduction(net, l_max, l_k, round_to)
+    reachable = max_reduction(net, l_max, l_k, round_to, cost)
+    if cost == "latency" and reachable < 0.01:
+        raise UnsupportedModel(f"pruning cannot lower this network's predicted latency ({1e3 * net.latency.dense:.3f} "
+                               f"ms): it is the runtime's own work, or timing noise, at this size; use cost=flops")
     if target > reachable + TOLERANCE:
         kept = f", {len(net.whole)} groups kept whole" if net.whole else ""
         kept += f", round_to={round_to}" if round_to > 1 else ""
-        raise UnsupportedModel(f"target {target:g} cannot be reached: at most {reachable:.4f} of the FLOPs can go "
-                               f"(per-layer floors l_max={l_max:g}, l_k={l_k:g}{kept}): set target <= {reachable:.3f}")
+        what = "the predicted latency" if cost == "latency" else "the FLOPs"
+        tiny = "" if cost != "latency" or net.latency.dense >= 1e-4 else \
+            (f"; at {1e3 * net.latency.dense:.3f} ms the runtime's own work and timing noise dominate this network's "
+             f"latency, cost=flops suits it")
+        raise UnsupportedModel(f"target {target:g} cannot be reached: at most {reachable:.4f} of {what} can go "
+                               f"(per-layer floors l_max={l_max:g}, l_k={l_k:g}{kept}): set target <= {reachable:.3f}"
+                               + tiny)
 
 
 def kept_whole_note(net: Prunable) -> str:

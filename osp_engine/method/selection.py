@@ -28,6 +28,7 @@ import numpy as np
 
 from .flops import CostModel
 
+Measure = Callable[[np.ndarray], "float | np.ndarray"]   # counts -> what the target reduces (FLOPs by default)
 TOLERANCE = 5e-4          # the official search's stop: |reduction - target| <= 0.05 percentage points
 
 
@@ -38,6 +39,7 @@ class Selection:
     flops: int                  # the candidate's FLOPs (MACs)
     params: int
     reduction: float            # 1 - flops / dense flops
+    achieved: float = float("nan")   # the reduction of what the target measures (the FLOPs', or the latency's)
 
 
 def prunable_limit(c: int, l_max: float, k: float) -> float:
@@ -129,9 +131,10 @@ def round_pruned(pruned: np.ndarray, total: np.ndarray, step: np.ndarray) -> np.
 
 
 def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: float, k: float,
-           variant: str = "official", round_to: int = 0, search: str = "threshold") -> Selection:
+           variant: str = "official", round_to: int = 0, search: str = "threshold",
+           measure: Measure | None = None) -> Selection:
     """The sub-network removing the fraction `target` of dense FLOPs (scores: weighted S^ per group,
-    per channel). Where a group's channels go in units (cost.units > 1) the search ranks whole units
+    per channel); with `measure` (counts -> value, cost=latency's predicted seconds), that fraction of it. Where a group's channels go in units (cost.units > 1) the search ranks whole units
     by their summed score and the floors count units, as the official code does with its ch_groups.
 
     search="fill" or round_to=k > 1 (both beyond the paper): the floors are the variant's, the search
@@ -150,14 +153,15 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     score_of = np.concatenate(cand_score)
     order = np.lexsort((chan_of, group_of, score_of))            # ascending S^, ties by (group, id)
     group_of, chan_of, score_of = group_of[order], chan_of[order], score_of[order]
-    dense = cost.dense_flops
+    measure = measure or cost.flops
+    dense = measure(sizes)
 
     def reduction(n: int) -> float:                              # the first n of the sorted order go
         counts = sizes - units * np.bincount(group_of[:n], minlength=len(sizes))
-        return 1.0 - float(cost.flops(counts)) / dense
+        return 1.0 - float(measure(counts)) / dense
 
     if round_to > 1 or search == "fill":
-        pruned = _fill_blocks(group_of, score_of, cost, kept_step(units, round_to), target)
+        pruned = _fill_blocks(group_of, score_of, cost, kept_step(units, round_to), target, measure)
     else:
         pruned = np.bincount(group_of[:SEARCHES[variant](score_of, reduction, target)], minlength=len(sizes))
     gone = _rank_in_group(group_of) < pruned[group_of]           # each group's lowest-ranked candidates
@@ -168,7 +172,7 @@ def select(scores: list[np.ndarray], cost: CostModel, target: float, l_max: floa
     counts = np.array([kp.sum() for kp in keep], dtype=np.int64)
     flops = cost.flops(counts)
     return Selection(keep, float(score_of[gone].max()) if gone.any() else float("-inf"), flops, cost.params(counts),
-                     1.0 - flops / dense)
+                     1.0 - flops / cost.dense_flops, 1.0 - float(measure(counts)) / dense)
 
 
 def unit_scores(s: np.ndarray, unit: int, blocked: bool) -> np.ndarray:
@@ -187,7 +191,7 @@ def _rank_in_group(group_of: np.ndarray) -> np.ndarray:
 
 
 def _fill_blocks(group_of: np.ndarray, score_of: np.ndarray, cost: CostModel, step: np.ndarray,
-                 target: float) -> np.ndarray:
+                 target: float, measure: Measure) -> np.ndarray:
     """The fill search (search="fill", and every round_to); returns the units pruned per group, (G,).
 
     Each group's free candidates (ascending S^) are cut into blocks that leave it a multiple of its
@@ -209,8 +213,10 @@ def _fill_blocks(group_of: np.ndarray, score_of: np.ndarray, cost: CostModel, st
         while gone <= free[g] and gone < total[g]:
             blocks.append((float(ranked[gone - 1]), g, gone))
             gone += int(step[g])
+    dense = float(measure(sizes))
+
     def reduction(pruned: np.ndarray) -> float:
-        return 1.0 - float(cost.flops(sizes - units * pruned)) / cost.dense_flops
+        return 1.0 - float(measure(sizes - units * pruned)) / dense
 
     pruned, closed = np.zeros(len(sizes), dtype=np.int64), np.zeros(len(sizes), dtype=bool)
     for _, g, gone in sorted(blocks):

@@ -174,10 +174,17 @@ class Pruner:
         with self.store.transaction():                    # t* and its events, or none
             self.store.update_run(t_star=rec["epoch"], prune_reason=rec["reason"], phase="pruned")
             self.store.event("prune", f"pruned {when} ({rec['reason']}): "
-                                      f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs, {change}",
+                                      f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs{self._predicted()}, "
+                                      f"{change}",
                              epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
             if rec.get("miss"):                           # further than 0.5 pp from the target: why
                 self.store.event("target", Miss(**rec["miss"]).message, epoch=rec["epoch"], **rec["miss"])
+
+    def _predicted(self) -> str:
+        """', 1.23 ms predicted' (cost=latency: the table's latency of the pruned network), or nothing."""
+        if self.cfg.cost != "latency" or self.net.latency is None:
+            return ""
+        return f", {1e3 * self.net.latency.predict(self.model_counts):.3f} ms predicted"
 
     def prune_at(self, epoch: int, save=None) -> None:
         """Prune with M_t now, as "Prune now" pressed during epoch t (restored by load_state) would have at
@@ -200,15 +207,16 @@ class Pruner:
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
-        reduction = 1.0 - net.cost.flops(self.model_counts) / net.cost.dense_flops
-        miss = explain_miss(sal.weighted_saliency(scores, net.pi), net.cost, self.cfg, reduction)
+        measure = net.measure(self.cfg.cost)
+        reduction = 1.0 - measure(self.model_counts) / measure(net.cost.sizes)
+        miss = explain_miss(sal.weighted_saliency(scores, net.pi), net.cost, self.cfg, reduction, measure)
         return (self.evaluate(net.model) if self.evaluate is not None else None), (miss and miss.as_dict())
 
     def _select(self, scores: list[np.ndarray]) -> Selection:
         """M_t from the saliency S (per group, (C_g,)): weighted by pi, searched as the config says."""
         cfg = self.cfg
         return select(sal.weighted_saliency(scores, self.net.pi), self.net.cost, cfg.target, cfg.l_max, cfg.l_k,
-                      cfg.variant, cfg.round_to, cfg.search)
+                      cfg.variant, cfg.kept_multiple, cfg.search, self.net.measure(cfg.cost))
 
     def _log_commands(self, epoch: int) -> None:
         for kind, message in self.commands.drain():

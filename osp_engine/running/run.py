@@ -36,6 +36,7 @@ from ..method.network import Prunable, check_target, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
+from .latency import latency_table, record_latency
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt
@@ -106,8 +107,10 @@ class Run:
             example = torch.zeros(1, *info.input_shape, device=self.device)
             self.net = prepare_network(model, info.num_classes, example, self.cfg.variant, self.cfg.cost_checks, say=log,
                                        attention=self.cfg.attention)
+            if self.cfg.cost == "latency" and not self.cfg.baseline:
+                self.net.latency = latency_table(self.net, self.cfg, self.root, log, self.world)
             if not self.cfg.baseline:
-                check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k, self.cfg.round_to)
+                check_target(self.net, self.cfg.target, self.cfg.l_max, self.cfg.l_k, self.cfg.kept_multiple, self.cfg.cost)
         except UnsupportedModel as e:
             raise ConfigError(f"{self.cfg.model} on {info.label.split(' (')[0]}: {e}") from None
 
@@ -270,6 +273,8 @@ class Run:
         pruner.finish(arch)
         if cfg.speed_budget_s > 0 and self.user_model is None:
             record_speed(store, self.dir, arch, self.device, cfg.speed_budget_s, cfg.epochs - 1)
+        if cfg.cost == "latency" and self.net.latency is not None:
+            record_latency(store, arch, self.net, pruner.model_counts, cfg, cfg.epochs - 1)
 
     def _restore(self, ckpt: dict, pruner: Pruner, model: torch.nn.Module, train, store: RunStore):
         """Put model, optimiser, method state and random states back as they were after epoch t; commit
