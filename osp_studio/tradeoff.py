@@ -94,6 +94,15 @@ def run_label(run_id: str, cfg: dict) -> str:
     return chart_text(f"{run_id[-9:]} · {cfg['model']} · target {100 * cfg['target']:.0f} % {what}".rstrip())
 
 
+def lay_out(fig: go.Figure, x_title: str, metrics: set) -> None:
+    """The page's axes and legend; runs of one metric get its name on the y axis."""
+    metric = metrics.pop() if len(metrics) == 1 else None
+    fig.update_layout(xaxis_title=x_title, height=520,
+                      yaxis_title=f"validation {metric.label()}" if metric else "validation metric (each run's own)",
+                      font=dict(size=18 if teaching() else 16), showlegend=True,
+                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+
+
 def latency_view(chosen: list[str]) -> None:
     """The metric against each run's measured batch-1 latency; runs with no measurement are named."""
     fig, metrics, missing = go.Figure(), set(), []
@@ -107,11 +116,7 @@ def latency_view(chosen: list[str]) -> None:
         metrics.add(info["metric"])
         add_run_latency(fig, run_label(run_id, info["config"]), RUN_COLOURS[i % len(RUN_COLOURS)], df, latency,
                         info["metric"])
-    metric = metrics.pop() if len(metrics) == 1 else None
-    fig.update_layout(xaxis_title="latency at batch 1 (ms, measured)", height=520,
-                      yaxis_title=f"validation {metric.label()}" if metric else "validation metric (each run's own)",
-                      font=dict(size=18 if teaching() else 16), showlegend=True,
-                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    lay_out(fig, "latency at batch 1 (ms, measured)", metrics)
     st.plotly_chart(fig, key="tradeoff_latency_chart")
     if missing:
         st.caption("Not timed yet (a run is timed when it ends, unless speed_budget_s=0): "
@@ -134,7 +139,8 @@ def render() -> None:
                     help="measured latency: each run's dense and pruned model timed at batch 1 when it ended "
                          "(a cost=latency run on its table's runtime, any other in ONNX Runtime)")
     if axis != "FLOPs":
-        return latency_view(chosen)
+        latency_view(chosen)
+        return
     sweeps = sweep_labels(manager().list())
     shown_sweeps = st.multiselect("Target sweeps", sweeps, default=sweeps[:1], key="tradeoff_sweeps") if sweeps else []
     frames = {run_id: (r, run_frame(r)) for run_id in chosen for r in [manager().reader(run_id)]}
@@ -154,11 +160,7 @@ def render() -> None:
         add_target_sweep(fig, chart_text(label), sweep, sweep["dense_flops"] and sweep["dense_flops"] / 1e6)
     for (model, dataset), dense_mflops in networks.items():       # once per network, however many runs use it
         sources += add_paper_points(fig, model, dataset, dense_mflops)
-    metric = metrics.pop() if len(metrics) == 1 else None     # runs of one metric: its name on the axis
-    fig.update_layout(xaxis_title="M FLOPs (multiply-accumulates)", height=520,
-                      yaxis_title=f"validation {metric.label()}" if metric else "validation metric (each run's own)",
-                      font=dict(size=18 if teaching() else 16), showlegend=True,
-                      legend=dict(orientation="h", yanchor="top", y=-0.2))
+    lay_out(fig, "M FLOPs (multiply-accumulates)", metrics)
     st.plotly_chart(fig, key="tradeoff_chart")
     if sources:
         st.caption("Published points sit at their published share of this run's dense FLOPs. Sources: "

@@ -14,24 +14,33 @@ def add_run(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, every_epo
     """A run as measured models only: its dense network (best metric before the prune, in the metric's
     direction) and its pruned network (metric at the end), joined; with every_epoch, each epoch's
     evaluated model, faded."""
-    pruned = df[df["phase"] == "pruned"]
-    dense = df[df["phase"] != "pruned"]
-    points = []
-    if len(dense):
-        best = metric.best(dense["val_acc"].dropna().tolist())
-        points.append((dense["model_flops"].iloc[-1] / 1e6, float("nan") if best is None else best, "dense (best epoch)"))
-    if len(pruned):
-        points.append((pruned["model_flops"].iloc[-1] / 1e6, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
-    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                             name=label, line=dict(color=colour), text=[p[2] for p in points],
-                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
-                                         line=dict(width=2, color=colour)),
-                             hovertemplate=f"%{{text}}: %{{x:.3f}} M FLOPs, {metric.name} %{{y:.2f}} {metric.unit}<extra></extra>"))
+    pruned, dense = df[df["phase"] == "pruned"], df[df["phase"] != "pruned"]
+    x = [part["model_flops"].iloc[-1] / 1e6 for part in (dense, pruned) if len(part)]     # the last of each phase
+    _joined(fig, label, colour, df, x, "M FLOPs", metric)
     if every_epoch:
         fig.add_trace(go.Scatter(x=df["model_flops"].to_numpy() / 1e6, y=df["val_acc"].to_numpy(dtype=float),
                                  mode="markers", name=f"{label}: every epoch", opacity=0.35,
                                  marker=dict(size=6, color=colour), text=df["epoch"].to_numpy(),
                                  hovertemplate=f"epoch %{{text}}: {metric.name} %{{y:.2f}} {metric.unit}<extra></extra>"))
+
+
+def _joined(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, x: list[float], x_unit: str,
+            metric: Metric) -> None:
+    """The dense network (its best metric before the prune) and the pruned one (its metric at the end) at
+    `x` (one value per phase the run reached, dense first), joined by a line."""
+    pruned, dense = df[df["phase"] == "pruned"], df[df["phase"] != "pruned"]
+    points = []
+    if len(dense):
+        best = metric.best(dense["val_acc"].dropna().tolist())
+        points.append((float("nan") if best is None else best, "dense (best epoch)"))
+    if len(pruned):
+        points.append((float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
+    fig.add_trace(go.Scatter(x=x[:len(points)], y=[p[0] for p in points], mode="lines+markers", name=label,
+                             line=dict(color=colour), text=[p[1] for p in points],
+                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
+                                         line=dict(width=2, color=colour)),
+                             hovertemplate=f"%{{text}}: %{{x:.3f}} {x_unit}, {metric.name} %{{y:.2f}} "
+                                           f"{metric.unit}<extra></extra>"))
 
 
 def run_latency(s: dict) -> tuple[float, float, str] | None:
@@ -53,17 +62,8 @@ def add_run_latency(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, l
                     metric: Metric = ACCURACY) -> None:
     """A run's dense and pruned networks at their measured latency (run_latency), joined, as add_run does at FLOPs."""
     dense_ms, pruned_ms, where = latency
-    pruned, dense = df[df["phase"] == "pruned"], df[df["phase"] != "pruned"]
-    best = metric.best(dense["val_acc"].dropna().tolist()) if len(dense) else None
-    points = [(dense_ms, float("nan") if best is None else best, "dense (best epoch)")]
-    if len(pruned):
-        points.append((pruned_ms, float(pruned["val_acc"].iloc[-1]), "pruned (last epoch)"))
-    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=label,
-                             line=dict(color=colour), text=[p[2] for p in points],
-                             marker=dict(size=13, symbol=["circle-open", "circle"][:len(points)], color=colour,
-                                         line=dict(width=2, color=colour)),
-                             hovertemplate=f"%{{text}}: %{{x:.3f}} ms ({where}), {metric.name} %{{y:.2f}} "
-                                           f"{metric.unit}<extra></extra>"))
+    x = [dense_ms, pruned_ms] if (df["phase"] != "pruned").any() else [pruned_ms]
+    _joined(fig, label, colour, df, x, f"ms ({where})", metric)
 
 
 def add_candidates(fig: go.Figure, label: str, colour: str, df: pd.DataFrame, metric: Metric = ACCURACY) -> None:
