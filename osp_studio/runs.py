@@ -185,6 +185,9 @@ def details(r: RunReader, s: dict) -> str:
         lines.append(plain(s["latency"]["message"]) if s["latency"] else
                      f"target: {100 * s['target_flops_reduction']:.0f} % of the predicted latency on "
                      f"{plain(cfg.get('latency_runtime', 'onnxruntime'))} (cost=latency); measured when the run ends")
+    if s["distill"]:                                 # the fine-tuning's teacher, once the prune made it
+        lines.append(plain(s["teacher"]["message"]) if s["teacher"] else
+                     f"fine-tunes with distillation from the dense network at the prune (distill={s['distill']:g})")
     if cfg.get("log_to"):                            # where each tracker logs, or why it stopped
         lines += [plain(message) for message in r.trackers().values()]
     kept = branch_epochs(r.dir)

@@ -7,6 +7,8 @@ from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_la
 from osp_studio.control import manager, may_steer, steering
 from osp_studio.text import plain
 
+DISTILL = 0.5                                          # the soft term's weight a distilled branch uses
+
 
 @steering
 def start_branches(run_id: str, epochs: list[int] | None = None) -> None:
@@ -14,9 +16,10 @@ def start_branches(run_id: str, epochs: list[int] | None = None) -> None:
     click, not as it was when the page was drawn); an error is kept for the next draw."""
     if epochs is None:
         epochs = [st.session_state[f"whatif_epoch_{run_id}"]]
+    changes = {"distill": DISTILL} if st.session_state.get(f"whatif_distill_{run_id}") else None
     st.session_state.pop("whatif_error", None)
     try:
-        started = manager().sweep(run_id, epochs)
+        started = manager().sweep(run_id, epochs, changes)
     except ConfigError as e:
         st.session_state["whatif_error"] = str(e)
         return
@@ -49,6 +52,9 @@ def what_if(run_id: str, info: dict) -> None:
                          help="init: the untrained network, pruned before epoch 0 (pruning at initialization)")
         c2.button("What if I had pruned here?", key="whatif_branch", on_click=start_branches,
                   args=(run_id,), help="queued: it trains when the device is free")
+        c1.checkbox(f"with distillation (distill={DISTILL:g})", key=f"whatif_distill_{run_id}",
+                    help="the branch fine-tunes against the dense network of its prune epoch as a teacher "
+                         "(docs/method.md, 'Distillation'): beside a branch of the same epoch without, its effect")
         step = max(1, len(kept) // 6)                  # about six branches, whatever the run's length
         c3.button(f"Sweep {len(kept[::step])} epochs", key="whatif_sweep",
                   on_click=start_branches, args=(run_id, kept[::step]),

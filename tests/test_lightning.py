@@ -123,7 +123,8 @@ def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_p
     loader = DataLoader(TensorDataset(x[:512], y[:512]), batch_size=64)
 
     def fit(module, callbacks, ckpt_path=None):
-        pruning = OneCyclePruning(runs_dir=tmp_path / "runs", target=0.5, sl_start=1, sl_end=2, threshold=0.6)
+        pruning = OneCyclePruning(runs_dir=tmp_path / "runs", target=0.5, sl_start=1, sl_end=2, threshold=0.6,
+                                  distill=0.5)                    # the teacher goes through the reload too
         trainer = L.Trainer(max_epochs=8, callbacks=[pruning, *callbacks, ModelCheckpoint(tmp_path / "ckpt", save_last=True)],
                             accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(module, loader, loader, ckpt_path=ckpt_path)
@@ -152,3 +153,8 @@ def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_p
     assert [r["lr"] for r in reader.epochs()] == pytest.approx([0.1] * 4 + [0.02] * 2 + [0.004] * 2)
     assert {k: v.shape for k, v in second.state_dict().items()} == shapes
     assert [e["kind"] for e in reader.events()].count("prune") == 1 and (run_dir / "model.pt").is_file()
+    assert [e["kind"] for e in reader.events()].count("teacher") == 1                 # made once, at the prune
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
+    (teacher,) = [v["teacher"] for k, v in state.items() if k.startswith("OneCyclePruning")]
+    assert teacher.keys() == Reloadable().state_dict().keys() and all(          # the dense network's weights,
+        teacher[k].shape == v.shape for k, v in Reloadable().state_dict().items())   # kept to the fit's end

@@ -70,6 +70,8 @@ def card_rows(s: dict, info: dict) -> list[tuple[str, str]]:
         rows.append(("groups kept whole", f"{len(s['kept_whole'])} (never pruned)"))
     if s["latency"]:
         rows.append(("latency", s["latency"]["message"]))
+    if s["teacher"]:
+        rows.append(("distillation", s["teacher"]["message"]))
     if s["speed"]:
         rows.append(("exported model", f"{s['speed']['latency_speedup']:.2f}x the dense speed at batch 1 "
                                        f"({s['speed']['device']})"))

@@ -27,10 +27,18 @@ def sweep_figure(parent: pd.DataFrame, rows: list[dict], picks: dict, info: dict
                         specs=[[{}], [{"secondary_y": True}], [{}]])
     x = parent["epoch"].to_numpy()
     done = [r for r in rows if r["final_acc"] is not None and r["status"] == "finished"]
-    fig.add_trace(go.Scatter(x=[r["epoch"] for r in done], y=[r["final_acc"] for r in done], mode="lines+markers",
-                             name=f"final {metric.name} of the branch pruned at that epoch", text=[r["run_id"] for r in done],
+    plain = [r for r in done if not r.get("distill")]
+    fig.add_trace(go.Scatter(x=[r["epoch"] for r in plain], y=[r["final_acc"] for r in plain], mode="lines+markers",
+                             name=f"final {metric.name} of the branch pruned at that epoch", text=[r["run_id"] for r in plain],
                              marker=dict(size=14, color="#c53030"), line=dict(color="#c53030", width=3),
                              hovertemplate="pruned at %{x}: %{y:.2f} % (%{text})<extra></extra>"), 1, 1)
+    distilled = [r for r in done if r.get("distill")]
+    if distilled:                                      # beside the plain branch of the same epoch: the teacher's effect
+        fig.add_trace(go.Scatter(x=[r["epoch"] for r in distilled], y=[r["final_acc"] for r in distilled],
+                                 mode="markers", name=f"final {metric.name} with distillation",
+                                 text=[f"{r['run_id']}, distill={r['distill']:g}" for r in distilled],
+                                 marker=dict(size=15, symbol="diamond", color="#dd6b20"),
+                                 hovertemplate="pruned at %{x}: %{y:.2f} % (%{text})<extra></extra>"), 1, 1)
     if info.get("t_star") is not None and info.get("status") == "finished":
         fig.add_trace(go.Scatter(x=[int(info["t_star"])], y=[float(parent["val_acc"].iloc[-1])], mode="markers",
                                  name=f"the run itself, pruned at epoch {info['t_star']} ({info['prune_reason']})",

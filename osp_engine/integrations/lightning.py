@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..interfaces.api import attach, leave
+from ..method.distill import backward_soft_share
 from ..method.config import ConfigError
 from ..running.commands import Cancelled
 from ..storage.export import replay_history
@@ -104,6 +105,29 @@ class OneCyclePruning(pl.Callback):
             self._epoch_lr = _lr(trainer)                 # the epoch's LR (Lightning steps epoch schedulers
                                                           # before on_train_epoch_end)
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.pruner is not None and self.pruner.teacher is not None:   # distillation: see the step's forward
+            self._seen = None
+            self._hook = self._net(pl_module).register_forward_hook(self._capture)
+
+    def _capture(self, module, inputs, output) -> None:
+        """The training step's first forward of the network: its input batch and logits."""
+        self._seen = (inputs[0], output)
+        self._hook.remove()
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        """distill > 0 after the prune: the module's loss L becomes (1 - alpha) L + alpha T^2 KL(teacher ||
+        student) by backpropagating the difference first (method/distill.backward_soft_share); `loss`
+        arrives divided by the accumulation steps and multiplied by a 16-bit loss scaler's scale."""
+        seen, self._seen = getattr(self, "_seen", None), None
+        if seen is None or self.pruner is None or self.pruner.teacher is None:
+            return
+        x, logits = seen
+        teacher = self.pruner.teacher
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        scale = (float(scaler.get_scale()) if scaler is not None else 1.0) / trainer.accumulate_grad_batches
+        backward_soft_share(loss, logits, teacher.logits(x), teacher.alpha, teacher.temperature, scale)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.pruner is None:
             return
@@ -138,7 +162,8 @@ class OneCyclePruning(pl.Callback):
         recorded epoch (tensors and plain data)."""
         if self.pruner is None:
             return {}
-        return {"run_dir": str(self.run_dir), "epoch": self._done, "pruner": self.pruner.state()}
+        return {"run_dir": str(self.run_dir), "epoch": self._done, "pruner": self.pruner.state(),
+                "teacher": None if self.pruner.teacher is None else self.pruner.teacher.state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume = dict(state_dict) if state_dict else None   # on_train_start continues that run

@@ -31,6 +31,7 @@ from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
 from ..method.network import Prunable, check_target, prepare_network
 from ..running.latency import latency_table, record_latency
+from ..running.teacher import Teacher
 from ..method.groups import prune_groups
 from ..running.record import RunRecord
 from ..storage.metric import Metric, as_metric
@@ -106,7 +107,8 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
     last). On leaving the block the model is exported and the run marked finished; an exception marks
     it failed with the error (and propagates).
 
-    resume: {"run_dir", "epoch": t, "pruner": Pruner.state() after epoch t} continues that attached run
+    resume: {"run_dir", "epoch": t, "pruner": Pruner.state() after epoch t, and with distillation "teacher": the
+    teacher's weights (Pruner.teacher.state())} continues that attached run
     with `model` dense as built (its config and metric are the run's; settings are not used): pruned
     again as it was, the method's state restored, the epochs recorded after t rewound. Load the
     weights of epoch t into the model after entering (they are pruned ones once the run has pruned).
@@ -134,6 +136,8 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
         pruner = Pruner(cfg, net, record.store, metric=metric)
         if resume is not None:
             state = resume["pruner"]
+            if resume.get("teacher") is not None:     # distillation: the dense network at the prune, as it was
+                pruner.teacher = Teacher.restored(net.model, resume["teacher"], cfg)
             if state["pruned"]:                        # the dense model as built loses the channels it had lost
                 prune_groups(net.graph, net.groups, list(state["keep"]))
             pruner.load_state(state)

@@ -80,9 +80,17 @@ def _cmd_resume(args) -> int:
 def _cmd_branch(args) -> int:
     from ..running.run import Run
 
-    run = Run.branch(find_run(args.run_dir, args.runs_dir).dir, args.epoch)
+    run = Run.branch(find_run(args.run_dir, args.runs_dir).dir, args.epoch, changes=_changes(args.set or []))
     run.prepare()
     return _execute(run)
+
+
+def _changes(pairs: list[str]) -> dict:
+    """{setting: value} of `--set key=value` pairs, each value parsed by its Config field's type."""
+    from ..method.config import Config
+
+    parsed = apply_overrides(Config(), pairs)
+    return {key: getattr(parsed, key) for key in (p.partition("=")[0].strip() for p in pairs)}
 
 
 def _epoch_list(text: str, what: str) -> list:
@@ -276,6 +284,9 @@ def build_parser(commands: tuple = ()) -> argparse.ArgumentParser:
     br = on_run(sub, "branch", "what if the run had pruned at epoch K: a new run from its checkpoint", _cmd_branch)
     br.add_argument("--epoch", type=parse_epoch, required=True,
                     help="a searched epoch whose checkpoint the run kept, or init (prune the untrained network)")
+    br.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="the branch's fine-tuning: distill, distill_temperature, teacher, teacher_device, "
+                         "teacher_precision (e.g. --set distill=0.5)")
     sw = on_run(sub, "sweep", "branches at several prune epochs, one after another, and their table", _cmd_sweep)
     sw.add_argument("--epochs", default=None, help="prune epochs, e.g. init,4,6,8 (default: every kept one)")
     sw.add_argument("--every", type=int, default=None, help="every N-th kept epoch from t_sl_start to sl_end")

@@ -22,6 +22,8 @@ ATTENTION = ("refuse", "whole")          # what a model with attention layers ge
 SEARCH_MODES = ("threshold", "fill")     # docs/method.md, 'Hitting the FLOPs target': the paper's, or osp's fill
 COSTS = ("flops", "latency")             # what the target reduces (docs/method.md, 'Latency as the cost')
 LATENCY_RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "torch": ("torch",)}   # latency_runtime -> packages it needs
+TEACHER_PRECISIONS = ("float32", "bfloat16")
+TEACHERS = ("stable", "best")            # which dense weights teach the fine-tuning (docs/method.md, 'Distillation')
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}   # log_to name -> the package it needs
 
 
@@ -72,6 +74,13 @@ class Config:
     latency_threads: int = 1              # cost=latency on onnxruntime: its CPU threads
     attention: str = "refuse"             # a model with attention layers: "refuse" it, or keep "whole" every group
                                           # that reaches into one and prune the rest (a YOLO11's C2PSA block)
+    # distillation after the prune (beyond the paper; docs/method.md, 'Distillation from the dense network')
+    distill: float = 0.0                  # alpha: the soft term's weight in the fine-tuning loss (0: off)
+    distill_temperature: float = 4.0      # T: both networks' logits divided by it in the soft term
+    teacher: str = "stable"               # the teacher's weights: "stable", the network at the prune (the
+                                          # issue's), or "best", the dense network at its best validation epoch
+    teacher_device: str = ""              # where the teacher runs: "" the run's device, or "cpu" / "cuda"
+    teacher_precision: str = "float32"    # the teacher's weights: "float32" or "bfloat16" (half the memory)
     # stability
     threshold: float = 0.999              # smoothed PSI at which the sub-network counts as stable
     eb_threshold: float = 0.1             # Early-Bird: all 4 Hamming distances <= this draws a ticket
@@ -209,6 +218,17 @@ class Config:
                  f"pip install {' '.join(needs)}")
         if self.latency_batch < 1 or self.latency_threads < 1:
             fail(f"latency_batch and latency_threads must be >= 1, got {self.latency_batch} and {self.latency_threads}")
+        if not (math.isfinite(self.distill) and 0.0 <= self.distill < 1.0):
+            fail(f"distill {self.distill} is outside [0, 1): the soft term's weight, e.g. distill=0.5 (0: off)")
+        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
+            fail(f"distill_temperature must be positive, got {self.distill_temperature}: e.g. 4")
+        if self.teacher not in TEACHERS:
+            fail(f"teacher {self.teacher!r} is unknown: use stable (the network at the prune) or best (the dense "
+                 f"network at its best validation epoch)")
+        if self.teacher_device not in ("", "cpu", "cuda"):
+            fail(f"teacher_device {self.teacher_device!r} is unknown: leave it empty (the run's device), cpu or cuda")
+        if self.teacher_precision not in TEACHER_PRECISIONS:
+            fail(f"teacher_precision {self.teacher_precision!r} is unknown: use {' or '.join(TEACHER_PRECISIONS)}")
         if self.round_to < 0:
             fail(f"round_to must be >= 0 (0: off; k: every group keeps a multiple of k channels), got {self.round_to}")
         return self

@@ -84,8 +84,17 @@ def checkpoints_bytes(run_dir: str | Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.pt")) if folder.is_dir() else 0
 
 
-def branch_config(parent: RunReader, epoch: int) -> Config:
-    """The parent's config, marked as its branch at `epoch`; ConfigError when no branch can start there."""
+BRANCH_SETTINGS = ("distill", "distill_temperature", "teacher", "teacher_device", "teacher_precision")   # a branch may change
+
+
+def branch_config(parent: RunReader, epoch: int, changes: dict | None = None) -> Config:
+    """The parent's config, marked as its branch at `epoch`, with `changes` to the fine-tuning's settings
+    (BRANCH_SETTINGS: a branch with distillation beside one without); ConfigError when no branch can start
+    there or a change is to another setting."""
+    other = sorted(set(changes or {}) - set(BRANCH_SETTINGS))
+    if other:
+        raise ConfigError(f"a branch keeps its parent's recipe: {', '.join(other)} cannot change "
+                          f"(a branch may set {', '.join(BRANCH_SETTINGS)})")
     info = parent.info()
     if info["config"].get("parent"):
         raise ConfigError(f"{parent.run_id} is itself a branch (pruned at epoch {info['config']['branch_epoch']}): "
@@ -96,7 +105,8 @@ def branch_config(parent: RunReader, epoch: int) -> Config:
         what = "the untrained network" if epoch == INIT else f"epoch {epoch}"
         raise ConfigError(f"{parent.run_id} has no checkpoint of {what} to branch from ({hint})")
     cfg = Config.from_json(json.dumps(info["config"]))
-    return dataclasses.replace(cfg, parent=parent.run_id, branch_epoch=epoch, keep_checkpoints=0, sweep="", pause_at="")
+    return dataclasses.replace(cfg, parent=parent.run_id, branch_epoch=epoch, keep_checkpoints=0, sweep="", pause_at="",
+                               **(changes or {}))
 
 
 def branches_of(root: str | Path, parent_id: str) -> list[RunReader]:

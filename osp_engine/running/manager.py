@@ -94,13 +94,14 @@ class RunManager:
         return (ended or unexported) and (reader.dir / "checkpoint.pt").is_file() and \
             info["config"].get("dataset") != "custom"
 
-    def branch(self, run_id: str, epoch: int) -> str:
-        """Queue a branch of `run_id` pruned at `epoch` (osp_engine/running/branch.py); ConfigError if it cannot."""
-        return self._launch(Run.branch(resolve_run_dir(self.root, run_id), epoch, self.root))
+    def branch(self, run_id: str, epoch: int, changes: dict | None = None) -> str:
+        """Queue a branch of `run_id` pruned at `epoch` (osp_engine/running/branch.py), with `changes` to its
+        fine-tuning (distillation); ConfigError if it cannot."""
+        return self._launch(Run.branch(resolve_run_dir(self.root, run_id), epoch, self.root, changes))
 
-    def sweep(self, run_id: str, epochs: list[int]) -> list[str]:
-        """Queue one branch per prune epoch; they train one after another on the run's device."""
-        return [self.branch(run_id, e) for e in epochs]
+    def sweep(self, run_id: str, epochs: list[int], changes: dict | None = None) -> list[str]:
+        """Queue one branch per prune epoch (each with `changes`); they train one after another on the run's device."""
+        return [self.branch(run_id, e, changes) for e in epochs]
 
     def sweep_targets(self, cfg: Config, targets: list[float], baseline: bool = True) -> list[str]:
         """Queue `cfg` at each FLOPs target, plus a dense baseline of the same schedule, under one sweep label."""

@@ -33,6 +33,7 @@ from ..method.selection import Selection, select
 from ..method.stability import early_bird_distance, psi_raw, smoothed
 from ..storage.metric import ACCURACY, Metric
 from ..storage.store import RunStore
+from .teacher import Teacher
 
 
 class Pruner:
@@ -58,6 +59,8 @@ class Pruner:
         self.masks = self.scores = None
         self.kept: list[np.ndarray] | None = None        # the masks the prune used
         self.prune_record: dict | None = None            # epoch t's prune, for a checkpoint taken before its commit
+        self.teacher: Teacher | None = None              # distill > 0: the dense network at the prune, frozen
+        self.best_dense: tuple[float, dict] | None = None  # teacher=best: (metric, weights) of the best dense epoch
 
     # ------------------------------------------------------------------ 1. search at the epoch's start
     def begin_epoch(self, epoch: int) -> float:
@@ -132,6 +135,7 @@ class Pruner:
                         val_acc=val_acc, lr=lr, reg=self.reg,
                         reg_penalty=self.shrinker.penalty() if self.reg > 0 else None,
                         model_flops=cost.flops(self.model_counts), model_params=cost.params(self.model_counts))
+        self._keep_best_dense(val_acc)
         if self._candidate_due(epoch):
             self._evaluate_candidate()
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
@@ -149,6 +153,13 @@ class Pruner:
         if self.tracking is not None:                     # what was just committed, to TensorBoard / MLflow / W&B
             self.tracking.sync()
         return reason is not None
+
+    def _keep_best_dense(self, metric: float) -> None:
+        """teacher=best: a copy of the dense weights whenever the metric is the best yet (in its direction)."""
+        if self.cfg.distill <= 0 or self.cfg.teacher != "best" or self.pruned or metric is None:
+            return
+        if self.best_dense is None or self.metric.best([self.best_dense[0], metric]) == metric != self.best_dense[0]:
+            self.best_dense = (metric, {k: v.detach().clone() for k, v in self.net.model.state_dict().items()})
 
     def _candidate_due(self, epoch: int) -> bool:
         every = self.cfg.candidate_every
@@ -177,6 +188,10 @@ class Pruner:
                                       f"{self.net.cost.flops(self.model_counts) / 1e6:.2f} M FLOPs{self._predicted()}, "
                                       f"{change}",
                              epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
+            if self.teacher is not None:
+                self.store.event("teacher", self.teacher.describe(), epoch=rec["epoch"], alpha=self.teacher.alpha,
+                                 temperature=self.teacher.temperature, weight_bytes=self.teacher.weight_bytes,
+                                 device=str(self.teacher.device))
             if rec.get("miss"):                           # further than 0.5 pp from the target: why
                 self.store.event("target", Miss(**rec["miss"]).message, epoch=rec["epoch"], **rec["miss"])
 
@@ -204,6 +219,10 @@ class Pruner:
         if keep is None:                                  # pruned before any search: search now
             scores = sal.all_saliency(net.groups)
             keep = self._agreed(-1, self._select(scores).keep)
+        if self.cfg.distill > 0:                          # the teacher: the network one moment before the prune
+            self.teacher = Teacher.of(net.model, self.cfg)
+            if self.best_dense is not None:               # teacher=best: the best dense epoch's weights
+                self.teacher.model.load_state_dict(self.best_dense[1])
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
@@ -238,10 +257,20 @@ class Pruner:
 
     # ------------------------------------------------------------------ the end
     def checkpoint(self, epoch: int) -> dict:
-        """What a checkpoint holds after epoch t: the model, Torch-Pruning's history once pruned, and the
-        method's state (`state()`), all tensors and plain data (loadable with weights_only=True)."""
+        """What a checkpoint holds after epoch t: the model, Torch-Pruning's history once pruned, the
+        method's state (`state()`) and, with distillation, the teacher's weights (the dense network at the
+        prune), all tensors and plain data (loadable with weights_only=True)."""
         return {"epoch": epoch, "model": self.net.model.state_dict(), "pruned": self.pruned,
-                "pruning_history": self.net.graph.pruning_history() if self.pruned else [], "pruner": self.state()}
+                "pruning_history": self.net.graph.pruning_history() if self.pruned else [], "pruner": self.state(),
+                "teacher": None if self.teacher is None else self.teacher.state()}
+
+    def fine_tuning_loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of logits (N, classes) on the batch (x, y): the cross-entropy, and after the
+        prune with distill > 0 the distillation loss from the teacher (method/distill.py). For your own
+        loop (osp_engine.attach); the Run's loop calls the teacher itself."""
+        if self.teacher is None:
+            return torch.nn.functional.cross_entropy(logits.float(), y)
+        return self.teacher.loss(logits, x, y)
 
     def state(self) -> dict:
         """Everything the next epochs depend on, and epoch t's record in case it was not committed."""
@@ -252,7 +281,9 @@ class Pruner:
                 "t_sl_start": self.t_sl_start, "pruned": self.pruned, "phase": self.phase,
                 "model_counts": [int(c) for c in self.model_counts], "keep": tensors(self.kept),
                 "commands": self.commands.snapshot(), "row": dict(self.row), "masks": tensors(self.masks),
-                "scores": tensors(self.scores), "prune": self.prune_record}
+                "scores": tensors(self.scores), "prune": self.prune_record,
+                "best_dense": None if self.best_dense is None or self.pruned else         # teacher=best, to come
+                {"metric": self.best_dense[0], "weights": self.best_dense[1]}}
 
     def load_state(self, state: dict) -> None:
         """Continue from `state()`: the stability history, the regulariser's start, the prune, the controls."""
@@ -265,6 +296,8 @@ class Pruner:
         self.row = dict(state["row"])
         self.masks = None if state["masks"] is None else [m.numpy() for m in state["masks"]]
         self.scores = None if state["scores"] is None else [m.numpy() for m in state["scores"]]
+        best = state.get("best_dense")
+        self.best_dense = None if best is None else (best["metric"], best["weights"])
         c = state["commands"]
         self.commands.set_threshold(c["threshold"])
         self.commands.set_auto_prune(c["auto_prune"])

@@ -37,6 +37,7 @@ from .placement import load_weights, new_run_id, package_version, prepare_root, 
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
 from .latency import latency_table, record_latency
+from .teacher import Teacher, teacher_device
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
 from .resume import adopt
@@ -61,6 +62,8 @@ class Run:
         self.cfg = cfg.validate(model_registry=model is None, dataset_registry=data is None)
         self.world = world                            # torchrun's ranks (osp_engine/running/distributed.py); size 1 alone
         self.device = resolve_device(cfg.device, world.local_rank)
+        if cfg.distill > 0:
+            teacher_device(cfg, self.device)              # a teacher on a device that is not there: refused now
         if data is None:
             check_dataset(cfg)
         self.root = prepare_root(runs_dir)
@@ -137,17 +140,23 @@ class Run:
         return run
 
     @classmethod
-    def branch(cls, parent_dir: str | Path, epoch: int, runs_dir: str | Path | None = None) -> "Run":
+    def branch(cls, parent_dir: str | Path, epoch: int, runs_dir: str | Path | None = None,
+               changes: dict | None = None) -> "Run":
         """A new run that continues `parent_dir` from its kept checkpoint of `epoch`, prunes with M_epoch
-        and fine-tunes to the end of the schedule (osp_engine/running/branch.py); ConfigError if it cannot."""
+        and fine-tunes to the end of the schedule (osp_engine/running/branch.py), with `changes` to its
+        fine-tuning (distillation: branch.BRANCH_SETTINGS); ConfigError if it cannot."""
         parent = Path(parent_dir)
-        cfg = branch_config(RunReader(parent), epoch)
+        cfg = branch_config(RunReader(parent), epoch, changes)
         try:
             ckpt = torch.load(checkpoint_path(parent, epoch), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ConfigError(f"the checkpoint of epoch {epoch} of {parent.name} cannot be read ({type(e).__name__})") from None
+        if cfg.distill > 0 and cfg.teacher == "best" and ckpt["pruner"].get("best_dense") is None:
+            raise ConfigError(f"{parent.name} kept no best dense weights (it ran without distill and teacher=best): "
+                              f"branch with teacher=stable, the network at the prune")
+        kd = "-kd" if cfg.distill > 0 else ""
         label = new_run_id(dataclasses.replace(cfg, preset=f"{cfg.preset or cfg.model}-"
-                                                          f"{'init' if epoch == INIT else f'e{epoch}'}"))
+                                                          f"{'init' if epoch == INIT else f'e{epoch}'}{kd}"))
         run = cls(cfg, runs_dir if runs_dir is not None else parent.parent, run_id=label)
         run.origin = Branch(parent, epoch, ckpt)
         return run
@@ -248,7 +257,8 @@ class Run:
             stats = train_epoch(
                 trained, train, optimizer, lambda it: learning_rate(cfg, position, it, n_iter),
                 lambda it: pruner.after_step(shrink_lr(cfg, position, it, n_iter)),
-                lambda: self._between_batches(store), dev, amp, cl, epoch)
+                lambda: self._between_batches(store), dev, amp, cl, epoch,
+                loss_of=None if pruner.teacher is None else pruner.teacher.loss)
             # 3. evaluate and store the epoch; 4. prune when the stop rule fires, with a new optimiser
             val_stats = evaluate(model, val, dev, amp, cl, on_batch=lambda: self._between_batches(store))
             self._share_commands()
@@ -281,6 +291,8 @@ class Run:
         epoch t, and the prune of epoch t, if the process died between its checkpoint and their commit.
         Returns (optimizer, t + 1)."""
         state = ckpt["pruner"]
+        if ckpt.get("teacher") is not None:               # the dense network at the prune, before ours is pruned again
+            pruner.teacher = Teacher.restored(self.net.model, ckpt["teacher"], self.cfg)
         if ckpt["pruned"]:
             prune_groups(self.net.graph, self.net.groups, state["keep"])
         model.load_state_dict(ckpt["model"])

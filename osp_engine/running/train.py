@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
+LossOf = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]   # (logits, x, y) -> scalar
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -37,8 +40,9 @@ def _prepare(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_la
 def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer,
                 lr_at: Callable[[int], float], after_step: Callable[[int], None],
                 before_batch: Callable[[], None], device: torch.device, amp: bool,
-                channels_last: bool, epoch: int) -> EpochStats:
-    """lr_at(it) gives the LR of iteration `it`; after_step(it) runs after every optimiser step."""
+                channels_last: bool, epoch: int, loss_of: LossOf | None = None) -> EpochStats:
+    """lr_at(it) gives the LR of iteration `it`; after_step(it) runs after every optimiser step; loss_of(logits,
+    x, y): the loss (a teacher's distillation, running/teacher.py), else the cross-entropy."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -51,7 +55,7 @@ def train_epoch(model: torch.nn.Module, batches: Iterable, optimizer: torch.opti
             pg["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x)                                       # (N, classes)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y) if loss_of is None else loss_of(logits, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

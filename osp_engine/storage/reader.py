@@ -187,7 +187,7 @@ class RunReader:
             variant=cfg.get("variant", "unrecorded"), model=cfg.get("model"), dataset=cfg.get("dataset"), phase=info["phase"], t_star=t_star,
             prune_reason=info["prune_reason"], t_sl_start=info["t_sl_start"],
             target_flops_reduction=cfg.get("target"), round_to=cfg.get("round_to", 0),
-            search=cfg.get("search", "threshold"), cost=cfg.get("cost", "flops"),
+            search=cfg.get("search", "threshold"), cost=cfg.get("cost", "flops"), distill=cfg.get("distill", 0.0),
             flops_reduction=red(last.get("model_flops"), dense_flops),
             params_reduction=red(last.get("model_params"), dense_params),
             dense_flops=dense_flops, dense_params=dense_params,
@@ -206,13 +206,15 @@ class RunReader:
         target_miss: the newest 'target' event's {target, reduction, cause, reason, remedy, message} (the
         prune's reduction lies further than 0.5 pp from the target: method/miss.py) or None, latency: the
         newest 'latency' event's figures and message (cost=latency: predicted against measured,
-        running/latency.py) or None} in one query:
+        running/latency.py) or None, teacher: the 'teacher' event's figures and message (distill > 0: the
+        teacher the fine-tuning learnt from, running/teacher.py) or None} in one query:
         summary() is read for every run card on every refresh."""
         rows = self._query("SELECT kind, data, message, epoch FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE "
                            "kind = 'speed' UNION SELECT MIN(id) FROM events WHERE kind = 'started' UNION "
                            "SELECT MAX(id) FROM events WHERE kind = 'rewind' UNION "
                            "SELECT MAX(id) FROM events WHERE kind = 'target' UNION "
-                           "SELECT MAX(id) FROM events WHERE kind = 'latency')")
+                           "SELECT MAX(id) FROM events WHERE kind = 'latency' UNION "
+                           "SELECT MAX(id) FROM events WHERE kind = 'teacher')")
         data = {kind: (json.loads(d or "{}"), message, epoch) for kind, d, message, epoch in rows}
         started = data.get("started", ({},))[0]
         rewind, miss = data.get("rewind"), data.get("target")
@@ -220,7 +222,8 @@ class RunReader:
                     kept_whole=list(started.get("kept_whole", [])),
                     rewind=None if rewind is None else {**rewind[0], "message": rewind[1], "epoch": rewind[2]},
                     target_miss=None if miss is None else {**miss[0], "message": miss[1]},
-                    latency=None if "latency" not in data else {**data["latency"][0], "message": data["latency"][1]})
+                    latency=None if "latency" not in data else {**data["latency"][0], "message": data["latency"][1]},
+                    teacher=None if "teacher" not in data else {**data["teacher"][0], "message": data["teacher"][1]})
 
     def kept_whole(self) -> list[dict]:
         """The groups the run never pruned: [{name, size, reason}] (empty for a run from before they were recorded)."""

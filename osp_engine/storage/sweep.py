@@ -42,13 +42,14 @@ def sweep_rows(parent: RunReader, branches: list[RunReader]) -> list[dict]:
     out = []
     for b in branches:
         s, rows = b.summary(), b.epochs()
-        k = b.info()["config"]["branch_epoch"]
+        cfg = b.info()["config"]
+        k = cfg["branch_epoch"]
         at = by_epoch.get(k, {})
         out.append(dict(epoch=k, run_id=b.run_id, status=s["status"], final_acc=s["final_acc"],
                         flops_reduction=s["flops_reduction"],
                         psi=at.get("psi_smoothed") if defined.get(k) else None,
                         eb_distance=at.get("eb_distance"), cand_acc=at.get("cand_acc"),
-                        dense_acc=at.get("val_acc"), **training_cost(rows)))
+                        dense_acc=at.get("val_acc"), distill=cfg.get("distill", 0.0), **training_cost(rows)))
     return sorted(out, key=lambda r: r["epoch"])
 
 
