@@ -90,6 +90,11 @@ def test_alpha_zero_is_todays_run_and_a_teacher_only_acts_after_the_prune(tmp_pa
     s = taught.summary()
     assert s["distill"] == 0.5 and s["teacher"]["alpha"] == 0.5 and s["teacher"]["weight_bytes"] > 0
     assert "distillation from the dense network at the prune: alpha 0.5, T 4" in s["teacher"]["message"]
+    tuning = [r for r in taught.epochs() if r["phase"] == "pruned"]
+    from osp_engine.running.data import load_dataset
+    batches = len(load_dataset(apply_overrides(get_preset("demo"), SHORT))[0])
+    assert s["teacher"]["steps"] == len(tuning) * batches and s["teacher"]["forward_ms"] > 0   # one forward a step
+    assert "ms per step over" in s["teacher"]["message"] and "% of the fine-tuning's" in s["teacher"]["message"]
 
 
 def test_a_distilled_run_killed_during_fine_tuning_resumes_to_the_same_model(tmp_path):

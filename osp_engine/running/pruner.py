@@ -61,6 +61,7 @@ class Pruner:
         self.prune_record: dict | None = None            # epoch t's prune, for a checkpoint taken before its commit
         self.teacher: Teacher | None = None              # distill > 0: the dense network at the prune, frozen
         self.best_dense: tuple[float, dict] | None = None  # teacher=best: (metric, weights) of the best dense epoch
+        self.tuning_s = 0.0                              # fine-tuning seconds with the teacher, since this process began
 
     # ------------------------------------------------------------------ 1. search at the epoch's start
     def begin_epoch(self, epoch: int) -> float:
@@ -140,6 +141,8 @@ class Pruner:
             self._evaluate_candidate()
         reason = None if self.pruned or self.cfg.baseline else self._prune_reason(epoch)
         self.row["epoch_seconds"] = time.time() - self.t_start
+        if self.teacher is not None and self.pruned:      # the fine-tuning's time, against the teacher's share
+            self.tuning_s += self.row["epoch_seconds"]
         if reason is not None:
             after, miss = self._prune()
             self.prune_record = {"epoch": epoch, "reason": reason, "acc_before": val_acc, "acc_after": after,
@@ -309,3 +312,8 @@ class Pruner:
         """Export the (pruned) model to model.pt; arch: what load_pruned needs to rebuild it."""
         export_model(self.net.model, self.net.graph.pruning_history(), arch, self.store.dir)
         self.store.event("exported", "pruned model exported to model.pt", epoch=self.cfg.epochs - 1)
+        t = self.teacher
+        if t is not None and t.calls:                     # what the teacher cost: the figures beside its description
+            self.store.event("teacher", f"{t.describe()}; {t.cost(self.tuning_s)}", epoch=self.cfg.epochs - 1,
+                             alpha=t.alpha, temperature=t.temperature, weight_bytes=t.weight_bytes, device=str(t.device),
+                             forward_ms=1e3 * t.seconds / t.calls, steps=t.calls, tuning_seconds=self.tuning_s)

@@ -7,6 +7,7 @@ the student's autocast block, the teacher's forward runs under the same precisio
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,8 @@ class Teacher:
     temperature: float
     device: torch.device
     dtype: torch.dtype
+    seconds: float = 0.0          # spent in the teacher's forward since this process made or restored it
+    calls: int = 0
 
     @classmethod
     def of(cls, dense: nn.Module, cfg: Config) -> "Teacher":
@@ -57,14 +60,28 @@ class Teacher:
         return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, classes) float32 on x's device: the teacher's logits of the batch x."""
+        """(N, classes) float32 on x's device: the teacher's logits of the batch x, its time counted (on CUDA
+        after a synchronisation, so that the figure is the forward's and not the queue's)."""
+        t0 = time.perf_counter()
         with torch.no_grad():
             out = self.model(x.to(self.device, dtype=self.dtype if x.is_floating_point() else x.dtype))
-        return out.float().to(x.device)
+            out = out.float().to(x.device)
+        if self.device.type == "cuda" or x.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
 
     def loss(self, student: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The fine-tuning loss of the student's logits (N, classes) on the batch (x, y): method/distill.py."""
         return distillation_loss(student.float(), self.logits(x), y, self.alpha, self.temperature)
+
+    def cost(self, tuning_s: float) -> str:
+        """'its forward took 1.2 ms per step over 96 steps, 14 % of the fine-tuning's 0.8 s' (tuning_s: the
+        fine-tuning epochs' seconds over the same stretch)."""
+        per = 1e3 * self.seconds / max(self.calls, 1)
+        return (f"its forward took {per:.2f} ms per step over {self.calls} steps, "
+                f"{100 * self.seconds / max(tuning_s, 1e-9):.0f} % of the fine-tuning's {tuning_s:.1f} s")
 
     def describe(self) -> str:
         precision = "bfloat16" if self.dtype == torch.bfloat16 else "float32"
