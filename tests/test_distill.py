@@ -4,19 +4,16 @@ import json
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT  # noqa: F401  (the repository on sys.path)
 from osp_engine import get_preset
 from osp_engine.interfaces.cli import main
 from osp_engine.method.config import ConfigError, apply_overrides
 from osp_engine.method.distill import backward_soft_share, distillation_loss, soft_term
 from osp_engine.running.run import Run
 from osp_engine.storage.reader import RunReader, reproducible_content
-from test_resume import SETTINGS, _cli, killed_run
 
 SHORT = ["epochs=8", "sl_start=1", "sl_end=4", "reg=0.02", "reg_delta=0.02", "speed_budget_s=0", "candidate_every=0"]
 
@@ -81,7 +78,7 @@ def test_alpha_zero_is_todays_run_and_a_teacher_only_acts_after_the_prune(tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)           # bit-identical
     assert [r["train_loss"] for r in today.epochs()] == [r["train_loss"] for r in zero.epochs()]
     assert today.summary()["teacher"] is None and zero.summary()["teacher"] is None
-    taught = _run(tmp_path / "c", "distill=0.5")
+    taught = _run(tmp_path / "c", "distill=0.5", "teacher_precision=bfloat16", "teacher_device=cpu")
     t_star = taught.info()["t_star"]
     assert t_star == today.info()["t_star"]
     before = [r["train_loss"] for r in taught.epochs() if r["epoch"] <= t_star]
@@ -90,6 +87,8 @@ def test_alpha_zero_is_todays_run_and_a_teacher_only_acts_after_the_prune(tmp_pa
     s = taught.summary()
     assert s["distill"] == 0.5 and s["teacher"]["alpha"] == 0.5 and s["teacher"]["weight_bytes"] > 0
     assert "distillation from the dense network at the prune: alpha 0.5, T 4" in s["teacher"]["message"]
+    halved = sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for t in _dense_demo().state_dict().values())
+    assert "in bfloat16 on cpu" in s["teacher"]["message"] and s["teacher"]["weight_bytes"] == halved   # bf16: 2 bytes
     tuning = [r for r in taught.epochs() if r["phase"] == "pruned"]
     from osp_engine.running.data import load_dataset
     batches = len(load_dataset(apply_overrides(get_preset("demo"), SHORT))[0])
@@ -97,18 +96,55 @@ def test_alpha_zero_is_todays_run_and_a_teacher_only_acts_after_the_prune(tmp_pa
     assert "ms per step over" in s["teacher"]["message"] and "% of the fine-tuning's" in s["teacher"]["message"]
 
 
-def test_a_distilled_run_killed_during_fine_tuning_resumes_to_the_same_model(tmp_path):
-    settings = [*SETTINGS, "--set", "distill=0.5", "--set", "teacher=best"]
-    whole = _cli("run", "--runs-dir", str(tmp_path / "whole"), *settings)
-    assert whole.returncode == 0, whole.stderr
-    (uninterrupted,) = (tmp_path / "whole").iterdir()
-    run_dir = killed_run(tmp_path, "mid-fine-tuning", settings)
-    assert RunReader(run_dir).info()["t_star"] is not None                  # killed after the prune
-    resumed = _cli("resume", str(run_dir))
-    assert resumed.returncode == 0, resumed.stderr
-    assert reproducible_content(run_dir) == reproducible_content(uninterrupted)
-    a, b = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (run_dir, uninterrupted))
+def test_a_distilled_run_stopped_during_fine_tuning_resumes_to_the_same_model(tmp_path, monkeypatch):
+    settings = ["distill=0.5", "teacher=best", "keep_checkpoints=0"]
+    whole = _run(tmp_path / "whole", *settings)
+    calls = {"pruned": 0}
+    original = Run._between_batches
+
+    def power_cut(self, store):                               # five batches into the fine-tuning
+        calls["pruned"] += self.record is not None and RunReader(self.dir).info()["t_star"] is not None
+        if calls["pruned"] == 5:
+            raise RuntimeError("power cut")
+        return original(self, store)
+
+    monkeypatch.setattr(Run, "_between_batches", power_cut)
+    cut = Run(apply_overrides(get_preset("demo"), [*SHORT, *settings]), tmp_path / "cut")
+    assert cut.execute() == "failed" and "power cut" in cut.error
+    monkeypatch.setattr(Run, "_between_batches", original)
+    resumed = Run.resume(cut.dir)
+    assert resumed.execute() == "finished", resumed.error
+    assert reproducible_content(cut.dir) == reproducible_content(whole.dir)
+    a, b = _weights(RunReader(cut.dir)), _weights(whole)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _dense_demo():
+    from osp_engine.models import build_model
+    return build_model("digits-resnet8", 10, 8, 1)
+
+
+def test_your_own_loop_takes_the_fine_tuning_loss_from_the_pruner(tmp_path):
+    from osp_engine import attach
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    with attach(model, x, num_classes=10, epochs=4, runs_dir=tmp_path, distill=0.5, distill_temperature=2.0,
+                sl_start=0, sl_end=1) as pruner:
+        logits = model(x)
+        assert torch.equal(pruner.fine_tuning_loss(logits, x, y), nn.functional.cross_entropy(logits, y))
+        pruner.begin_epoch(0)
+        pruner.end_epoch(0, train_loss=1.0, train_acc=None, val_loss=None, val_acc=50.0, lr=0.1)
+        pruner.prune_at(0)                                         # "Prune now": the teacher is the dense network
+        dense_out = pruner.teacher.model(x)
+        logits = model(x)
+        want = distillation_loss(logits, dense_out, y, 0.5, 2.0)
+        assert torch.allclose(pruner.fine_tuning_loss(logits, x, y), want)
+        for epoch in range(1, 4):
+            pruner.begin_epoch(epoch)
+            pruner.end_epoch(epoch, train_loss=1.0, train_acc=None, val_loss=None, val_acc=50.0, lr=0.1)
 
 
 def test_the_best_dense_weights_go_through_the_pruners_state(tmp_path):

@@ -15,7 +15,6 @@ from osp_engine.method.latency import LatencyModel, LayerSpec, calibrate, calibr
 from osp_engine.method.network import prepare_network
 from osp_engine.method.selection import select
 from osp_engine.running.latency import build_latency, layer_specs, measured_latency
-from osp_engine.running.run import Run
 from osp_engine.storage.reader import RunReader
 
 pytest.importorskip("onnxruntime")

@@ -153,7 +153,9 @@ def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_p
     assert [r["lr"] for r in reader.epochs()] == pytest.approx([0.1] * 4 + [0.02] * 2 + [0.004] * 2)
     assert {k: v.shape for k, v in second.state_dict().items()} == shapes
     assert [e["kind"] for e in reader.events()].count("prune") == 1 and (run_dir / "model.pt").is_file()
-    assert [e["kind"] for e in reader.events()].count("teacher") == 1                 # made once, at the prune
+    taught = [e for e in reader.events() if e["kind"] == "teacher"]
+    assert [e["epoch"] for e in taught] == [info["t_star"], 7]          # made once, at the prune; its cost at the end
+    assert "ms per step over" in taught[-1]["message"]
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
     (teacher,) = [v["teacher"] for k, v in state.items() if k.startswith("OneCyclePruning")]
     assert teacher.keys() == Reloadable().state_dict().keys() and all(          # the dense network's weights,

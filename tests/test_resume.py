@@ -34,18 +34,6 @@ if point == "mid-epoch":                      # a few batches into epoch 3
             die()
         return original(self, store)
     run_module.Run._between_batches = between
-elif point == "mid-fine-tuning":              # five batches after the prune
-    pruned, calls = [False], [0]
-    original_prune, original_between = pruner_module.Pruner._prune, run_module.Run._between_batches
-    def prune(self):
-        pruned[0] = True
-        return original_prune(self)
-    def between(self, store):
-        calls[0] += pruned[0]
-        if calls[0] == 5:
-            die()
-        return original_between(self, store)
-    pruner_module.Pruner._prune, run_module.Run._between_batches = prune, between
 elif point == "after-prune-commit":           # the prune epoch and t* are committed, nothing after
     original = pruner_module.Pruner.record_prune
     def record(self, rec):
@@ -79,12 +67,12 @@ def _cli(*args, script=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def killed_run(tmp_path, point, settings=SETTINGS):
-    """A command-line run with `settings` killed (SIGKILL) at `point`: its folder, 'running' in its store."""
+def killed_run(tmp_path, point):
+    """A command-line run with SETTINGS killed (SIGKILL) at `point`: its folder, 'running' in its store."""
     script = tmp_path / "killer.py"
     script.write_text(KILLER.format(root=str(ROOT), point=point))
     runs = tmp_path / "runs"
-    killed = _cli("run", "--runs-dir", str(runs), *settings, script=script)
+    killed = _cli("run", "--runs-dir", str(runs), *SETTINGS, script=script)
     assert killed.returncode == -9, killed.stderr
     (run_dir,) = runs.iterdir()
     return run_dir
