@@ -12,7 +12,8 @@ from osp_engine.method import saliency as sal
 from osp_engine.method.config import ConfigError, apply_overrides
 from osp_engine.method.costcheck import pruned_copy
 from osp_engine.method.latency import LatencyModel, LayerSpec, calibrate, calibration_counts, latency_model
-from osp_engine.method.network import prepare_network
+from osp_engine.method.groups import UnsupportedModel
+from osp_engine.method.network import check_target, prepare_network
 from osp_engine.method.selection import select
 from osp_engine.running.latency import build_latency, layer_specs, measured_latency
 from osp_engine.storage.reader import RunReader
@@ -102,6 +103,7 @@ def test_the_tables_prediction_agrees_with_a_direct_timing_and_is_cached(tmp_pat
     for attempt in range(3):            # a busy machine can slow the table's timings or the direct ones: again
         cache = tmp_path / f"cache-{attempt}"
         latency, stats = build_latency(net, "onnxruntime", 1, 1, cache)
+        net.latency = latency
         assert stats["measured"] == stats["entries"] > 10
         scores = sal.weighted_saliency(sal.all_saliency(net.groups), net.pi)
         chosen = select(scores, net.cost, 0.5, 0.75, 1.0, round_to=8, measure=latency.predict)
@@ -113,6 +115,8 @@ def test_the_tables_prediction_agrees_with_a_direct_timing_and_is_cached(tmp_pat
         if abs(got["predicted_speedup"] / got["speedup"] - 1) < TOLERANCE:
             break
     assert abs(got["predicted_speedup"] / got["speedup"] - 1) < TOLERANCE, got
+    with pytest.raises(UnsupportedModel, match="of the predicted latency can go"):    # beyond the floors
+        check_target(net, 0.95, 0.75, 1.0, 8, "latency")
     again, second = build_latency(prepared(), "onnxruntime", 1, 1, cache)          # a second run of the network
     assert second["measured"] == 0 and second["entries"] == stats["entries"]
     assert again.predict(np.array(counts)) == latency.predict(np.array(counts))
@@ -144,27 +148,21 @@ def test_settings_are_checked_in_one_line():
 
 
 def test_a_latency_run_ends_with_its_measured_latency_beside_the_prediction(tmp_path, capsys):
-    def run(target: str) -> tuple[int, str, str]:
-        code = main(["run", "--preset", "demo", "--runs-dir", str(tmp_path), "--set", "model=resnet20", "--set",
-                     "dataset=synthetic-cifar10", "--set", "synthetic_size=128", "--set", "cost=latency", "--set",
-                     f"target={target}", "--set", "epochs=4", "--set", "sl_start=0", "--set", "sl_end=1",
-                     "--set", "speed_budget_s=0.2"])
-        out = capsys.readouterr()
-        return code, out.out, out.err + out.out
-
-    code, out, err = run("0.95")                      # beyond the floors: refused once the table is built
-    assert code == 2 and "of the predicted latency can go" in err and "timed now" in err
-    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]        # no run folder
-    assert any(p.suffix == ".json" for p in (tmp_path / ".latency").iterdir())    # the table stays cached
-    code, out, err = run("0.3")
-    assert code == 0, err
-    assert ", 0 timed now" in err                                          # the second run measures nothing
+    code = main(["run", "--preset", "demo", "--runs-dir", str(tmp_path), "--set", "model=resnet20", "--set",
+                 "dataset=synthetic-cifar10", "--set", "synthetic_size=128", "--set", "cost=latency", "--set",
+                 "target=0.3", "--set", "epochs=4", "--set", "sl_start=0", "--set", "sl_end=1",
+                 "--set", "speed_budget_s=0.2"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "timing the layers on onnxruntime" in out.err and "latency table on onnxruntime" in out.err
     (run_dir,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert any(p.suffix == ".json" for p in (tmp_path / ".latency").iterdir())    # the table, cached by the runs
     s = RunReader(run_dir).summary()
     lat = s["latency"]
     assert s["cost"] == "latency" and lat["batch"] == 1 and lat["measured_ms"] > 0 and lat["dense_ms"] > 0
     assert lat["error"] == pytest.approx(lat["predicted_ms"] / lat["measured_ms"] - 1)
-    assert lat["message"] in out and "ms predicted" in RunReader(run_dir).last_event("prune")["message"]
+    assert lat["message"] in out.out and "predicted latency -" in out.out
+    assert "ms predicted" in RunReader(run_dir).last_event("prune")["message"]
     assert all(c % 8 == 0 for c in final_widths(run_dir))                 # cost=latency keeps multiples of 8
 
 
@@ -188,6 +186,5 @@ def test_a_run_of_a_model_the_table_cannot_time_is_refused_in_one_line(tmp_path)
     model = nn.Sequential(nn.Conv1d(3, 16, 3), nn.ReLU(), nn.Conv1d(16, 16, 3), nn.Flatten(), nn.LazyLinear(10))
     model(torch.zeros(1, 3, 32))
     net = prepare_network(model, 10, torch.zeros(1, 3, 32), "official", 0)
-    from osp_engine.method.groups import UnsupportedModel
     with pytest.raises(UnsupportedModel, match="cost=latency cannot time Conv1d layers"):
         build_latency(net, "onnxruntime", 1, 1, tmp_path)

@@ -95,7 +95,7 @@ def test_a_cancel_from_the_studio_stops_the_fit(tmp_path):
     assert RunReader(pruning.run_dir).info()["status"] == "cancelled"
 
 
-def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_path):
+def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_path, monkeypatch):
     """A fit with ModelCheckpoint dies after the prune; its last.ckpt loads with load_from_checkpoint as the
     pruned network (the same outputs), and fit(ckpt_path=...) continues the fit and its run folder to the end:
     pruned once, at the same epoch, the LR on the schedule, the epochs recorded once each."""
@@ -145,7 +145,11 @@ def test_a_pruned_fits_checkpoint_loads_pruned_and_the_fit_resumes_from_it(tmp_p
         assert torch.equal(loaded(x[:32]), first.eval()(x[:32]))
 
     second = Reloadable()                                                     # dense, as built
+    import osp_engine.integrations.lightning as callback_module
+    shares, share = [], callback_module.backward_soft_share
+    monkeypatch.setattr(callback_module, "backward_soft_share", lambda *a, **k: (shares.append(1), share(*a, **k)))
     pruning = fit(second, [], ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert len(shares) == (8 - 5) * len(loader)                  # the teacher in every step resumed after the prune
     reader = RunReader(pruning.run_dir)
     assert pruning.run_dir == run_dir and reader.info()["status"] == "finished"
     assert reader.info()["t_star"] == info["t_star"]

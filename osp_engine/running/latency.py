@@ -324,15 +324,17 @@ def _timed_table(net: Prunable, cfg, root: Path, log: Callable[[str], None] | No
 
 
 def record_latency(store, arch: dict, net: Prunable, counts: np.ndarray, cfg, epoch: int) -> None:
-    """Time the pruned network against a fresh dense one on the table's runtime and settings and store the
-    figures beside the table's prediction as a 'latency' event (a failure is recorded instead). A model of
+    """Time the pruned network against a fresh dense one on the table's runtime and settings (for
+    speed_budget_s seconds, or 1 s when the speed timing is off) and store the figures beside the
+    table's prediction as a 'latency' event (a failure is recorded instead). A model of
     the user's own has no fresh dense twin: the dense figure is then the one the table was built from."""
     from ..models import build_model
     try:
         dense = None if arch.get("custom") else \
             build_model(arch["model"], arch["num_classes"], arch["image_size"], arch["in_channels"])
         s = measured_latency(dense, net.model, net.example, cfg.latency_runtime, cfg.latency_batch,
-                             cfg.latency_threads, net.latency.predict(counts), net.latency.dense)
+                             cfg.latency_threads, net.latency.predict(counts), net.latency.dense,
+                             budget_s=cfg.speed_budget_s or 1.0)
     except Exception as e:
         store.event("latency_failed", f"the latency measurement failed ({type(e).__name__}: {e})")
         return
