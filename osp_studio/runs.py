@@ -7,7 +7,7 @@ import streamlit as st
 
 from osp_engine import ConfigError, get_preset
 from osp_engine.interfaces.presets import DESCRIPTIONS, PRESETS
-from osp_engine.method.config import VARIANTS
+from osp_engine.method.config import COSTS, VARIANTS
 from osp_engine.method.config import Config
 from osp_engine.running.manager import Failure
 from osp_engine.running.branch import branch_epochs, checkpoints_bytes, epoch_label
@@ -42,7 +42,8 @@ def start(cfg: Config) -> None:
     st.toast(f"Started {run_id}")
 
 
-KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device", "variant")
+KNOBS = ("target", "epochs", "threshold", "sl_start", "sl_end", "reg_delta", "data_root", "device", "variant", "cost",
+         "distill")
 
 
 @steering
@@ -52,7 +53,7 @@ def start_knobs(name: str) -> None:
     start(dataclasses.replace(get_preset(name), target=float(k["target"]), epochs=int(k["epochs"]),
                               threshold=float(k["threshold"]), sl_start=int(k["sl_start"]), sl_end=int(k["sl_end"]),
                               reg_delta=float(k["reg_delta"]), data_root=k["data_root"], device=k["device"],
-                              variant=k["variant"]))
+                              variant=k["variant"], cost=k["cost"], distill=float(k["distill"])))
 
 
 def start_form() -> None:
@@ -68,7 +69,7 @@ def start_form() -> None:
         key = {f: f"knob_{name}_{f}" for f in KNOBS}
         with st.form("start_form"):
             c1, c2, c3 = st.columns(3)
-            c1.number_input("FLOPs reduction target", 0.05, 0.95, float(base.target), 0.05, key=key["target"])
+            c1.number_input("Reduction target (fraction)", 0.05, 0.95, float(base.target), 0.05, key=key["target"])
             c2.number_input("Epochs", 1, 1000, int(base.epochs), key=key["epochs"])
             c3.number_input("Stability threshold", 0.5, 1.0, float(base.threshold), 0.001, format="%.3f",
                             key=key["threshold"])
@@ -83,6 +84,13 @@ def start_form() -> None:
             c8.selectbox("Device", devices, index=devices.index(base.device), key=key["device"])
             c9.selectbox("Variant", VARIANTS, index=VARIANTS.index(base.variant), key=key["variant"],
                          help="official: the official code exactly, quirks included; corrected: the quirks fixed")
+            c10, c11, _ = st.columns(3)
+            c10.selectbox("The target removes", COSTS, index=COSTS.index(base.cost), key=key["cost"],
+                          help="flops: the paper's; latency: the latency measured on ONNX Runtime when the run "
+                               "starts (docs/method.md, 'Latency as the cost')")
+            c11.number_input("Distillation after the prune (distill)", 0.0, 0.95, float(base.distill), 0.1,
+                             key=key["distill"], help="0: off; alpha > 0: the dense network at the prune teaches "
+                                                      "the fine-tuning (docs/method.md, 'Distillation')")
             st.form_submit_button("Start", on_click=start_knobs, args=(name,))
             if error:
                 st.error(f"Could not start: {plain(error)}")

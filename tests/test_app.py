@@ -272,7 +272,7 @@ def test_the_start_form_shows_the_chosen_presets_knobs(tmp_path, monkeypatch):
     assert knobs["Epochs"] == 24 and knobs["Regulariser start (sl_start)"] == 4          # the demo's recipe
     at.selectbox(key="start_preset").set_value("cifar10-resnet56").run()
     knobs = {n.label: n.value for n in at.number_input}
-    assert knobs["Epochs"] == 300 and knobs["FLOPs reduction target"] == 0.5
+    assert knobs["Epochs"] == 300 and knobs["Reduction target (fraction)"] == 0.5
     assert knobs["Regulariser step (reg_delta)"] == get_preset("cifar10-resnet56").reg_delta
     assert at.text_input[0].value == get_preset("cifar10-resnet56").data_root
     at.text_input(key="knob_cifar10-resnet56_data_root").set_value(str(tmp_path / "no-cifar"))
