@@ -62,6 +62,8 @@ class OneCyclePruning(pl.Callback):
         self._done = -1                                   # the last epoch whose end the pruner recorded
         self._resume: dict | None = None                  # the callback's state in the checkpoint fit() resumes
         self._restored: dict | None = None                # that checkpoint's pruned weights, optimisers, schedulers
+        self._hook = None                                 # distillation: the hook seeing a step's forward
+        self._seen: tuple | None = None                   # (input batch, logits) of the step's forward
 
     # ---------------------------------------------------------------- start and end
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -119,7 +121,7 @@ class OneCyclePruning(pl.Callback):
         """distill > 0 after the prune: the module's loss L becomes (1 - alpha) L + alpha T^2 KL(teacher ||
         student) by backpropagating the difference first (method/distill.backward_soft_share); `loss`
         arrives divided by the accumulation steps and multiplied by a 16-bit loss scaler's scale."""
-        seen, self._seen = getattr(self, "_seen", None), None
+        seen, self._seen = self._seen, None
         if seen is None or self.pruner is None or self.pruner.teacher is None:
             return
         x, logits = seen

@@ -30,7 +30,7 @@ from ..storage.faults import explain
 from ..method.groups import UnsupportedModel
 from ..running.kernels import guard_strided_1x1
 from ..method.network import Prunable, check_target, prepare_network
-from ..running.latency import latency_table, record_latency
+from ..running.latency import latency_table
 from ..running.teacher import Teacher
 from ..method.groups import prune_groups
 from ..running.record import RunRecord
@@ -156,8 +156,6 @@ def attach(model: nn.Module, example: torch.Tensor, *, num_classes: int | None, 
         arch = dict(model=cfg.model, num_classes=num_classes, image_size=shape[-1], in_channels=shape[0],
                     input_shape=shape, custom=True)
         pruner.finish(arch)
-        if cfg.cost == "latency":                      # the table's prediction against the pruned model, timed
-            record_latency(record.store, arch, net, pruner.model_counts, cfg, cfg.epochs - 1)
         status = "finished"
     except Cancelled:                                  # cancelled from the studio: the loop stops, no error
         status, error = "cancelled", pruner.commands.reason

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..method.latency import (LatencyModel, LayerSpec, calibrate, calibration_co
                               latency_model, layer_spec, width_maps)
 from ..method.network import Prunable
 from .distributed import World
-from .speed import alternate, cpu_session
+from .speed import cpu_session, median_times, session_latencies
 
 CACHE_DIR = ".latency"        # under the runs root
 
@@ -49,15 +48,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def median_seconds(call: Callable[[], object], min_s: float = 0.02, min_runs: int = 10, max_runs: int = 2000) -> float:
-    """Median seconds of `call()` over at least `min_runs` runs and `min_s` seconds, after two warm-up calls."""
-    call(), call()
-    spent, t_end = [], time.perf_counter() + min_s
-    while len(spent) < min_runs or (time.perf_counter() < t_end and len(spent) < max_runs):
-        t0 = time.perf_counter()
-        call()
-        spent.append(time.perf_counter() - t0)
-    return statistics.median(spent)
+def layer_seconds(call: Callable[[], object]) -> float:
+    """Median seconds of one layer's call: at least 10 runs and 0.02 s of them (at most 2000)."""
+    return median_times([call], 0.02, 10, 2000)[0]
 
 
 def _input(spec: LayerSpec, batch: int) -> np.ndarray:
@@ -95,11 +88,8 @@ class OnnxRuntimeTimer:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
     def _time(self, model: bytes, x: np.ndarray) -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "layer.onnx"
-            path.write_bytes(model)
-            session = cpu_session(path, self.threads)
-        return median_seconds(lambda: session.run(None, {"x": x}))
+        session = cpu_session(model, self.threads)
+        return layer_seconds(lambda: session.run(None, {"x": x}))
 
     def layer(self, spec: LayerSpec, batch: int) -> float:
         """Seconds of one call of the layer alone, less ONNX Runtime's call overhead (never below 0)."""
@@ -122,7 +112,6 @@ class OnnxRuntimeTimer:
     def models(self, models: list[nn.Module], example: torch.Tensor, budget_s: float = 1.0) -> list[float]:
         """Median seconds of each model on `example`, exported to ONNX and timed in turns."""
         from ..storage.export import write_onnx
-        from .speed import session_latencies
 
         with tempfile.TemporaryDirectory() as tmp:
             sessions = []
@@ -158,14 +147,13 @@ class TorchTimer:
             m = nn.Conv2d(spec.a, spec.b * groups, spec.kernel, spec.stride, spec.padding, spec.dilation, groups,
                           bias=spec.bias)
         m = m.to(self.device).eval()
-        return median_seconds(lambda: (m(x), self._sync()))
+        return layer_seconds(lambda: (m(x), self._sync()))
 
     @torch.inference_mode()
     def models(self, models: list[nn.Module], example: torch.Tensor, budget_s: float = 1.0) -> list[float]:
         x = example.to(self.device)
         ready = [copy.deepcopy(m).to(self.device).eval() for m in models]
-        spent = alternate({i: (lambda m=m: (m(x), self._sync())) for i, m in enumerate(ready)}, budget_s, 20)
-        return [statistics.median(spent[i]) for i in range(len(ready))]
+        return median_times([lambda m=m: (m(x), self._sync()) for m in ready], budget_s)
 
 
 RUNTIMES: dict[str, Callable[[int, torch.device], object]] = {
@@ -245,8 +233,7 @@ def build_latency(net: Prunable, runtime: str, batch: int, threads: int, cache_d
     specs, calls = layer_specs(net, net.example)
     wanted = [(s, a, b) for s in specs for a in s.grid()[0] for b in s.grid()[1]]
     keys = [s.at(a, b).key(batch) for s, a, b in wanted]
-    missing = list(dict.fromkeys(k for k in keys if k not in cache.entries))
-    todo = {k: (s, a, b) for (s, a, b), k in zip(wanted, keys) if k in missing}
+    todo = {k: (s, a, b) for (s, a, b), k in zip(wanted, keys) if k not in cache.entries}   # each key once
     try:
         for done, (key, (s, a, b)) in enumerate(todo.items(), 1):
             cache.entries[key] = timer.layer(s.at(a, b), batch)

@@ -33,6 +33,7 @@ from ..method.selection import Selection, select
 from ..method.stability import early_bird_distance, psi_raw, smoothed
 from ..storage.metric import ACCURACY, Metric
 from ..storage.store import RunStore
+from .latency import record_latency
 from .teacher import Teacher
 
 
@@ -192,9 +193,7 @@ class Pruner:
                                       f"{change}",
                              epoch=rec["epoch"], reason=rec["reason"], acc_after=after)
             if self.teacher is not None:
-                self.store.event("teacher", self.teacher.describe(), epoch=rec["epoch"], alpha=self.teacher.alpha,
-                                 temperature=self.teacher.temperature, weight_bytes=self.teacher.weight_bytes,
-                                 device=str(self.teacher.device))
+                self.store.event("teacher", self.teacher.describe(), epoch=rec["epoch"], **self.teacher.figures())
             if rec.get("miss"):                           # further than 0.5 pp from the target: why
                 self.store.event("target", Miss(**rec["miss"]).message, epoch=rec["epoch"], **rec["miss"])
 
@@ -223,9 +222,8 @@ class Pruner:
             scores = sal.all_saliency(net.groups)
             keep = self._agreed(-1, self._select(scores).keep)
         if self.cfg.distill > 0:                          # the teacher: the network one moment before the prune
-            self.teacher = Teacher.of(net.model, self.cfg)
-            if self.best_dense is not None:               # teacher=best: the best dense epoch's weights
-                self.teacher.model.load_state_dict(self.best_dense[1])
+            self.teacher = Teacher.of(net.model, self.cfg) if self.best_dense is None else \
+                Teacher.restored(net.model, self.best_dense[1], self.cfg)   # teacher=best: the best dense epoch's
         prune_groups(net.graph, net.groups, [torch.from_numpy(k) for k in keep])
         self.pruned, self.phase, self.kept = True, "pruned", keep
         self.model_counts = np.array([int(k.sum()) for k in keep], dtype=np.int64)
@@ -309,11 +307,14 @@ class Pruner:
         self.commands.drain()                             # restored, not new: no command events
 
     def finish(self, arch: dict) -> None:
-        """Export the (pruned) model to model.pt; arch: what load_pruned needs to rebuild it."""
+        """Export the (pruned) model to model.pt (arch: what load_pruned needs to rebuild it), and record what
+        the teacher cost and, with cost=latency, the pruned model's latency against the table's prediction."""
         export_model(self.net.model, self.net.graph.pruning_history(), arch, self.store.dir)
         self.store.event("exported", "pruned model exported to model.pt", epoch=self.cfg.epochs - 1)
         t = self.teacher
         if t is not None and t.calls:                     # what the teacher cost: the figures beside its description
             self.store.event("teacher", f"{t.describe()}; {t.cost(self.tuning_s)}", epoch=self.cfg.epochs - 1,
-                             alpha=t.alpha, temperature=t.temperature, weight_bytes=t.weight_bytes, device=str(t.device),
-                             forward_ms=1e3 * t.seconds / t.calls, steps=t.calls, tuning_seconds=self.tuning_s)
+                             **t.figures(), forward_ms=1e3 * t.seconds / t.calls, steps=t.calls,
+                             tuning_seconds=self.tuning_s)
+        if self.cfg.cost == "latency" and self.net.latency is not None:
+            record_latency(self.store, arch, self.net, self.model_counts, self.cfg, self.cfg.epochs - 1)

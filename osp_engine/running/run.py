@@ -36,7 +36,7 @@ from ..method.network import Prunable, check_target, prepare_network
 from .placement import load_weights, new_run_id, package_version, prepare_root, resolve_device
 from .pruner import Pruner
 from .rng import rng_state, set_rng_state
-from .latency import latency_table, record_latency
+from .latency import latency_table
 from .teacher import Teacher, teacher_device
 from .speed import record_speed
 from ..method.schedule import learning_rate, schedule_epoch, shrink_lr
@@ -276,15 +276,13 @@ class Run:
             self._finish(pruner, store, info)
 
     def _finish(self, pruner: Pruner, store: RunStore, info) -> None:
-        """Export model.pt (with what load_pruned needs to rebuild it), then measure its speed."""
+        """Export model.pt (with what load_pruned needs to rebuild it; Pruner.finish), then measure its speed."""
         cfg = self.cfg
         arch = dict(model=cfg.model, num_classes=info.num_classes, image_size=info.image_size,
                     in_channels=info.in_channels, input_shape=list(info.input_shape), custom=self.user_model is not None)
         pruner.finish(arch)
         if cfg.speed_budget_s > 0 and self.user_model is None:
             record_speed(store, self.dir, arch, self.device, cfg.speed_budget_s, cfg.epochs - 1)
-        if cfg.cost == "latency" and self.net.latency is not None:
-            record_latency(store, arch, self.net, pruner.model_counts, cfg, cfg.epochs - 1)
 
     def _restore(self, ckpt: dict, pruner: Pruner, model: torch.nn.Module, train, store: RunStore):
         """Put model, optimiser, method state and random states back as they were after epoch t; commit

@@ -46,20 +46,28 @@ def _race(pairs: dict, batch: int, budget_s: float) -> dict:
     return out
 
 
-def cpu_session(path, threads: int = 1):
-    """An ONNX Runtime session of the model at `path` on the CPU with `threads` threads (intra and inter op)."""
+def median_times(calls: list, budget_s: float, min_rounds: int = 20, max_rounds: int = 200) -> list[float]:
+    """Median seconds of each call of `calls` (call()), timed in turns (`alternate`) for about `budget_s`
+    seconds, at least `min_rounds` and at most `max_rounds` rounds."""
+    spent = alternate(dict(enumerate(calls)), budget_s, min_rounds, max_rounds)
+    return [statistics.median(spent[i]) for i in range(len(calls))]
+
+
+def cpu_session(model, threads: int = 1):
+    """An ONNX Runtime session on the CPU with `threads` threads (intra and inter op) of the model at the path
+    `model`, or of `model` itself when it is the serialized model (bytes)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def session_latencies(sessions: list, feed: dict, budget_s: float, min_rounds: int = 20) -> list[float]:
     """Median seconds of one run of each ONNX Runtime session on `feed` ({input name: array}), timed in turns
-    (`alternate`) for about `budget_s` seconds and at least `min_rounds` rounds."""
-    spent = alternate({i: (lambda s=s: s.run(None, feed)) for i, s in enumerate(sessions)}, budget_s, min_rounds)
-    return [statistics.median(spent[i]) for i in range(len(sessions))]
+    (`median_times`) for about `budget_s` seconds and at least `min_rounds` rounds."""
+    return median_times([lambda s=s: s.run(None, feed) for s in sessions], budget_s, min_rounds)
 
 
 @torch.inference_mode()
